@@ -1,0 +1,28 @@
+"""nbtools: train a 3D ResNet and fine-tune a 2D ResNet with Focal Loss, first time, resumably.
+
+>>> import nbtools as nbt
+>>> env = nbt.setup(seed=0)                                   # doctest: +SKIP
+>>> run = nbt.fit(model, train_ds, val_ds, loss, cfg, run_dir="runs/demo")   # doctest: +SKIP
+"""
+
+from nbtools import data, losses, models
+from nbtools.cache import clear_cache
+from nbtools.config import TrainConfig
+from nbtools.env import Env, mount_drive, seed_everything, setup
+from nbtools.train import Run, fit, list_checkpoints
+
+__all__ = [
+    "Env",
+    "Run",
+    "TrainConfig",
+    "clear_cache",
+    "data",
+    "fit",
+    "list_checkpoints",
+    "losses",
+    "models",
+    "mount_drive",
+    "seed_everything",
+    "setup",
+]
+__version__ = "0.1.0"

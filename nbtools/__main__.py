@@ -1,0 +1,3 @@
+from nbtools.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,174 @@
+"""TrainConfig: every training choice in one frozen dataclass, saved in every checkpoint."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nbtools.env import PRECISIONS
+
+log = logging.getLogger(__name__)
+
+OPTIMIZERS = ("adamw", "adam", "sgd")
+NAN_POLICIES = ("skip", "raise")
+MONITORS = ("val_loss", "val_acc", "val_precision", "val_recall", "val_f1", "val_auc")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything `fit` needs to know, validated on construction.
+
+    >>> cfg = TrainConfig(epochs=40, lr=5e-5, group_lrs={"backbone": 5e-5, "classifier": 5e-4},
+    ...                   warmup_epochs=3, clip_norm=0.5, ema_decay=0.999, patience=50)
+    >>> TrainConfig.from_json(cfg.to_json()) == cfg
+    True
+
+    Groups: a parameter belongs to the `group_lrs` key that is the longest dotted prefix of its
+    name (`"backbone"` takes `backbone.layer1.0.conv1.weight`); the rest form group "default" at `lr`.
+    `unfreeze={8: "layer2"}`: every parameter whose name contains the dotted part `layer2` starts
+    frozen (its BatchNorm in eval mode) and joins the optimizer at the start of epoch 8.
+    """
+
+    epochs: int = 10
+    batch_size: int = 8
+    eval_batch_size: int | None = None  # None: same as batch_size
+    lr: float = 1e-3
+    group_lrs: dict[str, float] = field(default_factory=dict)
+    optimizer: str = "adamw"
+    weight_decay: float = 1e-4
+    momentum: float = 0.9  # sgd only
+    warmup_epochs: int = 0
+    min_lr_factor: float = 0.01  # cosine ends at lr * min_lr_factor
+    precision: str = "auto"
+    amp_fallback: bool = True  # fp16 falls back to fp32 by itself when the scaler keeps skipping
+    grad_accum: int = 1
+    clip_norm: float | None = None
+    ema_decay: float | None = None
+    monitor: str = "val_loss"
+    patience: int | None = None  # None: no early stopping
+    min_delta: float = 0.0
+    min_epochs: int = 0
+    unfreeze: dict[int, str] = field(default_factory=dict)
+    nan_policy: str = "skip"
+    max_bad_steps: int = 20  # non-finite optimizer steps in a row before the run stops
+    keep_last: int = 3
+    log_every: int = 10  # optimizer steps between telemetry reads (and possible mid-epoch checkpoints)
+    checkpoint_every_steps: int | None = None
+    checkpoint_every_minutes: float | None = 20.0  # Colab disconnects by the clock, not by the epoch
+    num_workers: int = 0
+    threshold: float = 0.5  # decision threshold for binary metrics
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        # JSON turns int keys into strings; accept both so from_json round-trips.
+        object.__setattr__(self, "unfreeze", {int(k): str(v) for k, v in dict(self.unfreeze).items()})
+        object.__setattr__(self, "group_lrs", {str(k): float(v) for k, v in dict(self.group_lrs).items()})
+        _validate(self)
+
+    @property
+    def monitor_mode(self) -> str:
+        return "min" if self.monitor == "val_loss" else "max"
+
+    # --- JSON round trip -------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self, path: str | Path | None = None) -> str:
+        text = json.dumps(self.to_dict(), indent=2, sort_keys=True)
+        if path is not None:
+            Path(path).write_text(text + "\n")
+        return text
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            # Checkpoints from a newer nbtools may carry fields we do not know; say so, do not crash.
+            log.warning("ignoring unknown TrainConfig fields %s", ", ".join(unknown))
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    @classmethod
+    def from_json(cls, text_or_path: str | Path) -> TrainConfig:
+        text = str(text_or_path)
+        if not text.lstrip().startswith("{"):
+            text = Path(text_or_path).read_text()
+        return cls.from_dict(json.loads(text))
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return dataclasses.replace(self, **changes)
+
+    def diff(self, other: TrainConfig) -> dict[str, tuple[Any, Any]]:
+        """Fields that differ, as {field: (self value, other value)}."""
+        a, b = self.to_dict(), other.to_dict()
+        return {k: (a[k], b[k]) for k in a if a[k] != b[k]}
+
+
+def _fail(field_name: str, expected: str, value: Any) -> None:
+    raise ValueError(f"TrainConfig.{field_name} must be {expected}, got {value!r}")
+
+
+def _validate(c: TrainConfig) -> None:
+    def positive_int(name: str, allow_none: bool = False, allow_zero: bool = False) -> None:
+        v = getattr(c, name)
+        if v is None and allow_none:
+            return
+        lo = 0 if allow_zero else 1
+        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+            _fail(name, f"an int >= {lo}" + (" or None" if allow_none else ""), v)
+
+    def finite(name: str, lo: float, hi: float = math.inf, allow_none: bool = False, open_lo: bool = False):
+        v = getattr(c, name)
+        if v is None and allow_none:
+            return
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        ok = ok and (v > lo if open_lo else v >= lo) and v <= hi
+        if not ok:
+            bound = f"> {lo}" if open_lo else f">= {lo}"
+            rng = f"a finite number {bound}" + (f" and <= {hi}" if hi != math.inf else "")
+            _fail(name, rng + (" or None" if allow_none else ""), v)
+
+    positive_int("epochs")
+    positive_int("batch_size")
+    positive_int("eval_batch_size", allow_none=True)
+    positive_int("grad_accum")
+    positive_int("warmup_epochs", allow_zero=True)
+    positive_int("patience", allow_none=True)
+    positive_int("min_epochs", allow_zero=True)
+    positive_int("max_bad_steps")
+    positive_int("keep_last")
+    positive_int("log_every")
+    positive_int("checkpoint_every_steps", allow_none=True)
+    positive_int("num_workers", allow_zero=True)
+    positive_int("seed", allow_zero=True)
+    finite("lr", 0.0, open_lo=True)
+    finite("weight_decay", 0.0)
+    finite("momentum", 0.0, 1.0)
+    finite("min_lr_factor", 0.0, 1.0)
+    finite("clip_norm", 0.0, open_lo=True, allow_none=True)
+    finite("ema_decay", 0.0, 1.0, allow_none=True, open_lo=True)
+    finite("min_delta", 0.0)
+    finite("checkpoint_every_minutes", 0.0, open_lo=True, allow_none=True)
+    finite("threshold", 0.0, 1.0)
+    for name, allowed in (
+        ("precision", PRECISIONS),
+        ("optimizer", OPTIMIZERS),
+        ("nan_policy", NAN_POLICIES),
+        ("monitor", MONITORS),
+    ):
+        v = getattr(c, name)
+        if v not in allowed:
+            _fail(name, "one of " + ", ".join(map(repr, allowed)), v)
+    if not isinstance(c.amp_fallback, bool):
+        _fail("amp_fallback", "True or False", c.amp_fallback)
+    for k, v in c.group_lrs.items():
+        if not k or not math.isfinite(v) or v <= 0:
+            _fail("group_lrs", "a {group prefix: lr > 0} mapping", {k: v})
+    for epoch, part in c.unfreeze.items():
+        if epoch < 1 or not part:
+            _fail("unfreeze", "an {epoch >= 1: module-name part} mapping", {epoch: part})

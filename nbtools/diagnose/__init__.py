@@ -1,0 +1,5 @@
+"""Diagnosis: findings that name a failure and its fix."""
+
+from nbtools.diagnose.findings import Finding
+
+__all__ = ["Finding"]

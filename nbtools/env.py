@@ -1,0 +1,105 @@
+"""Where we run: device, precision, Colab or not, seeding, Google Drive."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+@dataclass(frozen=True)
+class Env:
+    device: torch.device
+    precision: str  # what precision="auto" resolves to here: "bf16" | "fp16" | "fp32"
+    is_colab: bool
+    gpu_name: str | None
+    compute_capability: tuple[int, int] | None
+    torch_version: str
+
+    def summary(self) -> str:
+        gpu = (
+            f"{self.gpu_name} (sm {self.compute_capability[0]}.{self.compute_capability[1]})"
+            if self.gpu_name
+            else "none"
+        )
+        where = "Colab" if self.is_colab else "local"
+        return (
+            f"nbtools: {where}, device {self.device}, GPU {gpu}, precision {self.precision}, "
+            f"torch {self.torch_version}"
+        )
+
+
+def is_colab() -> bool:
+    return "google.colab" in sys.modules or "COLAB_RELEASE_TAG" in os.environ
+
+
+def resolve_precision(requested: str, device: torch.device | str) -> str:
+    """Turn "auto" into what this device really supports.
+
+    auto: bf16 on GPUs with compute capability >= 8.0 (A100, L4, ...), fp16 + GradScaler on older
+    GPUs (T4, V100), fp32 on CPU. An explicit choice is returned as is, so CPU tests can exercise
+    bf16 and fp16 autocast.
+    """
+    if requested not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(map(repr, PRECISIONS))}, got {requested!r}")
+    if requested != "auto":
+        return requested
+    device = torch.device(device)
+    if device.type != "cuda":
+        return "fp32"
+    major, _ = torch.cuda.get_device_capability(device)
+    # bf16 is emulated (slow) below sm 8.0 even where torch reports it as supported.
+    return "bf16" if major >= 8 and torch.cuda.is_bf16_supported() else "fp16"
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and every GPU)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+def setup(seed: int = 0, device: str | None = None, verbose: bool = True) -> Env:
+    """Seed everything, pick the device and precision, and print one summary line.
+
+    >>> env = setup(seed=0)   # doctest: +SKIP
+    nbtools: Colab, device cuda, GPU Tesla T4 (sm 7.5), precision fp16, torch 2.5.1
+    """
+    seed_everything(seed)
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    gpu_name, cc = None, None
+    if dev.type == "cuda":
+        gpu_name = torch.cuda.get_device_name(dev)
+        cc = torch.cuda.get_device_capability(dev)
+    env = Env(
+        device=dev,
+        precision=resolve_precision("auto", dev),
+        is_colab=is_colab(),
+        gpu_name=gpu_name,
+        compute_capability=cc,
+        torch_version=torch.__version__,
+    )
+    if verbose:
+        print(env.summary())
+    return env
+
+
+def mount_drive(mount_point: str = "/content/drive") -> Path | None:
+    """Mount Google Drive in Colab so run folders survive a disconnect; None outside Colab."""
+    if not is_colab():
+        log.info("not in Colab: Google Drive not mounted; run folders stay on local disk")
+        return None
+    from google.colab import drive  # only importable in Colab
+
+    drive.mount(mount_point)
+    return Path(mount_point) / "MyDrive"

@@ -1,0 +1,15 @@
+"""The fit loop and everything it keeps: precision, guards, checkpoints, schedule, EMA, early stop."""
+
+from nbtools.train.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
+from nbtools.train.fit import fit
+from nbtools.train.run import NonFiniteError, Run, RunExistsError
+
+__all__ = [
+    "CheckpointError",
+    "NonFiniteError",
+    "Run",
+    "RunExistsError",
+    "fit",
+    "list_checkpoints",
+    "load_checkpoint",
+]

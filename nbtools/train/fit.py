@@ -1,0 +1,237 @@
+"""`fit`: the training loop, plain code from the first batch to the last checkpoint."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from nbtools.config import TrainConfig
+from nbtools.env import seed_everything
+from nbtools.train import checkpoint as ckpt
+from nbtools.train.ema import update_ema
+from nbtools.train.evaluate import evaluate
+from nbtools.train.guards import check_interval
+from nbtools.train.loader import make_loader
+from nbtools.train.optim import apply_unfreeze, group_names, sync_trainable, train_mode
+from nbtools.train.progress import TextProgress
+from nbtools.train.run import CONFIG_FILE, NonFiniteError, Run, RunExistsError
+from nbtools.train.state import TrainState
+from nbtools.train.step import train_step
+from nbtools.train.telemetry import Telemetry
+from nbtools.viz.curves import save_curves
+
+log = logging.getLogger(__name__)
+
+_RUN_FILES = (
+    "epoch_*.pt",
+    "best.pt",
+    "best_ema.pt",
+    "last.pt",
+    "best_val.pt",
+    "metrics.json",
+    "config.json",
+    "*.png",
+)
+
+
+def _prepare_run_dir(run_dir: Path, resume, overwrite: bool) -> None:
+    found = ckpt.list_checkpoints(run_dir)
+    if found and resume is None and not overwrite:
+        raise RunExistsError(
+            f"{run_dir} already holds a run ({ckpt.describe_epochs(found)}, newest {found[-1].path.name}); "
+            f'fit will not train over it. Choose one: resume="latest" (or an epoch number) to continue it, '
+            f"a new run_dir to start another, or overwrite=True to delete it and start again."
+        )
+    if overwrite and resume is None:
+        for pattern in _RUN_FILES:
+            for p in run_dir.glob(pattern):
+                p.unlink()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ckpt.remove_stale_temp_files(run_dir)
+
+
+def _start(model, cfg, run_dir, resume, device, steps_per_epoch, progress) -> tuple[TrainState, dict | None]:
+    """A fresh TrainState, or one restored from a checkpoint (whose RNG states are restored last)."""
+    if resume is None:
+        seed_everything(cfg.seed)
+        return TrainState.create(cfg, model, device, steps_per_epoch, Run(run_dir, cfg)), None
+    info = ckpt.find_checkpoint(run_dir, resume)
+    checkpoint = ckpt.load_checkpoint(info.path)
+    run = Run.from_dict(run_dir, checkpoint["run"], config=cfg)
+    run.stopped = ""
+    st = TrainState.create(cfg, model, device, steps_per_epoch, run)
+    changes = st.load_checkpoint(checkpoint).diff(cfg)
+    where = f"epoch {st.epoch - 1}" + (f" + {st.batch} batches" if st.batch else "")
+    progress.message(f"resuming {run_dir} from {info.path.name} ({where}, step {st.step})")
+    if changes:
+        run.config_changes.append({"epoch": st.epoch - 1, "step": st.step, "changes": changes})
+        for k, (a, b) in changes.items():
+            progress.message(f"  config change: {k}: {a!r} -> {b!r}")
+    return st, checkpoint
+
+
+def _to_device(batch, device: torch.device, where: str):
+    if not isinstance(batch, (list, tuple)) or len(batch) != 2:
+        raise TypeError(f"fit expects each sample to be (input, label); {where} gave {type(batch).__name__}")
+    x, y = batch
+    return x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+
+
+def fit(
+    model: nn.Module,
+    train_data: Dataset,
+    val_data: Dataset,
+    loss_fn: Callable,
+    cfg: TrainConfig,
+    run_dir: str | Path,
+    resume: str | int | Path | None = None,
+    *,
+    overwrite: bool = False,
+    batch_transform: Callable | None = None,
+    device: str | torch.device | None = None,
+    verbose: bool = True,
+) -> Run:
+    """Train `model`, validating every epoch and checkpointing into `run_dir`.
+
+    resume: None starts a new run (and refuses to train over checkpoints already in run_dir);
+    "latest", an epoch number or a checkpoint path continues from there, bit-identically on CPU,
+    under the new `cfg` if it differs (the changes are printed and kept in run.config_changes).
+    batch_transform(x, y) -> (x, y) runs on the device after each training batch is moved there.
+    Raises NonFiniteError (with `.run`) when non-finite steps keep coming; checkpoints stay intact.
+
+    >>> run = nbt.fit(model, train_ds, val_ds, nn.CrossEntropyLoss(), cfg, "runs/demo")  # doctest: +SKIP
+    >>> run = nbt.fit(model, train_ds, val_ds, loss, cfg, "runs/demo", resume="latest")  # doctest: +SKIP
+    """
+    run_dir = Path(run_dir)
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    _prepare_run_dir(run_dir, resume, overwrite)
+    model.to(device)
+    pin = device.type == "cuda"
+    n_batches = make_loader(
+        train_data, cfg.batch_size, cfg.seed, 1, True, 0, False
+    ).batch_sampler.num_batches()
+    if n_batches == 0:
+        raise ValueError(f"the training data is empty (len {len(train_data)}); pass at least one sample")
+    val_loader = make_loader(
+        val_data, cfg.eval_batch_size or cfg.batch_size, cfg.seed, 0, False, cfg.num_workers, pin
+    )
+    progress = TextProgress(cfg.epochs, enabled=verbose)
+    st, checkpoint = _start(model, cfg, run_dir, resume, device, -(-n_batches // cfg.grad_accum), progress)
+    run = st.run
+    run.model, run.ema_model = model, st.ema
+    cfg.to_json(run_dir / CONFIG_FILE)
+    telemetry = Telemetry(group_names(cfg))
+    last_save = (time.monotonic(), st.step)
+    if checkpoint is not None:
+        st.restore_rng(checkpoint)  # last: nothing from here to the first batch draws random numbers
+        del checkpoint
+    try:
+        while st.epoch <= cfg.epochs and not run.stopped:
+            t_epoch = time.perf_counter()
+            if apply_unfreeze(model, cfg, st.epoch):
+                sync_trainable(st.optimizer, model, cfg)
+                progress.message(f"epoch {st.epoch}: unfroze {cfg.unfreeze[st.epoch]}")
+            train_mode(model, cfg, st.epoch)
+            batches = iter(
+                make_loader(
+                    train_data, cfg.batch_size, cfg.seed, st.epoch, True, cfg.num_workers, pin, st.batch
+                )
+            )
+            telemetry.start_interval(model)
+            progress.start_epoch(st.epoch, n_batches, st.batch)
+            while st.batch < n_batches and not run.stopped:
+                micro = []
+                for i in range(min(cfg.grad_accum, n_batches - st.batch)):
+                    x, y = _to_device(
+                        next(batches), device, f"training batch {st.batch + i} of epoch {st.epoch}"
+                    )
+                    micro.append(batch_transform(x, y) if batch_transform is not None else (x, y))
+                result = train_step(model, micro, loss_fn, st.optimizer, st.precision, cfg.clip_norm)
+                st.scheduler.step()
+                if st.ema is not None:
+                    update_ema(st.ema, model)
+                st.step, st.batch = st.step + 1, st.batch + len(micro)
+                telemetry.record(result)
+                progress.batches_done(len(micro))
+                if cfg.nan_policy == "raise" and result.bad.item():
+                    run.stopped = f"non-finite loss or gradient at step {st.step} (nan_policy='raise')"
+                if len(telemetry) == cfg.log_every or st.batch == n_batches or run.stopped:
+                    scale = st.precision.scaler.get_scale() if st.precision.scaler.is_enabled() else None
+                    record = telemetry.flush(model, st.epoch, st.step, st.scheduler.get_last_lr(), scale)
+                    run.steps.append(record)
+                    progress.interval(record)
+                    for finding, is_new in check_interval(run, st, record):
+                        if is_new:
+                            progress.finding(finding)
+                    due = (
+                        cfg.checkpoint_every_steps and st.step - last_save[1] >= cfg.checkpoint_every_steps
+                    ) or (
+                        cfg.checkpoint_every_minutes
+                        and time.monotonic() - last_save[0] >= 60 * cfg.checkpoint_every_minutes
+                    )
+                    if due and st.batch < n_batches and not run.stopped:
+                        ckpt.save_atomic(st.to_checkpoint(), run_dir / ckpt.mid_epoch_name(st.epoch, st.step))
+                        last_save = (time.monotonic(), st.step)
+            if run.stopped:
+                break
+            _end_epoch(st, val_loader, loss_fn, run_dir, t_epoch)
+            progress.end_epoch(run.history[-1])
+            last_save = (time.monotonic(), st.step)
+    finally:
+        progress.close()
+    ckpt.save_atomic(model.state_dict(), run_dir / "last.pt")
+    run.save()
+    save_curves(run)
+    if run.stopped:
+        progress.message(f"stopped: {run.stopped}")
+    if run.stopped.startswith("non-finite"):
+        raise NonFiniteError(run.stopped, run)
+    return run
+
+
+def _end_epoch(st: TrainState, val_loader, loss_fn, run_dir: Path, t_epoch: float) -> None:
+    """Validate, track the best epochs, check early stopping, write the epoch checkpoint and metrics."""
+    cfg, run, epoch = st.cfg, st.run, st.epoch
+    # The epoch's train loss from its telemetry intervals (mean over good steps), so a mid-epoch
+    # resume reports the same number as a straight run.
+    intervals = [(r["loss"], r["steps"] - r["skipped"]) for r in run.steps if r["epoch"] == epoch]
+    n_good = sum(n for _, n in intervals)
+    record = {
+        "epoch": epoch,
+        "step": st.step,
+        "train_loss": sum(loss * n for loss, n in intervals if n) / n_good if n_good else None,
+        "skipped": sum(r["skipped"] for r in run.steps if r["epoch"] == epoch),
+        "lr": dict(zip(group_names(cfg), st.scheduler.get_last_lr())),
+    }
+    metrics, logits, targets = evaluate(st.model, val_loader, st.precision, loss_fn, cfg.threshold)
+    record.update(metrics)
+    if st.ema is not None:
+        record.update(
+            evaluate(st.ema.module, val_loader, st.precision, loss_fn, cfg.threshold, "ema_val_")[0]
+        )
+    record["seconds"] = time.perf_counter() - t_epoch
+    run.history.append(record)
+    if st.early.improved(record[cfg.monitor]):
+        run.best_epoch = epoch
+        ckpt.save_atomic(st.model.state_dict(), run_dir / "best.pt")
+        ckpt.save_atomic({"epoch": epoch, "logits": logits, "targets": targets}, run_dir / "best_val.pt")
+    if st.early.update(record[cfg.monitor], epoch):
+        run.stopped = (
+            f"early stopping: {cfg.monitor} did not improve by more than {cfg.min_delta} for {cfg.patience} "
+            f"epochs (best {st.early.best:.4g} at epoch {st.early.best_epoch})"
+        )
+    if st.ema_best is not None and st.ema_best.improved(record["ema_" + cfg.monitor]):
+        run.best_ema_epoch = epoch
+        ckpt.save_atomic(st.ema.module.state_dict(), run_dir / "best_ema.pt")
+    if st.ema_best is not None:
+        st.ema_best.update(record["ema_" + cfg.monitor], epoch)
+    st.epoch, st.batch = epoch + 1, 0
+    ckpt.save_atomic(st.to_checkpoint(), run_dir / ckpt.epoch_name(epoch))
+    ckpt.prune_checkpoints(run_dir, cfg.keep_last)
+    run.save()

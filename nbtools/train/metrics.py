@@ -1,0 +1,58 @@
+"""Classification metrics from logits, with scikit-learn."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import (
+    accuracy_score,
+    confusion_matrix,
+    f1_score,
+    precision_score,
+    recall_score,
+    roc_auc_score,
+)
+
+
+def probabilities(logits: np.ndarray) -> np.ndarray:
+    """(N,) or (N,1) logits -> (N,) sigmoid; (N,C) -> (N,C) softmax. Computed in float64."""
+    z = np.asarray(logits, dtype=np.float64)
+    if z.ndim == 2 and z.shape[1] == 1:
+        z = z[:, 0]
+    if z.ndim == 1:
+        return 0.5 * (1.0 + np.tanh(0.5 * z))  # sigmoid without overflow warnings
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def classification_metrics(targets: np.ndarray, logits: np.ndarray, threshold: float = 0.5) -> dict:
+    """accuracy, precision, recall, f1, auc, the predicted-positive rate and the confusion matrix.
+
+    Binary when the model emits one logit or two classes: class 1 is positive and predicted when its
+    probability >= `threshold`. More classes: argmax, macro averages, one-vs-rest AUC. AUC is None
+    when the targets hold a single class (it is undefined, not 0.5).
+    """
+    y = np.asarray(targets).astype(np.int64).reshape(-1)
+    p = probabilities(logits)
+    binary = p.ndim == 1 or p.shape[1] == 2
+    if binary:
+        score = p if p.ndim == 1 else p[:, 1]
+        pred = (score >= threshold).astype(np.int64)
+        avg, labels = "binary", [0, 1]
+    else:
+        score, pred = p, p.argmax(axis=1)
+        avg, labels = "macro", list(range(p.shape[1]))
+    try:
+        auc = float(roc_auc_score(y, score, multi_class="ovr", labels=labels if not binary else None))
+    except ValueError:  # one class only in y, or a class missing for one-vs-rest
+        auc = None
+    return {
+        "acc": float(accuracy_score(y, pred)),
+        "precision": float(precision_score(y, pred, average=avg, labels=labels, zero_division=0)),
+        "recall": float(recall_score(y, pred, average=avg, labels=labels, zero_division=0)),
+        "f1": float(f1_score(y, pred, average=avg, labels=labels, zero_division=0)),
+        "auc": auc,
+        "pred_pos_rate": float((pred == 1).mean()) if binary else None,
+        "pos_rate": float((y == 1).mean()) if binary else None,
+        "confusion": confusion_matrix(y, pred, labels=labels).tolist(),
+    }

@@ -1,0 +1,133 @@
+"""The result of `fit`, and the run folder's metrics.json that holds it."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from nbtools.config import TrainConfig
+from nbtools.diagnose.findings import Finding
+from nbtools.jsonsafe import write_json_atomic
+
+log = logging.getLogger(__name__)
+
+METRICS_FILE = "metrics.json"
+CONFIG_FILE = "config.json"
+
+
+class RunExistsError(FileExistsError):
+    """`fit(resume=None)` found checkpoints in run_dir and will not train over them."""
+
+
+class NonFiniteError(RuntimeError):
+    """Training stopped on non-finite losses or gradients; `.run` holds what was saved."""
+
+    def __init__(self, message: str, run: Run):
+        super().__init__(message)
+        self.run = run
+
+
+@dataclass
+class Run:
+    """A training run: its folder, history and findings (and, from `fit`, the trained models).
+
+    history: one dict per epoch (train_loss, val_loss, val_acc, val_precision, val_recall, val_f1,
+    val_auc, ema_val_* with EMA, lr, skipped, seconds, ...). steps: one telemetry record per log
+    interval (see nbtools.train.telemetry).
+    """
+
+    run_dir: Path
+    config: TrainConfig
+    history: list[dict[str, Any]] = field(default_factory=list)
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+    best_epoch: int | None = None
+    best_ema_epoch: int | None = None
+    stopped: str = ""  # why training ended before cfg.epochs ("" when it ran them all)
+    config_changes: list[dict[str, Any]] = field(
+        default_factory=list
+    )  # one entry per resume that changed cfg
+    model: nn.Module | None = field(default=None, repr=False)
+    ema_model: nn.Module | None = field(default=None, repr=False)
+
+    @property
+    def epoch(self) -> int:
+        return self.history[-1]["epoch"] if self.history else 0
+
+    def best(self) -> dict[str, Any] | None:
+        return next((h for h in self.history if h["epoch"] == self.best_epoch), None)
+
+    def add_finding(self, finding: Finding) -> bool:
+        """Record a finding; a later finding with the same code replaces the earlier one's evidence.
+        Returns True when the code is new (so the caller shows it once, not at every interval)."""
+        for i, f in enumerate(self.findings):
+            if f.code == finding.code:
+                self.findings[i] = finding
+                return False
+        self.findings.append(finding)
+        return True
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "config": self.config.to_dict(),
+            "best_epoch": self.best_epoch,
+            "best_ema_epoch": self.best_ema_epoch,
+            "stopped": self.stopped,
+            "history": self.history,
+            "steps": self.steps,
+            "findings": [f.to_dict() for f in self.findings],
+            "config_changes": self.config_changes,
+        }
+
+    def save(self) -> None:
+        write_json_atomic(self.run_dir / METRICS_FILE, self.to_dict())
+
+    @classmethod
+    def from_dict(cls, run_dir: str | Path, d: dict[str, Any], config: TrainConfig | None = None) -> Run:
+        return cls(
+            run_dir=Path(run_dir),
+            config=config or TrainConfig.from_dict(d["config"]),
+            history=list(d.get("history", [])),
+            steps=list(d.get("steps", [])),
+            findings=[Finding.from_dict(f) for f in d.get("findings", [])],
+            best_epoch=d.get("best_epoch"),
+            best_ema_epoch=d.get("best_ema_epoch"),
+            stopped=d.get("stopped", ""),
+            config_changes=list(d.get("config_changes", [])),
+        )
+
+    @classmethod
+    def load(cls, run_dir: str | Path) -> Run:
+        """Read a run folder's metrics.json (no model; load best.pt for that)."""
+        path = Path(run_dir) / METRICS_FILE
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{path} not found: {run_dir} is not an nbtools run folder (or no epoch finished)"
+            )
+        try:
+            d = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(
+                f"{path} is not valid JSON ({e}); the epoch checkpoints still hold the history"
+            ) from e
+        return cls.from_dict(run_dir, d)
+
+    def __str__(self) -> str:
+        last = self.history[-1] if self.history else {}
+        parts = [f"run {self.run_dir}: {self.epoch}/{self.config.epochs} epochs"]
+        if self.best_epoch:
+            best = self.best() or {}
+            parts.append(
+                f"best epoch {self.best_epoch} ({self.config.monitor} {best.get(self.config.monitor)})"
+            )
+        for k in ("val_loss", "val_auc", "val_f1", "val_acc"):
+            if last.get(k) is not None:
+                parts.append(f"{k} {last[k]:.4f}")
+        if self.stopped:
+            parts.append(f"stopped: {self.stopped}")
+        return "; ".join(parts)

@@ -1,0 +1,141 @@
+"""Everything a training run holds between steps, and its round trip through a checkpoint."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.optim.lr_scheduler import LambdaLR
+from torch.optim.swa_utils import AveragedModel
+
+from nbtools.config import TrainConfig
+from nbtools.train import checkpoint as ckpt
+from nbtools.train.early_stop import EarlyStopping
+from nbtools.train.ema import build_ema
+from nbtools.train.optim import apply_unfreeze, build_optimizer, group_lr, group_names, sync_trainable
+from nbtools.train.precision import Precision
+from nbtools.train.rng import capture_rng, restore_rng
+from nbtools.train.run import Run
+from nbtools.train.schedule import build_scheduler, set_base_lrs
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainState:
+    cfg: TrainConfig
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: LambdaLR
+    precision: Precision
+    ema: AveragedModel | None
+    early: EarlyStopping
+    run: Run
+    epoch: int = 1  # the epoch being trained (1-based)
+    batch: int = 0  # batches of `epoch` already trained on
+    step: int = 0  # optimizer steps taken (skipped ones included)
+    ema_best: EarlyStopping | None = None  # tracks the EMA model's best epoch (never stops the run)
+    bad_streak: int = 0  # skipped steps in a row (see guards)
+    amp_window: list[bool] = field(default_factory=list)  # fp16 skip flags of the last steps
+
+    @classmethod
+    def create(cls, cfg: TrainConfig, model: nn.Module, device: torch.device, steps_per_epoch: int, run: Run):
+        apply_unfreeze(model, cfg, 1)
+        optimizer = build_optimizer(model, cfg)
+        scheduler = build_scheduler(
+            optimizer, cfg.warmup_epochs * steps_per_epoch, cfg.epochs * steps_per_epoch, cfg.min_lr_factor
+        )
+        return cls(
+            cfg=cfg,
+            model=model,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            precision=Precision(cfg.precision, device),
+            ema=build_ema(model, cfg.ema_decay) if cfg.ema_decay else None,
+            early=EarlyStopping(cfg.monitor_mode, cfg.patience, cfg.min_delta, cfg.min_epochs),
+            run=run,
+            ema_best=EarlyStopping(cfg.monitor_mode, None, cfg.min_delta) if cfg.ema_decay else None,
+        )
+
+    def to_checkpoint(self) -> dict[str, Any]:
+        last = self.run.history[-1] if self.run.history else {}
+        summary = {
+            k: last[k] for k in ("val_loss", "val_auc", "val_f1", "val_acc") if last.get(k) is not None
+        }
+        return {
+            "format": ckpt.FORMAT,
+            "version": 1,
+            "epoch": self.epoch - 1,  # completed epochs; `batch` counts those done in the next
+            "batch": self.batch,
+            "step": self.step,
+            "summary": summary,
+            "config": self.cfg.to_dict(),
+            "trainable": [n for n, p in self.model.named_parameters() if p.requires_grad],
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "precision": self.precision.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "early_stopping": self.early.state_dict(),
+            "ema_best": self.ema_best.state_dict() if self.ema_best is not None else None,
+            "guards": {"bad_streak": self.bad_streak, "amp_window": list(self.amp_window)},
+            "run": self.run.to_dict(),
+            "rng": capture_rng(),
+        }
+
+    def load_checkpoint(self, state: dict[str, Any]) -> TrainConfig:
+        """Restore from a checkpoint dict; returns the config the checkpoint was trained with.
+
+        The current `cfg` wins where it differs (lower LR, tighter clipping, more epochs ...); only
+        changes that would make the saved optimizer state meaningless are refused.
+        """
+        old = TrainConfig.from_dict(state["config"])
+        if old.optimizer != self.cfg.optimizer or list(old.group_lrs) != list(self.cfg.group_lrs):
+            raise ValueError(
+                f"cannot resume with a different optimizer or parameter groups: checkpoint has optimizer="
+                f"{old.optimizer!r}, group_lrs keys {list(old.group_lrs)}; config has {self.cfg.optimizer!r}, "
+                f"{list(self.cfg.group_lrs)}. LR values may change; the groups may not. Start a new run_dir instead."
+            )
+        self.model.load_state_dict(state["model"])
+        trainable = set(state["trainable"])
+        for name, p in self.model.named_parameters():
+            p.requires_grad_(name in trainable)
+        sync_trainable(self.optimizer, self.model, self.cfg)  # the groups as they were when saved
+        self.optimizer.load_state_dict(state["optimizer"])
+        for group in self.optimizer.param_groups:
+            group["weight_decay"] = self.cfg.weight_decay
+            if self.cfg.optimizer == "sgd":
+                group["momentum"] = self.cfg.momentum
+        self.scheduler.load_state_dict(state["scheduler"])
+        base = [group_lr(self.cfg, g) for g in group_names(self.cfg)]
+        if base != list(self.scheduler.base_lrs):
+            set_base_lrs(self.scheduler, base)
+        self.precision.load_state_dict(state["precision"])
+        if self.ema is not None:
+            if state["ema"] is not None:
+                self.ema.load_state_dict(state["ema"])
+            else:
+                self.ema = build_ema(self.model, self.cfg.ema_decay)
+                log.info("EMA is new in this config: it starts from the resumed weights")
+        if old.monitor == self.cfg.monitor:
+            self.early.load_state_dict(state["early_stopping"])
+            if self.ema_best is not None and state["ema_best"] is not None:
+                self.ema_best.load_state_dict(state["ema_best"])
+        else:
+            log.info(
+                "monitor changed from %s to %s: best-epoch tracking starts again",
+                old.monitor,
+                self.cfg.monitor,
+            )
+        self.bad_streak = state["guards"]["bad_streak"]
+        self.amp_window = list(state["guards"]["amp_window"])
+        self.epoch = state["epoch"] + 1
+        self.batch = state["batch"]
+        self.step = state["step"]
+        return old
+
+    def restore_rng(self, state: dict[str, Any]) -> None:
+        restore_rng(state["rng"])

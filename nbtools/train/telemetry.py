@@ -1,0 +1,79 @@
+"""Per-step numbers kept on the device and read once per log interval (one host sync per interval).
+
+Each interval becomes one record in `run.steps`:
+    epoch, step (global optimizer step at the end), steps (in the interval), loss (mean over good
+    steps), loss_last, grad_norm (mean over good steps), grad_norm_max, group_grad_norm {group: mean},
+    lr {group: lr}, scale (fp16 GradScaler scale, else None), skipped (count), skipped_steps [...],
+    nonfinite_loss (count of skipped steps whose loss itself was non-finite), drift (L2 distance the
+    model's parameters moved over the interval, measured on the model itself, never on the EMA
+    copy: seed 002 lost days to a drift probe that read the EMA), param_norm, seconds.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+from torch import nn
+
+from nbtools.train.step import StepResult
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+class Telemetry:
+    def __init__(self, group_names: list[str]):
+        self.group_names = group_names
+        self.rows: list[torch.Tensor] = []
+        self.snapshot: list[torch.Tensor] = []
+        self.t0 = time.perf_counter()
+
+    def start_interval(self, model: nn.Module) -> None:
+        self.rows = []
+        self.snapshot = [p.detach().clone() for p in model.parameters()]
+        self.t0 = time.perf_counter()
+
+    def record(self, r: StepResult) -> None:
+        # Stacking is a device op; nothing here waits for the GPU.
+        self.rows.append(torch.stack([r.loss, r.bad.float(), r.grad_norm, *r.group_norms]))
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @torch.no_grad()
+    def flush(self, model: nn.Module, epoch: int, step: int, lrs: list[float], scale: float | None) -> dict:
+        params = [p.detach() for p in model.parameters()]
+        drift = torch.linalg.vector_norm(
+            torch.stack([torch.linalg.vector_norm(p - s) for p, s in zip(params, self.snapshot)])
+        )
+        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p) for p in params]))
+        flat = torch.cat([torch.stack(self.rows).flatten(), torch.stack([drift, norm])])
+        values = flat.tolist()  # the one host sync of the interval
+        k = 3 + len(self.group_names)
+        rows = [values[i * k : (i + 1) * k] for i in range(len(self.rows))]
+        good = [r for r in rows if not r[1]]
+        first = step - len(rows) + 1
+        skipped = [first + i for i, r in enumerate(rows) if r[1]]
+        record = {
+            "epoch": epoch,
+            "step": step,
+            "steps": len(rows),
+            "loss": _mean([r[0] for r in good]),
+            "loss_last": rows[-1][0],
+            "grad_norm": _mean([r[2] for r in good]),
+            "grad_norm_max": max((r[2] for r in good), default=None),
+            "group_grad_norm": {g: _mean([r[3 + i] for r in good]) for i, g in enumerate(self.group_names)},
+            "lr": dict(zip(self.group_names, lrs)),
+            "scale": scale,
+            "skipped": len(skipped),
+            "skipped_steps": skipped,
+            "nonfinite_loss": sum(1 for r in rows if r[1] and not math.isfinite(r[0])),
+            "drift": values[-2],
+            "param_norm": values[-1],
+            "seconds": time.perf_counter() - self.t0,
+        }
+        self.start_interval(model)
+        return record
