@@ -76,7 +76,7 @@ def save_atomic(obj: Any, path: str | Path) -> Path:
 
 def remove_stale_temp_files(folder: str | Path) -> None:
     """Temp files left by a process killed mid-write are garbage by construction."""
-    for tmp in Path(folder).glob(".*.pt.tmp*"):
+    for tmp in Path(folder).glob(".*.tmp[0-9]*"):
         tmp.unlink(missing_ok=True)
 
 
@@ -177,11 +177,15 @@ def list_checkpoints(run_dir: str | Path) -> CheckpointList:
                 valid=True,
                 metrics=dict(s.get("summary", {})),
             )
+        except FileNotFoundError:
+            continue  # pruned between the glob and the load (a run writing while we list)
         except (CheckpointError, KeyError, TypeError, ValueError) as e:
-            epoch = int(m.group(1)) if m.group(2) is None else int(m.group(1)) - 1
-            info = CheckpointInfo(epoch, int(m.group(2) or -1), 0, p, False, error=str(e))
+            # What the name tells: epoch_027_step_... is inside epoch 27, after 26 completed.
+            mid = m.group(2) is not None
+            epoch = int(m.group(1)) - mid
+            info = CheckpointInfo(epoch, int(m.group(2) or -1), int(mid), p, False, error=str(e))
         found.append(info)
-    found.sort(key=lambda c: (c.step, c.epoch, not c.mid_epoch))
+    found.sort(key=lambda c: (c.epoch, c.mid_epoch, c.step))
     return CheckpointList(found)
 
 

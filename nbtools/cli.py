@@ -1,0 +1,91 @@
+"""`python -m nbtools ...`: train a recipe, list checkpoints.
+
+python -m nbtools train resnet3d --run-dir runs/demo
+python -m nbtools train resnet3d --run-dir runs/demo --resume latest --epochs 10
+python -m nbtools checkpoints runs/demo
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from nbtools import recipes
+from nbtools.env import setup
+from nbtools.train import NonFiniteError, RunExistsError, fit, list_checkpoints
+
+JOBS = {"resnet3d": recipes.resnet3d_job}
+
+
+def _resume(value: str | None):
+    if value is None or value == "latest":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        return value  # a checkpoint path
+
+
+def _train(args: argparse.Namespace) -> int:
+    env = setup(seed=args.seed)
+    overrides = {
+        k: v
+        for k, v in (("epochs", args.epochs), ("precision", args.precision), ("lr", args.lr))
+        if v is not None
+    }
+    job = JOBS[args.job](smoke=args.smoke, seed=args.seed, **overrides)
+    try:
+        run = fit(
+            job.model,
+            job.train_data,
+            job.val_data,
+            job.loss_fn,
+            job.config,
+            args.run_dir,
+            resume=_resume(args.resume),
+            overwrite=args.overwrite,
+            device=env.device,
+        )
+    except RunExistsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except NonFiniteError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 3
+    best = run.best() or {}
+    print(f"run folder: {run.run_dir}")
+    print(
+        f"best epoch {run.best_epoch}: "
+        + ", ".join(
+            f"{k} {best[k]:.4f}"
+            for k in ("val_loss", "val_acc", "val_f1", "val_auc")
+            if best.get(k) is not None
+        )
+    )
+    for f in run.findings:
+        print(f)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m nbtools", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    train = sub.add_parser("train", help="train a recipe on its embedded dataset")
+    train.add_argument("job", choices=sorted(JOBS))
+    train.add_argument("--run-dir", required=True, help="folder for checkpoints, metrics.json and figures")
+    train.add_argument("--resume", help='"latest", an epoch number, or a checkpoint path')
+    train.add_argument("--overwrite", action="store_true", help="delete the run in --run-dir and start again")
+    train.add_argument("--epochs", type=int)
+    train.add_argument("--lr", type=float)
+    train.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"])
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--smoke", action="store_true", help="tiny sizes, for a seconds-long check")
+    ls = sub.add_parser("checkpoints", help="list a run folder's checkpoints and whether each loads")
+    ls.add_argument("run_dir")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.command == "train":
+        return _train(args)
+    print(list_checkpoints(args.run_dir))
+    return 0

@@ -1,0 +1,39 @@
+"""The README's main job, end to end at smoke size, as a user runs it."""
+
+import subprocess
+import sys
+
+import nbtools as nbt
+
+
+def _cli(*args, cwd):
+    return subprocess.run(
+        [sys.executable, "-m", "nbtools", *args], capture_output=True, text=True, cwd=cwd, timeout=300
+    )
+
+
+def test_main_job_trains_resumes_and_refuses_to_overwrite(tmp_path):
+    r = _cli("train", "resnet3d", "--run-dir", "runs/demo", "--smoke", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "run folder: runs/demo" in r.stdout and "val_auc" in r.stdout
+    assert [c.epoch for c in nbt.list_checkpoints(tmp_path / "runs/demo")] == [1, 2]
+    # "Run all" again after a disconnect: refused, with the choices named, and nothing touched
+    r = _cli("train", "resnet3d", "--run-dir", "runs/demo", "--smoke", cwd=tmp_path)
+    assert r.returncode == 2 and 'resume="latest"' in r.stderr
+    r = _cli(
+        "train",
+        "resnet3d",
+        "--run-dir",
+        "runs/demo",
+        "--smoke",
+        "--resume",
+        "latest",
+        "--epochs",
+        "3",
+        cwd=tmp_path,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "config change: epochs: 2 -> 3" in r.stdout + r.stderr
+    assert nbt.train.Run.load(tmp_path / "runs/demo").epoch == 3
+    r = _cli("checkpoints", "runs/demo", cwd=tmp_path)
+    assert "epoch_003.pt" in r.stdout and "yes" in r.stdout
