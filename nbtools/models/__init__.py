@@ -1,0 +1,7 @@
+"""Models: MedicalNet-compatible 3D ResNet, pretrained-weight loading with a report, weight init."""
+
+from nbtools.models.init import init_weights
+from nbtools.models.pretrained import LoadReport, load_pretrained
+from nbtools.models.resnet3d import resnet3d
+
+__all__ = ["LoadReport", "init_weights", "load_pretrained", "resnet3d"]
