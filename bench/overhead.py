@@ -12,6 +12,7 @@ per optimizer step inside fit's step loop and over the whole of fit.
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import sys
 import tempfile
@@ -25,7 +26,7 @@ from torch.utils.data import DataLoader
 
 import nbtools as nbt
 from nbtools.recipes import resnet3d_job
-from nbtools.train.loader import EpochBatchSampler
+from nbtools.train.loader import TrainBatches
 
 SYNC_METHODS = ("item", "__bool__", "__float__", "__int__", "tolist", "cpu")
 
@@ -72,7 +73,7 @@ class StepClock:
 
 
 def bare_epoch(model, data, loss_fn, opt, cfg, epoch) -> list[float]:
-    sampler = EpochBatchSampler(len(data), cfg.batch_size, cfg.seed, epoch, True, True)
+    sampler = TrainBatches(len(data), cfg.batch_size, cfg.seed, epoch)
     times = []
     model.train()
     for x, y in DataLoader(data, batch_sampler=sampler):
@@ -86,7 +87,7 @@ def bare_epoch(model, data, loss_fn, opt, cfg, epoch) -> list[float]:
 
 
 def intervals(times: list[float]) -> list[float]:
-    return [b - a for a, b in zip(times[1:], times[2:])]  # drop the first (epoch start-up)
+    return [b - a for a, b in itertools.pairwise(times[1:])]  # drop the first (epoch start-up)
 
 
 def main() -> int:
@@ -96,42 +97,74 @@ def main() -> int:
     p.add_argument("--size", type=int, default=32)
     args = p.parse_args()
     torch.set_num_threads(2)
-    job = resnet3d_job(n_train=args.n, n_val=16, size=args.size, epochs=1, ema_decay=None, log_every=10,
-                                   checkpoint_every_minutes=None, warmup_epochs=0)
+    job = resnet3d_job(
+        n_train=args.n,
+        n_val=16,
+        size=args.size,
+        epochs=1,
+        ema_decay=None,
+        log_every=10,
+        checkpoint_every_minutes=None,
+        warmup_epochs=0,
+    )
     cfg = job.config
     bare_model = nbt.models.resnet3d(depth=10, width=0.25, dropout=0.1)
     # The optimizer fit builds (fused AdamW), so the ratio measures fit itself, not an optimizer choice.
-    bare_opt = torch.optim.AdamW(bare_model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
+    bare_opt = torch.optim.AdamW(
+        bare_model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True
+    )
     steps = {"bare": [], "fit": [], "fit+ema": []}
     sync_loop, sync_all, n_steps = [], [], 0
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.rounds):
-            steps["bare"] += intervals(bare_epoch(bare_model, job.train_data, job.loss_fn, bare_opt, cfg, r + 1))
+            steps["bare"] += intervals(
+                bare_epoch(bare_model, job.train_data, job.loss_fn, bare_opt, cfg, r + 1)
+            )
             for name, ema in (("fit", None), ("fit+ema", 0.99)):
                 model = nbt.models.resnet3d(depth=10, width=0.25, dropout=0.1)
                 with SyncCounter() as syncs:
                     clock = StepClock(syncs)
-                    nbt.fit(model, job.train_data, job.val_data, job.loss_fn, cfg.replace(ema_decay=ema, seed=r),
-                            Path(tmp) / name, overwrite=True, batch_transform=clock, verbose=False)
+                    nbt.fit(
+                        model,
+                        job.train_data,
+                        job.val_data,
+                        job.loss_fn,
+                        cfg.replace(ema_decay=ema, seed=r),
+                        Path(tmp) / name,
+                        overwrite=True,
+                        batch_transform=clock,
+                        verbose=False,
+                    )
                 steps[name] += intervals(clock.times)
                 if name == "fit":
                     d = [b - a for a, b in zip(clock.syncs_at, clock.syncs_at[1:])]
                     sync_loop += d
                     sync_all.append(syncs.total())
                     n_steps += len(clock.times)
-            print(f"round {r + 1}/{args.rounds}: " + ", ".join(
-                f"{k} {statistics.median(v) * 1e3:.1f} ms" for k, v in steps.items()), file=sys.stderr)
+            print(
+                f"round {r + 1}/{args.rounds}: "
+                + ", ".join(f"{k} {statistics.median(v) * 1e3:.1f} ms" for k, v in steps.items()),
+                file=sys.stderr,
+            )
     med = {k: statistics.median(v) for k, v in steps.items()}
-    print(f"resnet3d depth 10 width 0.25, batch {cfg.batch_size}, {args.size}^3 volumes, "
-          f"{torch.get_num_threads()} threads, {args.rounds} rounds, {len(steps['bare'])} steps each")
-    print(f"median step: bare {med['bare'] * 1e3:.1f} ms, fit {med['fit'] * 1e3:.1f} ms, "
-          f"fit+EMA {med['fit+ema'] * 1e3:.1f} ms")
+    print(
+        f"resnet3d depth 10 width 0.25, batch {cfg.batch_size}, {args.size}^3 volumes, "
+        f"{torch.get_num_threads()} threads, {args.rounds} rounds, {len(steps['bare'])} steps each"
+    )
+    print(
+        f"median step: bare {med['bare'] * 1e3:.1f} ms, fit {med['fit'] * 1e3:.1f} ms, "
+        f"fit+EMA {med['fit+ema'] * 1e3:.1f} ms"
+    )
     print(f"fit / bare        = {med['fit'] / med['bare']:.3f}x  (target <= 1.02)")
     print(f"fit+EMA / bare    = {med['fit+ema'] / med['bare']:.3f}x")
-    print(f"host syncs per optimizer step in fit's step loop: {statistics.mean(sync_loop):.2f} "
-          f"(target <= 1; the log-interval read is the only one)")
-    print(f"host syncs per optimizer step over all of fit (validation, checkpoints included): "
-          f"{sum(sync_all) / n_steps:.2f}")
+    print(
+        f"host syncs per optimizer step in fit's step loop: {statistics.mean(sync_loop):.2f} "
+        f"(target <= 1; the log-interval read is the only one)"
+    )
+    print(
+        f"host syncs per optimizer step over all of fit (validation, checkpoints included): "
+        f"{sum(sync_all) / n_steps:.2f}"
+    )
     return 0
 
 
