@@ -8,7 +8,7 @@
 from nbtools import data, losses, models
 from nbtools.cache import clear_cache
 from nbtools.config import TrainConfig
-from nbtools.env import Env, mount_drive, seed_everything, setup
+from nbtools.env import Env, mount_drive, runs_root, seed_everything, setup
 from nbtools.train import Run, fit, list_checkpoints
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "losses",
     "models",
     "mount_drive",
+    "runs_root",
     "seed_everything",
     "setup",
 ]
