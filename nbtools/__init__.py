@@ -8,6 +8,7 @@
 from nbtools import data, losses, models
 from nbtools.cache import clear_cache
 from nbtools.config import TrainConfig
+from nbtools.data.validate import validate_dataset
 from nbtools.env import Env, mount_drive, seed_everything, setup
 from nbtools.train import Run, fit, list_checkpoints
 
@@ -24,5 +25,6 @@ __all__ = [
     "mount_drive",
     "seed_everything",
     "setup",
+    "validate_dataset",
 ]
 __version__ = "0.1.0"
