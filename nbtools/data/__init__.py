@@ -1,10 +1,12 @@
 """Datasets: embedded synthetic sets that make every notebook run offline."""
 
+from nbtools.data.augment3d import Augment3D
 from nbtools.data.report import DataIssue, DataReport
 from nbtools.data.synthetic import SyntheticVolumes
 from nbtools.data.validate import validate_dataset
 
 __all__ = [
+    "Augment3D",
     "DataIssue",
     "DataReport",
     "SyntheticVolumes",
