@@ -1,14 +1,19 @@
 """Datasets: embedded synthetic sets that make every notebook run offline."""
 
+from nbtools.data.augcheck import check_augmentation
 from nbtools.data.augment3d import Augment3D
+from nbtools.data.augreport import AugIssue, AugReport
 from nbtools.data.report import DataIssue, DataReport
 from nbtools.data.synthetic import SyntheticVolumes
 from nbtools.data.validate import validate_dataset
 
 __all__ = [
+    "AugIssue",
+    "AugReport",
     "Augment3D",
     "DataIssue",
     "DataReport",
     "SyntheticVolumes",
+    "check_augmentation",
     "validate_dataset",
 ]
