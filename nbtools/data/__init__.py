@@ -3,9 +3,12 @@
 from nbtools.data.augcheck import check_augmentation
 from nbtools.data.augment3d import Augment3D
 from nbtools.data.augreport import AugIssue, AugReport
+from nbtools.data.cache import VolumeCache
+from nbtools.data.folders import VolumeFolder, image_folder
 from nbtools.data.report import DataIssue, DataReport
 from nbtools.data.synthetic import SyntheticVolumes
 from nbtools.data.validate import validate_dataset
+from nbtools.data.volumes import VolumeReadError
 
 __all__ = [
     "AugIssue",
@@ -14,6 +17,10 @@ __all__ = [
     "DataIssue",
     "DataReport",
     "SyntheticVolumes",
+    "VolumeCache",
+    "VolumeFolder",
+    "VolumeReadError",
     "check_augmentation",
+    "image_folder",
     "validate_dataset",
 ]
