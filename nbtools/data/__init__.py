@@ -6,6 +6,7 @@ from nbtools.data.augreport import AugIssue, AugReport
 from nbtools.data.cache import VolumeCache
 from nbtools.data.folders import VolumeFolder, image_folder
 from nbtools.data.report import DataIssue, DataReport
+from nbtools.data.splits import kfold
 from nbtools.data.synthetic import SyntheticVolumes
 from nbtools.data.validate import validate_dataset
 from nbtools.data.volumes import VolumeReadError
@@ -22,5 +23,6 @@ __all__ = [
     "VolumeReadError",
     "check_augmentation",
     "image_folder",
+    "kfold",
     "validate_dataset",
 ]
