@@ -6,7 +6,7 @@ import html
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -43,20 +43,27 @@ class Stats:
         )
 
 
+class Call(NamedTuple):
+    sample: Any  # list position or dataset index
+    trial: int
+    before: Stats  # of the op's input
+    after: Stats  # of its output
+
+
 @dataclass
 class OpRecord:
-    """Every call of one op: (sample name, trial, input stats, output stats)."""
+    """Every call of one op, and the domain rule it has (if any)."""
 
     label: str
     domain: dict | None
-    calls: list[tuple[Any, int, Stats, Stats]] = field(default_factory=list)
+    calls: list[Call] = field(default_factory=list)
 
-    def add(self, name: Any, trial: int, before: Stats, after: Stats) -> None:
-        self.calls.append((name, trial, before, after))
+    def add(self, sample: Any, trial: int, before: Stats, after: Stats) -> None:
+        self.calls.append(Call(sample, trial, before, after))
 
     def pooled(self, which: str) -> dict[str, float]:
         """Mean, std, min and max over all inputs ("before") or outputs ("after") of this op."""
-        stats = [c[2] if which == "before" else c[3] for c in self.calls]
+        stats = [getattr(c, which) for c in self.calls]
         stats = [s for s in stats if s.n > s.bad]
         if not stats:
             return {"mean": math.nan, "std": math.nan, "min": math.nan, "max": math.nan}
@@ -72,30 +79,31 @@ class OpRecord:
             "max": max(s.max for s in stats),
         }
 
+    def shifts(self) -> tuple[dict[Any, list[float]], dict[Any, list[float]]]:
+        """Per sample, each call's mean shift (in input stds) and std ratio."""
+        d, r = defaultdict(list), defaultdict(list)
+        for c in self.calls:
+            if c.before.std > 0 and math.isfinite(c.after.mean):
+                d[c.sample].append((c.after.mean - c.before.mean) / c.before.std)
+                r[c.sample].append(c.after.std / c.before.std)
+        return d, r
+
     def summary(self) -> dict[str, Any]:
-        shift, ratio = _shifts(self.calls)
+        d, r = self.shifts()
         return {
             "op": self.label,
             "calls": len(self.calls),
-            "mean_shift": float(np.mean(shift[0])) if shift[0] else math.nan,
-            "std_ratio": float(np.mean(ratio[0])) if ratio[0] else math.nan,
-            "nonfinite_calls": sum(a.bad > b.bad for _, _, b, a in self.calls),
+            "mean_shift": _mean(d),
+            "std_ratio": _mean(r),
+            "nonfinite_calls": sum(c.after.bad > c.before.bad for c in self.calls),
             "before": self.pooled("before"),
             "after": self.pooled("after"),
         }
 
 
-def _shifts(calls) -> tuple[tuple[list, dict], tuple[list, dict]]:
-    """Per call: mean shift in input stds and std ratio, also grouped by sample name."""
-    d, r = [], []
-    d_by, r_by = defaultdict(list), defaultdict(list)
-    for name, _, b, a in calls:
-        if b.std > 0 and math.isfinite(a.mean):
-            d.append((a.mean - b.mean) / b.std)
-            r.append(a.std / b.std)
-            d_by[name].append(d[-1])
-            r_by[name].append(r[-1])
-    return (d, d_by), (r, r_by)
+def _mean(by_sample: dict[Any, list[float]]) -> float:
+    values = [v for vs in by_sample.values() for v in vs]
+    return float(np.mean(values)) if values else math.nan
 
 
 @dataclass(frozen=True)
@@ -111,79 +119,88 @@ class AugIssue:
 
 def judge(rec: OpRecord, tol: float) -> list[AugIssue]:
     """The issues in one op's calls; see `check_augmentation` for the rules."""
-    out: list[AugIssue] = []
-    calls = rec.calls
-    created = [c for c in calls if c[3].bad > c[2].bad]
-    if created:
-        name, trial, b, a = created[0]
-        out.append(
-            AugIssue(
-                rec.label,
-                name,
-                "nonfinite",
-                f"created NaN/Inf in {len(created)} of {len(calls)} calls "
-                f"(sample {name}, trial {trial}: {a.bad - b.bad} of {a.n} values)",
-            )
+    found = [_nonfinite(rec), _domain(rec), *_shift(rec, tol), _range(rec, tol)]
+    return [i for i in found if i is not None]
+
+
+def _nonfinite(rec: OpRecord) -> AugIssue | None:
+    created = [c for c in rec.calls if c.after.bad > c.before.bad]
+    if not created:
+        return None
+    c = created[0]
+    return AugIssue(
+        rec.label,
+        c.sample,
+        "nonfinite",
+        f"created NaN/Inf in {len(created)} of {len(rec.calls)} calls "
+        f"(sample {c.sample}, trial {c.trial}: {c.after.bad - c.before.bad} of {c.after.n} values)",
+    )
+
+
+def _domain(rec: OpRecord) -> AugIssue | None:
+    if rec.domain is None:
+        return None
+    # integer images (uint8) are in range by construction; albumentations handles them by lookup table
+    floats = [c for c in rec.calls if not c.before.integer and c.before.n > c.before.bad]
+    if not floats:
+        return None
+    low, high = rec.domain["low"], rec.domain["high"]
+    below = min(floats, key=lambda c: c.before.min)
+    above = max(floats, key=lambda c: c.before.max)
+    if below.before.min < low:
+        return _domain_issue(rec, below.sample, f"its input reaches {below.before.min:.3g}", len(floats))
+    if high is not None and above.before.max > high:
+        return _domain_issue(rec, above.sample, f"its input reaches {above.before.max:.3g}", len(floats))
+    return None
+
+
+def _shift(rec: OpRecord, tol: float) -> list[AugIssue]:
+    """Mean and std shifts, judged on the average over all calls (random ops average out there)."""
+    found = []
+    d, r = rec.shifts()
+    for kind, by_sample, centre, stat in (("mean_shift", d, 0.0, "mean"), ("std_shift", r, 1.0, "std")):
+        avg = _mean(by_sample)
+        if not abs(avg - centre) > tol:  # False for NaN too
+            continue
+        worst = max(by_sample, key=lambda k: (np.mean(by_sample[k]) - centre) * np.sign(avg - centre))
+        mine = [c for c in rec.calls if c.sample == worst]
+        was = np.mean([getattr(c.before, stat) for c in mine])
+        now = np.mean([getattr(c.after, stat) for c in mine])
+        moves = (
+            f"the mean moves {avg:+.2f} input stds"
+            if kind == "mean_shift"
+            else f"the std changes by {avg - 1:+.0%}"
         )
-    if rec.domain is not None:
-        floats = [c for c in calls if not c[2].integer and c[2].n > c[2].bad]
-        low, high = rec.domain["low"], rec.domain["high"]
-        below = min(floats, key=lambda c: c[2].min, default=None)
-        above = max(floats, key=lambda c: c[2].max, default=None)
-        if below is not None and below[2].min < low:
-            out.append(_domain_issue(rec, below[0], f"its input reaches {below[2].min:.3g}", len(floats)))
-        elif above is not None and high is not None and above[2].max > high:
-            out.append(_domain_issue(rec, above[0], f"its input reaches {above[2].max:.3g}", len(floats)))
-    (d, d_by), (r, r_by) = _shifts(calls)
-    if d and abs(np.mean(d)) > tol:
-        mean_d = float(np.mean(d))
-        worst = max(d_by, key=lambda k: np.mean(d_by[k]) * np.sign(mean_d))
-        b = next(c[2] for c in calls if c[0] == worst)
-        after = np.mean([c[3].mean for c in calls if c[0] == worst])
-        out.append(
+        found.append(
             AugIssue(
                 rec.label,
                 worst,
-                "mean_shift",
-                f"the mean moves {mean_d:+.2f} input stds on average over "
-                f"{len(d)} calls (tolerance ±{tol:g}); sample {worst}: mean {b.mean:.3g} -> {after:.3g}",
+                kind,
+                f"{moves} on average over {sum(map(len, by_sample.values()))} calls (tolerance ±{tol:g}); "
+                f"sample {worst}: {stat} {was:.3g} -> {now:.3g}",
             )
         )
-    if r and abs(np.mean(r) - 1) > tol:
-        mean_r = float(np.mean(r))
-        worst = max(r_by, key=lambda k: abs(np.mean(r_by[k]) - 1))
-        b = next(c[2] for c in calls if c[0] == worst)
-        after = np.mean([c[3].std for c in calls if c[0] == worst])
-        out.append(
-            AugIssue(
-                rec.label,
-                worst,
-                "std_shift",
-                f"the std changes by {mean_r - 1:+.0%} on average over "
-                f"{len(r)} calls (tolerance ±{tol:.0%}); sample {worst}: std {b.std:.3g} -> {after:.3g}",
-            )
+    return found
+
+
+def _range(rec: OpRecord, tol: float) -> AugIssue | None:
+    def beyond(c: Call) -> bool:
+        span = c.before.max - c.before.min
+        return span > 0 and (
+            c.after.min < c.before.min - tol * span or c.after.max > c.before.max + tol * span
         )
-    broken = [
-        c
-        for c in calls
-        if c[2].max > c[2].min
-        and (
-            c[3].min < c[2].min - tol * (c[2].max - c[2].min)
-            or c[3].max > c[2].max + tol * (c[2].max - c[2].min)
-        )
-    ]
-    if broken:
-        name, trial, b, a = broken[0]
-        out.append(
-            AugIssue(
-                rec.label,
-                name,
-                "range",
-                f"output [{a.min:.3g}, {a.max:.3g}] reaches beyond the input's "
-                f"[{b.min:.3g}, {b.max:.3g}] by more than {tol:g} of its span, in {len(broken)} of {len(calls)} calls",
-            )
-        )
-    return out
+
+    broken = [c for c in rec.calls if beyond(c)]
+    if not broken:
+        return None
+    c = broken[0]
+    return AugIssue(
+        rec.label,
+        c.sample,
+        "range",
+        f"output [{c.after.min:.3g}, {c.after.max:.3g}] reaches beyond the input's [{c.before.min:.3g}, "
+        f"{c.before.max:.3g}] by more than {tol:g} of its span, in {len(broken)} of {len(rec.calls)} calls",
+    )
 
 
 def _domain_issue(rec: OpRecord, sample: Any, what: str, n: int) -> AugIssue:
