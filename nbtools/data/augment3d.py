@@ -163,18 +163,23 @@ class Augment3D:
         lo, hi = math.log(self.gamma_range[0]), math.log(self.gamma_range[1])
         idx = torch.nonzero(fire).flatten()
         g = torch.exp(lo + (hi - lo) * u[idx]).to(device=x.device, dtype=x.dtype).view(-1, 1, 1)
+        every = len(idx) == len(x)
         dev_idx = idx.to(x.device)
-        v = x[dev_idx].flatten(2)  # (n, C, L)
+        v = (x if every else x[dev_idx]).flatten(2)  # (n, C, L)
         mn, mx = v.amin(dim=2, keepdim=True), v.amax(dim=2, keepdim=True)
         std, mean = torch.std_mean(v, dim=2, keepdim=True)
         span = mx - mn
         flat = span == 0  # a constant channel has no contrast to bend
-        z = ((v - mn) / torch.where(flat, 1.0, span)).clamp(0, 1)  # clamp: rounding can leave [0, 1]
-        out = z.pow(g) * span + mn
-        new_std, new_mean = torch.std_mean(out, dim=2, keepdim=True)
-        out = (out - new_mean) / torch.where(new_std > 0, new_std, 1.0) * std + mean
-        out = torch.where(flat, v, out)
-        return x.index_copy(0, dev_idx, out.view_as(x[dev_idx]))
+        # In [0, 1] by the channel's own range (clamp: rounding can step outside), then the power.
+        # Mapping back to [min, max] is skipped: restoring the mean and std below undoes any affine map.
+        p = torch.sub(v, mn).div_(torch.where(flat, 1.0, span)).clamp_(0, 1).pow_(g)
+        p_std, p_mean = torch.std_mean(p, dim=2, keepdim=True)
+        k = torch.where(p_std > 0, std / p_std, 0.0)
+        out = p.mul_(k).add_(mean - p_mean * k)
+        if flat.any():
+            out = torch.where(flat, v, out)
+        out = out.view((len(idx), *x.shape[1:]))
+        return out if every else x.index_copy(0, dev_idx, out)
 
     def _scale_shift(self, x: torch.Tensor, u: torch.Tensor, fire: dict[str, torch.Tensor]) -> torch.Tensor:
         scaled, shifted = fire["scale"], fire["shift"]
@@ -185,8 +190,12 @@ class Augment3D:
         view = (-1, 1, 1, 1, 1)
         factor = factor.to(device=x.device, dtype=x.dtype).view(view)
         offset = offset.to(device=x.device, dtype=x.dtype).view(view)
+        out = torch.addcmul(offset, x, factor)  # x * factor + offset in one pass
+        picked = scaled | shifted
+        if picked.all():
+            return out
         # torch.where keeps untouched samples exact (x * 1 + 0 would turn -0.0 into 0.0).
-        return torch.where((scaled | shifted).to(x.device).view(view), x * factor + offset, x)
+        return torch.where(picked.to(x.device).view(view), out, x)
 
 
 def _rotation(angles: torch.Tensor) -> torch.Tensor:
