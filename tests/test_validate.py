@@ -169,3 +169,11 @@ def test_bad_arguments_name_the_value():
         nbt.validate_dataset(torch.zeros(4, 2), num_classes=0)
     with pytest.raises(TypeError, match="got int"):
         nbt.validate_dataset(3)
+
+
+def test_read_only_memmap_arrays(tmp_path):
+    x, _ = _volumes()
+    np.save(tmp_path / "x.npy", x.numpy())
+    mm = np.load(tmp_path / "x.npy", mmap_mode="r")  # read-only: torch would warn, nothing may break
+    assert _found(nbt.validate_dataset(mm)) == {(3, "nan"), (7, "inf"), (11, "extreme")}
+    assert _found(nbt.validate_dataset(list(mm))) == {(3, "nan"), (7, "inf"), (11, "extreme")}

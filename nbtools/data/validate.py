@@ -9,6 +9,7 @@ it against that loop.
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -187,10 +188,11 @@ def _tensor(x: Any, what: str) -> torch.Tensor:
         raise TypeError(f"{what} must be numeric, got an array of dtype {arr.dtype}")
     if arr.dtype.byteorder == ">":
         arr = arr.astype(arr.dtype.newbyteorder("="))
-    if not arr.flags.writeable:
-        arr = arr.view()
-        arr.flags.writeable = True  # torch warns on read-only arrays; nothing here writes to them
-    return torch.from_numpy(arr)
+    with warnings.catch_warnings():
+        # a read-only array (np.load(mmap_mode="r")) makes torch warn that writes would be undefined;
+        # nothing here writes to it
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.from_numpy(arr)
 
 
 def _bar(total: int | None, progress: bool | None):
