@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import statistics
 import time
 
@@ -70,7 +71,11 @@ def main() -> None:
             t0 = time.perf_counter()
             run()
             times[name].append(time.perf_counter() - t0)
-    print(f"batch {args.batch} x 1x{args.side}^3 float32, {torch.get_num_threads()} torch threads (scipy: 1)")
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    print(
+        f"batch {args.batch} x 1x{args.side}^3 float32, {torch.get_num_threads()} torch threads (scipy: 1), "
+        f"load average {load}"
+    )
     for name, t in times.items():
         print(f"{name:36s} {args.batch / statistics.median(t):8.1f} volumes/s")
     ratios = [

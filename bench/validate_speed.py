@@ -11,6 +11,7 @@ Prints GB/s (median over rounds) of each and the ratio of validate_dataset (Data
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
@@ -58,7 +59,10 @@ def main() -> None:
     ds = TensorVolumes(x, y)
     loader = DataLoader(ds, batch_size=8)
     gb = x.numel() * 4 / 1e9
-    print(f"{n} volumes 1x{args.side}^3 float32 = {gb:.2f} GB, {torch.get_num_threads()} threads")
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    print(
+        f"{n} volumes 1x{args.side}^3 float32 = {gb:.2f} GB, {torch.get_num_threads()} threads, load average {load}"
+    )
 
     runs = {
         "validate_dataset(tensor)": lambda: nbt.validate_dataset((x, y), num_classes=2, progress=False).ok,
