@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import DataLoader, Dataset, IterableDataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 
 import nbtools as nbt
 
@@ -53,6 +53,25 @@ def test_dataset_reports_exactly_the_planted_indices_and_kinds(copy):
     assert _found(rep) == set(PLANTED.items())
     assert not rep.ok and rep.n == 32
     assert rep.indices("nan") == [3] and rep.indices() == sorted(PLANTED)
+
+
+class MarksItsReader(Dataset):
+    """Samples read in the main process carry a NaN; samples read in a worker process do not."""
+
+    def __len__(self):
+        return 6
+
+    def __getitem__(self, i):
+        x = torch.zeros(1, 4, 4, 4)
+        if get_worker_info() is None:
+            x[0, 0, 0, 0] = math.nan
+        return x, 0
+
+
+def test_num_workers_reads_in_worker_processes():
+    assert nbt.validate_dataset(MarksItsReader(), num_workers=2).ok
+    assert nbt.validate_dataset(MarksItsReader()).indices("nan") == list(range(6))
+    assert _found(nbt.validate_dataset(Planted(), num_classes=2, num_workers=2)) == set(PLANTED.items())
 
 
 def test_tensor_and_pair_report_planted_values_and_labels():
