@@ -82,6 +82,16 @@ def test_plain_callables_and_dataset_sample_names():
     assert issue.op == "log" and issue.sample in (0, 13, 26, 39)  # dataset indices, evenly spaced
 
 
+def test_trials_and_seed_take_effect():
+    images = _images(3)
+    op = A.Compose([A.RandomBrightnessContrast(p=1.0)])
+    a = nbt.check_augmentation(op, images, trials=2, seed=1)
+    b = nbt.check_augmentation(op, images, trials=2, seed=1)
+    c = nbt.check_augmentation(op, images, trials=2, seed=2)
+    assert a.ops[0]["calls"] == 6 and nbt.check_augmentation(op, images, trials=5).ops[0]["calls"] == 15
+    assert a.after == b.after and a.after != c.after
+
+
 def test_range_rule_and_report_rendering():
     rep = nbt.check_augmentation(lambda t: t * 3.0, [torch.randn(1, 8, 8, 8) for _ in range(4)])
     assert {"range", "std_shift"} <= {i.kind for i in rep.issues}

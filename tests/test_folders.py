@@ -69,6 +69,8 @@ def test_zscore_crop_pad_resize_and_mask_threshold(tmp_path):
     z = (arr - arr.astype(np.float64).mean()) / arr.astype(np.float64).std()
     x = VolumeFolder(tmp_path, shape=(6, 12, 9))[0][0][0].numpy()
     assert x.mean() == pytest.approx(0, abs=1e-5) and x.std() == pytest.approx(1, abs=1e-4)
+    x = VolumeFolder(tmp_path, shape=(6, 12, 9), normalize="minmax")[0][0][0].numpy()
+    assert x.min() == 0.0 and x.max() == 1.0
     # centred crop of H (12 -> 8 keeps 2:10), centred pad of D (6 -> 10: 2 before, 2 after) with the minimum
     x = VolumeFolder(tmp_path, shape=(10, 8, 9))[0][0][0].numpy()
     np.testing.assert_allclose(x[2:8], z[:, 2:10], atol=1e-5)
