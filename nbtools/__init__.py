@@ -8,6 +8,8 @@
 from nbtools import data, losses, models
 from nbtools.cache import clear_cache
 from nbtools.config import TrainConfig
+from nbtools.data.augcheck import check_augmentation
+from nbtools.data.validate import validate_dataset
 from nbtools.env import Env, mount_drive, runs_root, seed_everything, setup
 from nbtools.train import Run, fit, list_checkpoints
 
@@ -15,6 +17,7 @@ __all__ = [
     "Env",
     "Run",
     "TrainConfig",
+    "check_augmentation",
     "clear_cache",
     "data",
     "fit",
@@ -25,5 +28,6 @@ __all__ = [
     "runs_root",
     "seed_everything",
     "setup",
+    "validate_dataset",
 ]
 __version__ = "0.1.0"

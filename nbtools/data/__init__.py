@@ -1,5 +1,28 @@
 """Datasets: embedded synthetic sets that make every notebook run offline."""
 
+from nbtools.data.augcheck import check_augmentation
+from nbtools.data.augment3d import Augment3D
+from nbtools.data.augreport import AugIssue, AugReport
+from nbtools.data.cache import VolumeCache
+from nbtools.data.folders import VolumeFolder, image_folder
+from nbtools.data.report import DataIssue, DataReport
+from nbtools.data.splits import kfold
 from nbtools.data.synthetic import SyntheticVolumes
+from nbtools.data.validate import validate_dataset
+from nbtools.data.volumes import VolumeReadError
 
-__all__ = ["SyntheticVolumes"]
+__all__ = [
+    "AugIssue",
+    "AugReport",
+    "Augment3D",
+    "DataIssue",
+    "DataReport",
+    "SyntheticVolumes",
+    "VolumeCache",
+    "VolumeFolder",
+    "VolumeReadError",
+    "check_augmentation",
+    "image_folder",
+    "kfold",
+    "validate_dataset",
+]
