@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
@@ -34,14 +32,3 @@ def to_jsonable(obj: Any) -> Any:
     raise TypeError(
         f"cannot store {type(obj).__name__} value {obj!r} in JSON; convert it to a number or string"
     )
-
-
-def write_json_atomic(path: str | Path, obj: Any) -> None:
-    """Write JSON via a temp file in the same folder and os.replace, so readers never see half a file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w") as f:
-        json.dump(to_jsonable(obj), f, indent=1, allow_nan=False)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 import nbtools as nbt
+from nbtools.atomic import save_atomic
 from nbtools.train import checkpoint as ckpt
 from tests.helpers import NoisyBlobs, small_cnn
 
@@ -143,14 +144,14 @@ def test_prune_keeps_last_n_and_only_after_the_new_file(tmp_path):
 
 def test_save_atomic_leaves_the_old_file_when_the_write_fails(tmp_path):
     target = tmp_path / "x.pt"
-    ckpt.save_atomic({"a": torch.ones(3)}, target)
+    save_atomic({"a": torch.ones(3)}, target)
 
     class Unpicklable:
         def __reduce__(self):
             raise RuntimeError("boom")
 
     with pytest.raises(RuntimeError, match="boom"):
-        ckpt.save_atomic({"a": Unpicklable()}, target)
+        save_atomic({"a": Unpicklable()}, target)
     assert torch.equal(torch.load(target, weights_only=True)["a"], torch.ones(3))
     assert [p.name for p in tmp_path.iterdir()] == ["x.pt"]
 

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 import nbtools as nbt
+from nbtools.atomic import save_atomic
 from nbtools.data import VolumeCache, VolumeFolder
 from nbtools.data import folders as folders_module
-from nbtools.train.checkpoint import save_atomic
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from nbtools.train.checkpoint import save_atomic
+from nbtools.atomic import save_atomic
 
 log = logging.getLogger(__name__)
 

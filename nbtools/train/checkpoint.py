@@ -8,16 +8,13 @@ reads it). Files in a run folder:
     best.pt, best_ema.pt       model weights only, for inference and fine-tuning
     last.pt                    model weights only, written when `fit` returns
 
-Every write goes to a temp file in the same folder, is flushed and fsynced, then `os.replace`d
-over the final name, so a crash, a SIGKILL or a Colab disconnect leaves either the old file or the
-new one, never half of one. This holds on a Google Drive mount, where a temp file in /tmp would not
-(a cross-device rename is a copy).
+Every write is atomic (nbtools.atomic): a crash, a SIGKILL or a Colab disconnect leaves either the
+old file or the new one, never half of one, also on a Google Drive mount.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,43 +38,6 @@ def epoch_name(epoch: int) -> str:
 
 def mid_epoch_name(epoch: int, step: int) -> str:
     return f"epoch_{epoch:03d}_step_{step:07d}.pt"
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return  # some FUSE mounts (Drive) cannot open a folder; the file itself was fsynced
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def save_atomic(obj: Any, path: str | Path) -> Path:
-    """torch.save to `path` through a same-folder temp file + fsync + os.replace."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-    return path
-
-
-def remove_stale_temp_files(folder: str | Path) -> None:
-    """Temp files left by a process killed mid-write are garbage by construction."""
-    for tmp in Path(folder).glob(".*.tmp[0-9]*"):
-        tmp.unlink(missing_ok=True)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", mmap: bool = False) -> dict:

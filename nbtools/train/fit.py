@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from nbtools.atomic import remove_stale_temp_files, save_atomic
 from nbtools.config import TrainConfig
 from nbtools.env import seed_everything
 from nbtools.train import checkpoint as ckpt
@@ -55,7 +56,7 @@ def _prepare_run_dir(run_dir: Path, resume, overwrite: bool, dist: Distributed) 
                 for p in run_dir.glob(pattern):
                     p.unlink()
         run_dir.mkdir(parents=True, exist_ok=True)
-        ckpt.remove_stale_temp_files(run_dir)
+        remove_stale_temp_files(run_dir)
     dist.barrier()
 
 
@@ -155,7 +156,7 @@ def fit(
     finally:
         progress.close()
     if dist.is_main:
-        ckpt.save_atomic(model.state_dict(), run_dir / "last.pt")
+        save_atomic(model.state_dict(), run_dir / "last.pt")
         run.save()
         save_curves(run)
     dist.barrier()
@@ -212,7 +213,7 @@ def _train_epoch(
             if dist.agree(bool(due)) and st.batch < n_batches and not run.stopped:
                 state = st.to_checkpoint()
                 if dist.is_main:
-                    ckpt.save_atomic(state, st.run.run_dir / ckpt.mid_epoch_name(st.epoch, st.step))
+                    save_atomic(state, st.run.run_dir / ckpt.mid_epoch_name(st.epoch, st.step))
                 last_save = (time.monotonic(), st.step)
 
 
@@ -241,8 +242,8 @@ def _end_epoch(st: TrainState, val_loader, loss_fn, run_dir: Path, t_epoch: floa
     if st.early.improved(record[cfg.monitor]):
         run.best_epoch = epoch
         if save:
-            ckpt.save_atomic(st.model.state_dict(), run_dir / "best.pt")
-            ckpt.save_atomic({"epoch": epoch, "logits": logits, "targets": targets}, run_dir / "best_val.pt")
+            save_atomic(st.model.state_dict(), run_dir / "best.pt")
+            save_atomic({"epoch": epoch, "logits": logits, "targets": targets}, run_dir / "best_val.pt")
     if st.early.update(record[cfg.monitor], epoch):
         run.stopped = (
             f"early stopping: {cfg.monitor} did not improve by more than {cfg.min_delta} for {cfg.patience} "
@@ -252,11 +253,11 @@ def _end_epoch(st: TrainState, val_loader, loss_fn, run_dir: Path, t_epoch: floa
         if st.ema_best.improved(record["ema_" + cfg.monitor]):
             run.best_ema_epoch = epoch
             if save:
-                ckpt.save_atomic(st.ema.module.state_dict(), run_dir / "best_ema.pt")
+                save_atomic(st.ema.module.state_dict(), run_dir / "best_ema.pt")
         st.ema_best.update(record["ema_" + cfg.monitor], epoch)
     st.epoch, st.batch = epoch + 1, 0
     state = st.to_checkpoint()
     if save:
-        ckpt.save_atomic(state, run_dir / ckpt.epoch_name(epoch))
+        save_atomic(state, run_dir / ckpt.epoch_name(epoch))
         ckpt.prune_checkpoints(run_dir, cfg.keep_last)
         run.save()

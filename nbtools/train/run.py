@@ -10,9 +10,9 @@ from typing import Any
 
 from torch import nn
 
+from nbtools.atomic import write_json_atomic
 from nbtools.config import TrainConfig
 from nbtools.diagnose.findings import Finding
-from nbtools.jsonsafe import write_json_atomic
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,64 @@
+"""Atomic file writes: a temp file in the same folder, flushed and fsynced, then `os.replace`d over
+the final name. A crash, a SIGKILL or a Colab disconnect leaves the old file or the new one, never
+half of one. The temp file must be in the same folder: on a Google Drive mount a rename from /tmp is
+a copy, and a copy can be cut in half."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+import torch
+
+from nbtools.jsonsafe import to_jsonable
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return  # some FUSE mounts (Drive) cannot open a folder; the file itself was fsynced
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def replace_atomic(path: str | Path, write: Callable[[IO[bytes]], Any]) -> Path:
+    """Call `write(f)` on a same-folder temp file, fsync it, and move it over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def save_atomic(obj: Any, path: str | Path) -> Path:
+    """torch.save, atomically."""
+    return replace_atomic(path, lambda f: torch.save(obj, f))
+
+
+def write_json_atomic(path: str | Path, obj: Any) -> Path:
+    """Strict JSON (numpy/torch values converted, NaN as null), atomically."""
+    text = json.dumps(to_jsonable(obj), indent=1, allow_nan=False)
+    return replace_atomic(path, lambda f: f.write(text.encode()))
+
+
+def remove_stale_temp_files(folder: str | Path) -> None:
+    """Temp files left by a process killed mid-write are garbage by construction."""
+    for tmp in Path(folder).glob(".*.tmp[0-9]*"):
+        tmp.unlink(missing_ok=True)
