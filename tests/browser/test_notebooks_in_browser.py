@@ -39,6 +39,9 @@ class SliceViewer:
     timeout_s: float
 
 
+# The image shown in the same output as the slider, not just the notebook's first ipywidgets.Image.
+SLIDER_IMAGE = ".jp-OutputArea-output:has(.widget-slider) img.widget-image"
+
 # ======================================================================================================
 # WHICH NOTEBOOKS. The real notebooks are not on this branch yet, so the test runs stand-ins that use the
 # same widget mechanisms (an ipywidgets.Image refreshed from a running cell; an IntSlider driving an
@@ -49,7 +52,8 @@ USE_REAL_NOTEBOOKS = False
 
 REAL_DASHBOARD = Dashboard(
     notebook=REPO / "notebooks" / "02_train_resnet3d.ipynb",
-    image="img.widget-image",  # the dashboard's figure: an ipywidgets.Image
+    image="img.widget-image",  # the dashboard's figure, an ipywidgets.Image: the first one in the notebook,
+    # so narrow this (e.g. ".jp-OutputArea-output:has(.some-dashboard-class) img") if an earlier cell shows one
     gap_s=3.0,  # NBTOOLS_SMOKE=1 training must keep the dashboard busy for more than this
     texts=(),  # e.g. ("epoch",) once the dashboard's wording is settled
     timeout_s=600,
@@ -57,7 +61,7 @@ REAL_DASHBOARD = Dashboard(
 REAL_SLICE_VIEWER = SliceViewer(
     notebook=REPO / "notebooks" / "01_data.ipynb",
     slider=".widget-slider",  # an ipywidgets.IntSlider (ipywidgets 8 draws it with noUiSlider)
-    image="img.widget-image",
+    image=SLIDER_IMAGE,
     steps=3,
     texts=(),
     timeout_s=300,
@@ -74,7 +78,7 @@ STANDIN_DASHBOARD = Dashboard(
 STANDIN_SLICE_VIEWER = SliceViewer(
     notebook=FIXTURES / "standin_slider.ipynb",
     slider=".widget-slider",
-    image="img.widget-image",
+    image=SLIDER_IMAGE,
     steps=3,
     texts=("(32, 32, 32)",),
     timeout_s=120,
