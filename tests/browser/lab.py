@@ -271,7 +271,7 @@ def open_notebook(page: Page, lab: Lab, name: str, timeout: float = 90) -> None:
       const dialog = Array.from(document.querySelectorAll('.jp-Dialog')).some(d => d.textContent.includes('Select Kernel'));
       return dialog || (k.name && k.name !== 'No Kernel' && k.status === 'idle');
     }}"""
-    _wait(page, ready, timeout, f"{name}: kernel idle or kernel dialog")
+    wait_js(page, ready, timeout, f"{name}: kernel idle or kernel dialog")
     dialog = page.locator(".jp-Dialog", has_text="Select Kernel")
     if dialog.count():
         dialog.locator(".jp-Dialog-button.jp-mod-accept").click()  # "Select", the kernel it proposes
@@ -281,7 +281,7 @@ def open_notebook(page: Page, lab: Lab, name: str, timeout: float = 90) -> None:
 def wait_idle(page: Page, timeout: float = 90, what: str = "kernel idle") -> None:
     """Wait until the notebook's kernel is started and idle."""
     idle = f"() => {{ const k = ({_KERNEL_JS})(); return !!k.name && k.name !== 'No Kernel' && k.status === 'idle'; }}"
-    _wait(page, idle, timeout, what)
+    wait_js(page, idle, timeout, what)
 
 
 def run_all(page: Page) -> None:
@@ -290,7 +290,7 @@ def run_all(page: Page) -> None:
     page.locator(".lm-MenuBar-itemLabel:text-is('Run')").click()
     page.locator(".lm-Menu-itemLabel:text-is('Run All Cells')").click()
     started = f"() => ({_PROMPTS_JS})().some((p, i) => p !== {json.dumps(before)}[i])"
-    _wait(page, started, 30, "Run All Cells to start (a prompt to change)")
+    wait_js(page, started, 30, "Run All Cells to start (a prompt to change)")
 
 
 def wait_executed(page: Page, timeout: float = 120) -> list[str]:
@@ -302,8 +302,24 @@ def wait_executed(page: Page, timeout: float = 120) -> list[str]:
       const failed = document.querySelector('{PANEL} .jp-OutputArea-output[data-mime-type="{STDERR_MIME}"]');
       return p.every(x => /^\\[\\d+\\]:$/.test(x)) || !!failed;
     }}"""
-    _wait(page, done, timeout, "all cells executed and kernel idle")
+    wait_js(page, done, timeout, "all cells executed and kernel idle")
     return prompts(page)
+
+
+def wait_for_image(page: Page, selector: str, timeout: float) -> None:
+    """Wait until the `selector` <img> shows a picture. Gives up early, with the error outputs, if the run
+    is over (no cell queued or running, kernel idle) without one."""
+    shown_or_over = f"""(selector) => {{
+      const img = document.querySelector('{PANEL} ' + selector);
+      if (img && img.src && img.naturalWidth > 0) return true;
+      return ({_KERNEL_JS})().status === 'idle' && !({_PROMPTS_JS})().some(p => p.includes('*'));
+    }}"""
+    wait_js(page, shown_or_over, timeout, f"an image at {selector}", arg=selector)
+    if not image_digest(page, selector)["bytes"]:
+        raise AssertionError(
+            f"the run ended without an image at {selector}; prompts {prompts(page)}, "
+            f"errors {errors_in_page(page)}"
+        )
 
 
 def errors_in_page(page: Page) -> list[str]:
@@ -343,7 +359,7 @@ def wait_widgets_rendered(page: Page, timeout: float = 30) -> dict:
       return text.includes('Error displaying widget')
         || (!!panel && panel.querySelector('.jupyter-widgets') !== null && !text.includes('Loading widget...'));
     }}"""
-    _wait(page, rendered, timeout, "widgets rendered")
+    wait_js(page, rendered, timeout, "widgets rendered")
     return widget_state(page)
 
 
@@ -394,9 +410,11 @@ def image_digest(page: Page, selector: str) -> dict:
     )
 
 
-def _wait(page: Page, js: str, timeout: float, what: str) -> None:
+def wait_js(page: Page, js: str, timeout: float, what: str, arg=None) -> None:
+    """Wait until the page function `js` (called with `arg`) returns true; AssertionError naming `what`,
+    the kernel state, the prompts and any error output if it does not within `timeout` s."""
     try:
-        page.wait_for_function(js, timeout=timeout * 1000, polling=200)
+        page.wait_for_function(js, arg=arg, timeout=timeout * 1000, polling=200)
     except PlaywrightError as e:
         raise AssertionError(
             f"timed out after {timeout:.0f} s waiting for {what}; kernel {kernel_state(page)}, "

@@ -126,14 +126,7 @@ def test_dashboard_refreshes_while_training(notebook_page, artifact, nb: Dashboa
     start = time.monotonic()
     lab.run_all(page)
     # The figure appears once the training cell has displayed the dashboard and drawn a first frame.
-    page.wait_for_function(
-        f"""(selector) => {{
-          const img = document.querySelector('{lab.PANEL} ' + selector);
-          return !!img && !!img.src && img.naturalWidth > 0;
-        }}""",
-        arg=nb.image,
-        timeout=nb.timeout_s * 1000,
-    )
+    lab.wait_for_image(page, nb.image, nb.timeout_s)
     first = sample(page, nb.image)
     time.sleep(nb.gap_s)  # the one deliberate pause: let the running cell redraw the figure
     second = sample(page, nb.image)
@@ -167,6 +160,7 @@ def test_slice_viewer_follows_its_slider(notebook_page, artifact, nb: SliceViewe
 
     handle = page.locator(f"{lab.PANEL} {nb.slider} .noUi-handle").first
     readout = page.locator(f"{lab.PANEL} {nb.slider} .widget-readout").first
+    assert handle.count() and readout.count(), f"{name}: no slider handle and readout in {nb.slider}"
     before = lab.image_digest(page, nb.image)
     value = int(handle.get_attribute("aria-valuenow").split(".")[0])
     assert before["bytes"] > 0, f"{name}: the slice viewer shows no image: {before}"
@@ -174,11 +168,13 @@ def test_slice_viewer_follows_its_slider(notebook_page, artifact, nb: SliceViewe
     for _ in range(nb.steps):
         page.keyboard.press("ArrowRight")
     expected = str(value + nb.steps)
-    page.wait_for_function(
+    lab.wait_js(
+        page,
         """([handle, readout, expected]) => handle.getAttribute('aria-valuenow').split('.')[0] === expected
              && readout.textContent.trim() === expected""",
+        10,
+        f"{name}: slider at {expected} after {nb.steps} x ArrowRight from {value}",
         arg=[handle.element_handle(), readout.element_handle(), expected],
-        timeout=10_000,
     )
     # The kernel redraws for each value it is sent (ipywidgets may coalesce quick moves); the image shows
     # the last one once the kernel is idle and the image has stopped changing.
@@ -195,10 +191,12 @@ def test_slice_viewer_follows_its_slider(notebook_page, artifact, nb: SliceViewe
 
 
 def test_page_checks_catch_a_broken_notebook(notebook_page):
-    """The checks above can fail: a traceback and a widget without a model are both reported."""
+    """The checks above can fail: a traceback, a widget without a model and a missing figure are reported."""
     name = "selftest_broken.ipynb"
     page = notebook_page(FIXTURES / name)
     lab.run_all(page)
+    with pytest.raises(AssertionError, match="the run ended without an image"):
+        lab.wait_for_image(page, "img.widget-image", 60)  # and it does not wait out the 60 s
     lab.wait_executed(page, 60)
     with pytest.raises(AssertionError, match="ZeroDivisionError"):
         assert_no_errors(page, name)
