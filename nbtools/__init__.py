@@ -8,6 +8,7 @@
 from nbtools import data, losses, models
 from nbtools.cache import clear_cache
 from nbtools.config import TrainConfig
+from nbtools.diagnose import doctor, find_nonfinite
 from nbtools.env import Env, mount_drive, seed_everything, setup
 from nbtools.train import Run, fit, list_checkpoints
 
@@ -17,6 +18,8 @@ __all__ = [
     "TrainConfig",
     "clear_cache",
     "data",
+    "doctor",
+    "find_nonfinite",
     "fit",
     "list_checkpoints",
     "losses",
