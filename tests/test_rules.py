@@ -177,8 +177,10 @@ def test_input_range():
     assert raw.code == "input-out-of-range" and "abs max" in raw.message and "std" in raw.message
     assert "std" in input_range(torch.rand(8, 3, 16, 16) / 255 / 255).message
     x = torch.randn(8, 1, 4, 4)
-    x[2, 0, 1, 1] = math.nan
-    assert "1 non-finite values of 128" in input_range(x).message
+    x[2, 0, 1, 1] = math.nan  # the guards report NaN inputs, with their step
+    assert input_range(x) is None
+    x[3] = 1e4
+    assert "abs max 1e+04" in input_range(x).message
 
 
 def test_doctor_keeps_saved_guard_findings_and_re_derives_the_rest(tmp_path):

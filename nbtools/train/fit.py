@@ -12,19 +12,21 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from nbtools.config import TrainConfig
+from nbtools.diagnose import rules
+from nbtools.diagnose.inputs import input_range
 from nbtools.env import seed_everything
 from nbtools.train import checkpoint as ckpt
 from nbtools.train.ema import update_ema
 from nbtools.train.evaluate import evaluate
-from nbtools.train.guards import check_interval
+from nbtools.train.guards import check_interval, name_first_nonfinite
 from nbtools.train.loader import make_loader
 from nbtools.train.optim import apply_unfreeze, group_names, sync_trainable, train_mode
-from nbtools.train.progress import TextProgress
 from nbtools.train.run import CONFIG_FILE, NonFiniteError, Run, RunExistsError
 from nbtools.train.state import TrainState
 from nbtools.train.step import train_step
 from nbtools.train.telemetry import Telemetry
 from nbtools.viz.curves import save_curves
+from nbtools.viz.dashboard import make_progress
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +98,7 @@ def fit(
     batch_transform: Callable | None = None,
     device: str | torch.device | None = None,
     verbose: bool = True,
+    dashboard: str | None = "auto",
 ) -> Run:
     """Train `model`, validating every epoch and checkpointing into `run_dir`.
 
@@ -103,7 +106,12 @@ def fit(
     "latest", an epoch number or a checkpoint path continues from there, bit-identically on CPU,
     under the new `cfg` if it differs (the changes are printed and kept in run.config_changes).
     batch_transform(x, y) -> (x, y) runs on the device after each training batch is moved there.
-    Raises NonFiniteError (with `.run`) when non-finite steps keep coming; checkpoints stay intact.
+    Raises NonFiniteError (with `.run`) when non-finite steps keep coming; checkpoints stay intact,
+    and the message names the first module that went non-finite on the last bad step's batch.
+    The doctor's rules (nbtools.diagnose.rules) run at each log interval and epoch end; their findings
+    and the guards' land in run.findings and are shown as they appear. dashboard: "auto" (the live
+    widgets dashboard in a Jupyter/Colab kernel, text elsewhere), "text", "widgets", or None / "off"
+    (verbose=False shows nothing either way).
 
     >>> run = nbt.fit(model, train_ds, val_ds, nn.CrossEntropyLoss(), cfg, "runs/demo")  # doctest: +SKIP
     >>> run = nbt.fit(model, train_ds, val_ds, loss, cfg, "runs/demo", resume="latest")  # doctest: +SKIP
@@ -121,13 +129,14 @@ def fit(
     val_loader = make_loader(
         val_data, cfg.eval_batch_size or cfg.batch_size, cfg.seed, 0, False, cfg.num_workers, pin
     )
-    progress = TextProgress(cfg.epochs, enabled=verbose)
+    progress = make_progress(dashboard, cfg.epochs, verbose)
     st, checkpoint = _start(model, cfg, run_dir, resume, device, -(-n_batches // cfg.grad_accum), progress)
     run = st.run
     run.model, run.ema_model = model, st.ema
     cfg.to_json(run_dir / CONFIG_FILE)
     telemetry = Telemetry(group_names(cfg))
     last_save = (time.monotonic(), st.step)
+    micro, inputs_checked = [], False
     if checkpoint is not None:
         st.restore_rng(checkpoint)  # last: nothing from here to the first batch draws random numbers
         del checkpoint
@@ -152,6 +161,9 @@ def fit(
                         next(batches), device, f"training batch {st.batch + i} of epoch {st.epoch}"
                     )
                     micro.append(batch_transform(x, y) if batch_transform is not None else (x, y))
+                if not inputs_checked:  # once per fit: one host sync
+                    _report(run, progress, [input_range(micro[0][0], st.epoch, st.step + 1)])
+                    inputs_checked = True
                 result = train_step(model, micro, loss_fn, st.optimizer, st.precision, cfg.clip_norm)
                 st.scheduler.step()
                 if st.ema is not None:
@@ -169,6 +181,7 @@ def fit(
                     for finding, is_new in check_interval(run, st, record):
                         if is_new:
                             progress.finding(finding)
+                    _report(run, progress, rules.step_findings(run))
                     due = (
                         cfg.checkpoint_every_steps and st.step - last_save[1] >= cfg.checkpoint_every_steps
                     ) or (
@@ -182,9 +195,12 @@ def fit(
                 break
             _end_epoch(st, val_loader, loss_fn, run_dir, t_epoch)
             progress.end_epoch(run.history[-1])
+            _report(run, progress, rules.epoch_findings(run))
             last_save = (time.monotonic(), st.step)
     finally:
         progress.close()
+    if run.stopped.startswith("non-finite") and micro:
+        name_first_nonfinite(run, model, micro, loss_fn, st.precision)
     ckpt.save_atomic(model.state_dict(), run_dir / "last.pt")
     run.save()
     save_curves(run)
@@ -193,6 +209,13 @@ def fit(
     if run.stopped.startswith("non-finite"):
         raise NonFiniteError(run.stopped, run)
     return run
+
+
+def _report(run: Run, progress, findings) -> None:
+    """Record findings (a repeated code updates its evidence) and show the new ones."""
+    for f in findings:
+        if f is not None and run.add_finding(f):
+            progress.finding(f)
 
 
 def _end_epoch(st: TrainState, val_loader, loss_fn, run_dir: Path, t_epoch: float) -> None:
