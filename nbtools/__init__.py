@@ -8,7 +8,7 @@
 from nbtools import data, losses, models
 from nbtools.cache import clear_cache
 from nbtools.config import TrainConfig
-from nbtools.diagnose import doctor, find_nonfinite
+from nbtools.diagnose import doctor, find_lr, find_nonfinite, overfit_batch
 from nbtools.env import Env, mount_drive, seed_everything, setup
 from nbtools.train import Run, fit, list_checkpoints
 
@@ -19,12 +19,14 @@ __all__ = [
     "clear_cache",
     "data",
     "doctor",
+    "find_lr",
     "find_nonfinite",
     "fit",
     "list_checkpoints",
     "losses",
     "models",
     "mount_drive",
+    "overfit_batch",
     "seed_everything",
     "setup",
 ]

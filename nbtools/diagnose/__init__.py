@@ -2,6 +2,18 @@
 
 from nbtools.diagnose.doctor import doctor
 from nbtools.diagnose.findings import Finding
+from nbtools.diagnose.lr_finder import LRFinderResult, find_lr
 from nbtools.diagnose.nonfinite import NonFiniteReport, find_nonfinite, nonfinite_report
+from nbtools.diagnose.overfit import OverfitReport, overfit_batch
 
-__all__ = ["Finding", "NonFiniteReport", "doctor", "find_nonfinite", "nonfinite_report"]
+__all__ = [
+    "Finding",
+    "LRFinderResult",
+    "NonFiniteReport",
+    "OverfitReport",
+    "doctor",
+    "find_lr",
+    "find_nonfinite",
+    "nonfinite_report",
+    "overfit_batch",
+]

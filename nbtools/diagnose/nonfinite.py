@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from nbtools.diagnose.sandbox import isolated, model_device, preserved_rng
+from nbtools.diagnose.sandbox import float32_outputs, isolated, model_device, preserved_rng
 
 
 @dataclass(frozen=True)
@@ -82,12 +82,6 @@ def _bad(tensors: list[torch.Tensor]) -> str | None:
     nan = sum(int(t.isnan().sum()) for t in ts)
     inf = sum(int(t.isinf().sum()) for t in ts)
     return f"{nan + inf} of {sum(t.numel() for t in ts)} values non-finite (nan {nan}, inf {inf})"
-
-
-def _float32(outputs):
-    if isinstance(outputs, (list, tuple)):
-        return type(outputs)(_float32(o) for o in outputs)
-    return outputs.float()
 
 
 def _kind(module: nn.Module) -> str:
@@ -152,7 +146,7 @@ def nonfinite_report(
                 outputs = work(x_in)
             if forward:
                 return _forward_report(work, forward)
-            loss = loss_fn(_float32(outputs), y)
+            loss = loss_fn(float32_outputs(outputs), y)
             bad = _bad([loss])
             if bad:
                 return NonFiniteReport(None, "loss", f"the model outputs are finite but the loss has {bad}")

@@ -15,6 +15,14 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 
+def float32_outputs(outputs):
+    """Model outputs as float32 (tensors, or lists/tuples of them for deep supervision), as fit
+    hands them to the loss."""
+    if isinstance(outputs, (list, tuple)):
+        return type(outputs)(float32_outputs(o) for o in outputs)
+    return outputs.float()
+
+
 def model_device(model: nn.Module) -> torch.device:
     p = next(model.parameters(), None)
     return p.device if p is not None else torch.device("cpu")
@@ -25,23 +33,19 @@ def isolated(
 ) -> tuple[nn.Module, torch.optim.Optimizer | None]:
     """A deep copy of `model` and, if given, a copy of `optimizer` (same class, hyperparameters and
     state, deep-copied) that steps the copy's parameters."""
-    work = copy.deepcopy(model)
     if optimizer is None:
-        return work, None
-    twin = {id(p): q for p, q in zip(model.parameters(), work.parameters(), strict=True)}
-    groups = []
+        return copy.deepcopy(model), None
+    own = {id(p) for p in model.parameters()}
     for i, g in enumerate(optimizer.param_groups):
-        foreign = [p for p in g["params"] if id(p) not in twin]
+        foreign = [p for p in g["params"] if id(p) not in own]
         if foreign:
             raise ValueError(
                 f"optimizer param group {i} holds {len(foreign)} tensors that are not parameters of the "
                 "model passed in; pass the optimizer that was built from this model's parameters"
             )
-        groups.append({**g, "params": [twin[id(p)] for p in g["params"]]})
-    twin_opt = type(optimizer)(groups, **optimizer.defaults)
-    # deepcopy: load_state_dict would otherwise keep the original's state tensors and step them.
-    twin_opt.load_state_dict(copy.deepcopy(optimizer.state_dict()))
-    return work, twin_opt
+    # One deepcopy with a shared memo: the copied optimizer refers to the copied model's parameters,
+    # and its state (keyed by those parameters) is copied too, never shared with the original.
+    return copy.deepcopy((model, optimizer))
 
 
 @contextlib.contextmanager
