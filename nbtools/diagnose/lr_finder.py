@@ -7,8 +7,9 @@ The LR grows exponentially from start_lr to end_lr over `steps` optimizer steps,
 
 Suggestion: `min_loss_lr / 10`, a decade below the LR at the smoothed minimum (fastai's "minimum"
 rule): robust on small, noisy batches. `steepest_lr` is also given: where the smoothed loss falls
-fastest against log10(LR), between the first 10 % of the points and the minimum; on noisy curves it
-can land in the flat start. Both are starting points: train, and look at the curve.
+fastest against log10(LR) over spans of a tenth of the points, between the first 10 % of the
+points and the minimum; on noisy curves it can land in the flat start. Both are starting points:
+train, and look at the curve.
 
 The optimizer: a copy of the one passed in (same class, hyperparameters and state, on the copy's
 parameters), else Adam. The model and optimizer passed in, their state and the torch RNG come out
@@ -71,12 +72,15 @@ class LRFinderResult:
 
 
 def _steepest(lrs: list[float], smoothed: list[float]) -> float | None:
-    i_min = int(np.argmin(smoothed))
-    lo = len(smoothed) // 10
-    if i_min - lo < 4:
+    """The LR in the middle of the steepest fall of the smoothed loss over spans of a tenth of the
+    points (single-step differences follow batch noise), after the first tenth, before the minimum."""
+    i_min, k = int(np.argmin(smoothed)), max(1, len(smoothed) // 10)
+    starts = range(len(smoothed) // 10, i_min - k + 1)
+    if len(starts) < 3:
         return None
-    grad = np.gradient(np.asarray(smoothed[lo : i_min + 1]), np.log10(lrs[lo : i_min + 1]))
-    return lrs[lo + int(np.argmin(grad))]
+    log_lr = np.log10(lrs)
+    slopes = [(smoothed[i + k] - smoothed[i]) / (log_lr[i + k] - log_lr[i]) for i in starts]
+    return lrs[starts[int(np.argmin(slopes))] + k // 2]
 
 
 def find_lr(
