@@ -5,7 +5,7 @@
 >>> run = nbt.fit(model, train_ds, val_ds, loss, cfg, run_dir="runs/demo")   # doctest: +SKIP
 """
 
-from nbtools import data, losses, models
+from nbtools import data, losses, models, viz
 from nbtools.cache import clear_cache
 from nbtools.config import TrainConfig
 from nbtools.diagnose import doctor, find_lr, find_nonfinite, overfit_batch
@@ -29,5 +29,6 @@ __all__ = [
     "overfit_batch",
     "seed_everything",
     "setup",
+    "viz",
 ]
 __version__ = "0.1.0"

@@ -21,12 +21,12 @@ from nbtools.train.evaluate import evaluate
 from nbtools.train.guards import check_interval, name_first_nonfinite
 from nbtools.train.loader import make_loader
 from nbtools.train.optim import apply_unfreeze, group_names, sync_trainable, train_mode
+from nbtools.train.progress import make_progress
 from nbtools.train.run import CONFIG_FILE, NonFiniteError, Run, RunExistsError
 from nbtools.train.state import TrainState
 from nbtools.train.step import train_step
 from nbtools.train.telemetry import Telemetry
 from nbtools.viz.curves import save_curves
-from nbtools.viz.dashboard import make_progress
 
 log = logging.getLogger(__name__)
 

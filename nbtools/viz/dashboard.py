@@ -1,4 +1,4 @@
-"""The live training dashboard for Jupyter and Colab, and the choice `fit(dashboard=...)` makes.
+"""The live training dashboard for Jupyter and Colab.
 
 `Dashboard` has TextProgress's interface (start_epoch, batches_done, interval, end_epoch, finding,
 message, close) and shows an ipywidgets panel: a status line, a batch progress bar, one figure
@@ -10,51 +10,23 @@ Cost: the figure is drawn with matplotlib's Agg renderer into PNG bytes and assi
 Redraws are throttled: at a log interval only if max(min_redraw_seconds = 2 s, 20 x the last draw's
 time) has passed since the last one, so drawing takes at most ~5 % of the wall time; always at the
 end of an epoch and on close. The progress bar is updated at most every 0.2 s. Outside a notebook,
-`fit` uses the text progress (tqdm bar, postfix per interval, one line per epoch).
+`fit` uses the text progress (tqdm bar, postfix per interval, one line per epoch); the choice is
+nbtools.train.progress.make_progress.
 """
 
 from __future__ import annotations
 
 import html
-import importlib.util
 import io
-import logging
-import sys
 import time
 
 from matplotlib.figure import Figure
 
 from nbtools.diagnose.findings import Finding
-from nbtools.train.progress import TextProgress
 from nbtools.viz import panels
 
-log = logging.getLogger(__name__)
-
-DASHBOARDS = ("auto", "text", "widgets", "off", None)
-BAR_SECONDS = 0.2
+BAR_SECONDS = 0.2  # the progress bar is updated at most this often
 DRAW_BUDGET = 20  # wait at least this many times the last draw's duration before the next
-
-
-def in_notebook() -> bool:
-    """True inside a Jupyter or Colab kernel (not a terminal IPython, not a script)."""
-    ipython = sys.modules.get("IPython")
-    shell = ipython.get_ipython() if ipython is not None else None
-    return shell is not None and getattr(shell, "kernel", None) is not None
-
-
-def make_progress(dashboard: str | None, epochs: int, enabled: bool = True):
-    """What `fit` shows: "auto" = the widgets dashboard in a notebook kernel with ipywidgets, else the
-    text progress; "text"; "widgets" (text, with a warning, outside a kernel); None or "off" = nothing."""
-    if dashboard not in DASHBOARDS:
-        raise ValueError(f"dashboard must be one of {', '.join(map(repr, DASHBOARDS))}, got {dashboard!r}")
-    if not enabled or dashboard in (None, "off"):
-        return TextProgress(epochs, enabled=False)
-    widgets = importlib.util.find_spec("ipywidgets") is not None
-    if dashboard == "widgets" and not (widgets and in_notebook()):
-        log.warning("dashboard='widgets' needs ipywidgets in a Jupyter/Colab kernel; showing text progress")
-    elif dashboard == "widgets" or (dashboard == "auto" and widgets and in_notebook()):
-        return Dashboard(epochs)
-    return TextProgress(epochs)
 
 
 def _fmt(v) -> str:
@@ -77,7 +49,7 @@ class Dashboard:
         self.image = widgets.Image(format="png")
         self.findings_box = widgets.HTML()
         self.widget = widgets.VBox([self.status, self.bar, self.image, self.findings_box])
-        self.fig = Figure(figsize=(13, 6.5), layout="constrained")
+        self.fig = Figure(figsize=(13, 6.5))
         self.redraws = 0
         self._epoch, self._done, self._bar_at = 0, 0, 0.0
         self._drawn_at, self._draw_seconds, self._drawn_len = -float("inf"), 0.0, (0, 0)
@@ -158,6 +130,8 @@ class Dashboard:
         t0 = time.perf_counter()
         self.fig.clear()
         axes = self.fig.subplots(2, 3)
+        # fixed margins: a constrained layout would double the cost of each redraw
+        self.fig.subplots_adjust(left=0.05, right=0.95, top=0.95, bottom=0.08, wspace=0.4, hspace=0.35)
         panels.loss_panel(axes[0, 0], self.steps, self.history)
         panels.grad_panel(axes[0, 1], self.steps)
         panels.lr_panel(axes[0, 2], self.steps)

@@ -8,6 +8,7 @@ optimizer step. Values that are None (non-finite in metrics.json, or no good ste
 from __future__ import annotations
 
 from matplotlib.axes import Axes
+from matplotlib.ticker import LogLocator, NullLocator
 
 from nbtools.diagnose.rules import FROZEN_REL_DRIFT
 
@@ -24,6 +25,13 @@ def _positive(records: list[dict], y) -> tuple[list, list]:
     xs, ys = _xy(records, y)
     keep = [(a, b) for a, b in zip(xs, ys) if b > 0]  # a log axis cannot show 0
     return [a for a, _ in keep], [b for _, b in keep]
+
+
+def _log_y(ax: Axes) -> None:
+    ax.set_yscale("log")
+    # Minor log ticks are most of a redraw's cost; 1-2-3-5 majors keep a range within a decade labelled.
+    ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 3.0, 5.0), numticks=8))
+    ax.yaxis.set_minor_locator(NullLocator())
 
 
 def loss_panel(ax: Axes, steps: list[dict], history: list[dict]) -> None:
@@ -55,7 +63,7 @@ def grad_panel(ax: Axes, steps: list[dict]) -> None:
         ax.plot([], [], "|", color="red", label=f"skipped ({len(skipped)})")
     ax.set(xlabel="step", ylabel="grad norm (before clipping)", title="gradient norm")
     if any(r["grad_norm"] for r in steps):
-        ax.set_yscale("log")
+        _log_y(ax)
         ax.legend(fontsize=7)
 
 
@@ -66,7 +74,7 @@ def lr_panel(ax: Axes, steps: list[dict]) -> None:
         ax.plot(*_positive(steps, lambda r, g=g: r["lr"].get(g)), color=f"C{i}", label=g)
     ax.set(xlabel="step", ylabel="lr", title="learning rate")
     if groups:
-        ax.set_yscale("log")
+        _log_y(ax)
         ax.legend(fontsize=7)
 
 
@@ -75,9 +83,10 @@ def scale_panel(ax: Axes, steps: list[dict]) -> None:
     xs, scales = _positive(steps, "scale")
     if scales:
         ax.plot(xs, scales, color="C4", label="scaler scale")
-        ax.set_yscale("log")
+        _log_y(ax)
     else:
         ax.text(0.5, 0.6, "no GradScaler (fp32 / bf16)", ha="center", transform=ax.transAxes, fontsize=8)
+        ax.set_yticks([])
     twin = ax.twinx()
     xs, skipped = _xy(steps, "skipped")
     widths = [max(1, r["steps"]) * 0.8 for r in steps]
@@ -101,7 +110,7 @@ def drift_panel(ax: Axes, steps: list[dict]) -> None:
     if frozen:
         ax.plot(frozen, [FROZEN_REL_DRIFT] * len(frozen), "v", color="red", label="frozen")
     ax.axhline(FROZEN_REL_DRIFT, color="gray", ls=":", lw=1)
-    ax.set_yscale("log")
+    _log_y(ax)
     ax.set(xlabel="step", title="weight drift per interval")
     if steps:
         ax.legend(fontsize=7)
@@ -112,15 +121,8 @@ def metrics_panel(ax: Axes, history: list[dict]) -> None:
     for i, key in enumerate(_METRICS):
         xs, ys = _xy(history, key)
         if ys:
-            ax.plot(
-                xs,
-                ys,
-                "o-",
-                color=f"C{i}",
-                ms=3,
-                ls="--" if key == "val_pred_pos_rate" else "-",
-                label=key.removeprefix("val_"),
-            )
+            dashed = key == "val_pred_pos_rate"
+            ax.plot(xs, ys, marker="o", ms=3, ls="--" if dashed else "-", color=f"C{i}", label=key[4:])
     ax.set(xlabel="step", title="validation (per epoch)", ylim=(-0.02, 1.02))
     if history:
         ax.legend(fontsize=7)
