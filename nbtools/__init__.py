@@ -9,7 +9,7 @@ from nbtools import data, losses, models, viz
 from nbtools.cache import clear_cache
 from nbtools.config import TrainConfig
 from nbtools.diagnose import doctor, find_lr, find_nonfinite, overfit_batch
-from nbtools.env import Env, mount_drive, seed_everything, setup
+from nbtools.env import Env, mount_drive, runs_root, seed_everything, setup
 from nbtools.train import Run, fit, list_checkpoints
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "models",
     "mount_drive",
     "overfit_batch",
+    "runs_root",
     "seed_everything",
     "setup",
     "viz",

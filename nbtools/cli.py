@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from nbtools import recipes
@@ -30,7 +31,8 @@ def _resume(value: str | None):
 
 
 def _train(args: argparse.Namespace) -> int:
-    env = setup(seed=args.seed)
+    main_rank = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 prints
+    env = setup(seed=args.seed, verbose=main_rank)
     overrides = {
         k: v
         for k, v in (("epochs", args.epochs), ("precision", args.precision), ("lr", args.lr))
@@ -48,6 +50,7 @@ def _train(args: argparse.Namespace) -> int:
             resume=_resume(args.resume),
             overwrite=args.overwrite,
             device=env.device,
+            verbose=main_rank,
         )
     except RunExistsError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -55,6 +58,8 @@ def _train(args: argparse.Namespace) -> int:
     except NonFiniteError as e:
         print(f"error: {e}", file=sys.stderr)
         return 3
+    if not main_rank:
+        return 0
     best = run.best() or {}
     print(f"run folder: {run.run_dir}")
     print(

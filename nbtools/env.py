@@ -103,3 +103,13 @@ def mount_drive(mount_point: str = "/content/drive") -> Path | None:
 
     drive.mount(mount_point)
     return Path(mount_point) / "MyDrive"
+
+
+def runs_root(use_drive: bool = False, folder: str = "nbtools-runs") -> Path:
+    """Where notebooks keep run folders: Google Drive in Colab when asked (so checkpoints survive a
+    disconnect), else ./runs. Outside Colab `use_drive` is ignored with a log line."""
+    if use_drive:
+        drive = mount_drive()
+        if drive is not None:
+            return drive / folder
+    return Path("runs")

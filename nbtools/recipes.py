@@ -34,14 +34,14 @@ def smoke_mode() -> bool:
 
 def resnet3d_job(
     smoke: bool = False,
-    n_train: int = 128,
-    n_val: int = 64,
+    n_train: int = 256,
+    n_val: int = 128,
     size: int = 32,
     depth: int = 10,
     width: float = 0.25,
     **config: Any,
 ) -> Job:
-    """A 3D ResNet on SyntheticVolumes: about 1-2 minutes on a 2-core CPU, seconds on a GPU.
+    """A 3D ResNet-10 (width 0.25) on SyntheticVolumes at 32^3: under a minute on a 2-core CPU.
 
     Train and val volumes come from different seeds (no sample is in both). Keyword arguments
     override TrainConfig fields, e.g. resnet3d_job(epochs=20, precision="bf16").
@@ -50,7 +50,7 @@ def resnet3d_job(
         n_train, n_val, size = 32, 16, 16
         config.setdefault("epochs", 2)
     cfg = dict(
-        epochs=6,
+        epochs=8,
         batch_size=8,
         lr=2e-3,
         warmup_epochs=1,

@@ -9,14 +9,22 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from nbtools.losses import main_output
+from nbtools.train.distributed import SINGLE_PROCESS, Distributed
 from nbtools.train.metrics import classification_metrics
 from nbtools.train.precision import Precision
 from nbtools.train.step import as_float32
 
 
 @torch.no_grad()
-def predict(model: nn.Module, loader: DataLoader, precision: Precision, loss_fn: Callable | None = None):
-    """Main-output logits (float32, on the CPU), targets, and the mean loss (None without loss_fn)."""
+def predict(
+    model: nn.Module,
+    loader: DataLoader,
+    precision: Precision,
+    loss_fn: Callable | None = None,
+    dist: Distributed = SINGLE_PROCESS,
+):
+    """Main-output logits (float32, on the CPU), targets, and the mean loss (None without loss_fn).
+    Under torchrun each rank predicts its shard and every rank gets all of them."""
     was_training = model.training
     model.eval()
     logits, targets = [], []
@@ -36,15 +44,18 @@ def predict(model: nn.Module, loader: DataLoader, precision: Precision, loss_fn:
             n += len(y)
     finally:
         model.train(was_training)
-    if not n:
+    if not n and not dist.active:
         raise ValueError("the validation data is empty; pass a dataset with at least one sample")
-    logits_cpu, targets_cpu, loss = torch.cat(logits).cpu(), torch.cat(targets).cpu(), (loss_sum / n).cpu()
-    return logits_cpu, targets_cpu, (float(loss) if loss_fn is not None else None)
+    logits_all, targets_all = dist.gather_cat(torch.cat(logits)), dist.gather_cat(torch.cat(targets))
+    loss = dist.mean(loss_sum) * dist.world / len(targets_all)
+    return logits_all.cpu(), targets_all.cpu(), (float(loss.cpu()) if loss_fn is not None else None)
 
 
-def evaluate(model, loader, precision, loss_fn, threshold: float = 0.5, prefix: str = "val_"):
+def evaluate(
+    model, loader, precision, loss_fn, threshold: float = 0.5, prefix: str = "val_", dist=SINGLE_PROCESS
+):
     """{prefix}loss, {prefix}acc, ..._auc etc., plus the raw logits and targets for report figures."""
-    logits, targets, loss = predict(model, loader, precision, loss_fn)
+    logits, targets, loss = predict(model, loader, precision, loss_fn, dist)
     metrics = classification_metrics(targets.numpy(), logits.numpy(), threshold)
     out = {f"{prefix}loss": loss, **{f"{prefix}{k}": v for k, v in metrics.items()}}
     return out, logits, targets

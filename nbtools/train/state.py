@@ -12,7 +12,9 @@ from torch.optim.lr_scheduler import LambdaLR
 from torch.optim.swa_utils import AveragedModel
 
 from nbtools.config import TrainConfig
+from nbtools.env import seed_everything
 from nbtools.train import checkpoint as ckpt
+from nbtools.train.distributed import Distributed
 from nbtools.train.early_stop import EarlyStopping
 from nbtools.train.ema import build_ema
 from nbtools.train.optim import apply_unfreeze, build_optimizer, group_lr, group_names, sync_trainable
@@ -40,9 +42,18 @@ class TrainState:
     ema_best: EarlyStopping | None = None  # tracks the EMA model's best epoch (never stops the run)
     bad_streak: int = 0  # skipped steps in a row (see guards)
     amp_window: list[bool] = field(default_factory=list)  # fp16 skip flags of the last steps
+    dist: Distributed = field(default_factory=Distributed)
 
     @classmethod
-    def create(cls, cfg: TrainConfig, model: nn.Module, device: torch.device, steps_per_epoch: int, run: Run):
+    def create(
+        cls,
+        cfg: TrainConfig,
+        model: nn.Module,
+        device: torch.device,
+        steps_per_epoch: int,
+        run: Run,
+        dist: Distributed,
+    ):
         apply_unfreeze(model, cfg, 1)
         optimizer = build_optimizer(model, cfg)
         scheduler = build_scheduler(
@@ -58,9 +69,12 @@ class TrainState:
             early=EarlyStopping(cfg.monitor_mode, cfg.patience, cfg.min_delta, cfg.min_epochs),
             run=run,
             ema_best=EarlyStopping(cfg.monitor_mode, None, cfg.min_delta) if cfg.ema_decay else None,
+            dist=dist,
         )
 
     def to_checkpoint(self) -> dict[str, Any]:
+        """The whole state as tensors and plain types. Under torchrun every rank must call it (each
+        rank's RNG states are gathered); rank 0 writes it."""
         last = self.run.history[-1] if self.run.history else {}
         summary = {
             k: last[k] for k in ("val_loss", "val_auc", "val_f1", "val_acc") if last.get(k) is not None
@@ -84,6 +98,7 @@ class TrainState:
             "guards": {"bad_streak": self.bad_streak, "amp_window": list(self.amp_window)},
             "run": self.run.to_dict(),
             "rng": capture_rng(),
+            "rng_ranks": self.dist.gather_objects(capture_rng()) if self.dist.active else [],
         }
 
     def load_checkpoint(self, state: dict[str, Any]) -> TrainConfig:
@@ -138,4 +153,17 @@ class TrainState:
         return old
 
     def restore_rng(self, state: dict[str, Any]) -> None:
+        ranks, dist = state.get("rng_ranks") or [], self.dist
+        if dist.active and len(ranks) == dist.world:
+            restore_rng(ranks[dist.rank])
+            return
         restore_rng(state["rng"])
+        if dist.active:
+            # A different number of processes than the run was saved with: give each rank its own
+            # stream (the run continues, but not bit-identically).
+            log.warning(
+                "checkpoint saved with %d ranks, resuming with %d: RNG streams reseeded",
+                len(ranks) or 1,
+                dist.world,
+            )
+            seed_everything((self.cfg.seed + 1_000_003 * dist.rank + self.step) % 2**63)

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 from torch.nn.utils import clip_grads_with_norm_, get_total_norm
 
+from nbtools.train.distributed import SINGLE_PROCESS, Distributed
 from nbtools.train.precision import Precision
 
 
@@ -56,27 +57,31 @@ def train_step(
     optimizer: torch.optim.Optimizer,
     precision: Precision,
     clip_norm: float | None,
+    dist: Distributed = SINGLE_PROCESS,
 ) -> StepResult:
+    """`model` is what runs forward (the DDP wrapper under torchrun); `optimizer` holds its parameters."""
     # A NaN batch must not poison BatchNorm's running statistics: keep them to put back on a skip.
     buffers = list(model.buffers())
     saved = [b.clone() for b in buffers]
     scaler, device = precision.scaler, precision.device
     loss_sum = torch.zeros((), device=device)
-    for x, y in micro_batches:
-        with precision.autocast():
-            outputs = model(x)
-        loss = loss_fn(as_float32(outputs), y) / len(micro_batches)
-        scaler.scale(loss).backward()
+    for i, (x, y) in enumerate(micro_batches):
+        with dist.no_sync(model, last=i == len(micro_batches) - 1):
+            with precision.autocast():
+                outputs = model(x)
+            loss = loss_fn(as_float32(outputs), y) / len(micro_batches)
+            scaler.scale(loss).backward()
         loss_sum += loss.detach()
     scaler.unscale_(optimizer)  # no-op unless fp16
     group_norms = [_group_norm(g["params"], device) for g in optimizer.param_groups]
     grad_norm = torch.linalg.vector_norm(torch.stack(group_norms))
     if clip_norm is not None:
         clip_grads_with_norm_([p for g in optimizer.param_groups for p in g["params"]], clip_norm, grad_norm)
-    bad = ~(torch.isfinite(grad_norm) & torch.isfinite(loss_sum))
+    bad = dist.any(~(torch.isfinite(grad_norm) & torch.isfinite(loss_sum)))  # a NaN on one rank skips on all
     _step_unless(optimizer, bad)
     scaler.update()  # backs the fp16 scale off after an overflow
     for b, s in zip(buffers, saved):
         b.copy_(torch.where(bad, s, b))
+    dist.broadcast_buffers(model)
     optimizer.zero_grad(set_to_none=True)
     return StepResult(loss_sum, bad, grad_norm, group_norms)

@@ -25,8 +25,9 @@ def _mean(values: list[float]) -> float | None:
 
 
 class Telemetry:
-    def __init__(self, group_names: list[str]):
+    def __init__(self, group_names: list[str], reduce=lambda t: t):
         self.group_names = group_names
+        self.reduce = reduce  # the mean over torchrun ranks (identity on one process)
         self.rows: list[torch.Tensor] = []
         self.snapshot: list[torch.Tensor] = []
         self.t0 = time.perf_counter()
@@ -50,7 +51,7 @@ class Telemetry:
             torch.stack([torch.linalg.vector_norm(p - s) for p, s in zip(params, self.snapshot)])
         )
         norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p) for p in params]))
-        flat = torch.cat([torch.stack(self.rows).flatten(), torch.stack([drift, norm])])
+        flat = self.reduce(torch.cat([torch.stack(self.rows).flatten(), torch.stack([drift, norm])]))
         values = flat.tolist()  # the one host sync of the interval
         k = 3 + len(self.group_names)
         rows = [values[i * k : (i + 1) * k] for i in range(len(self.rows))]
