@@ -3,7 +3,7 @@
 python -m nbtools train resnet3d --run-dir runs/demo
 python -m nbtools train resnet3d --run-dir runs/demo --resume latest --epochs 10
 python -m nbtools checkpoints runs/demo
-python -m nbtools doctor runs/demo      # exit code 0: no findings, 1: findings printed
+python -m nbtools doctor runs/demo      # exit code 0: no findings, 1: findings printed, 2: no run
 """
 
 from __future__ import annotations
@@ -76,7 +76,11 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _doctor(run_dir: str) -> int:
-    findings = doctor(run_dir)
+    try:
+        findings = doctor(run_dir)
+    except (FileNotFoundError, ValueError) as e:  # not a run folder, or an unreadable metrics.json
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     for f in findings:
         print(f)
     if not findings:

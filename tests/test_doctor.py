@@ -32,6 +32,7 @@ def test_a_healthy_run_raises_no_finding(tmp_path):
     assert run.history[-1]["val_auc"] > 0.9  # it did learn
     assert run.findings == [] and nbt.doctor(tmp_path) == []
     assert cli(["doctor", str(tmp_path)]) == 0
+    assert cli(["doctor", str(tmp_path / "no-such-run")]) == 2
 
 
 def test_frozen_weights_behind_an_ema(tmp_path, capsys):

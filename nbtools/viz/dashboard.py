@@ -8,8 +8,8 @@ validation metrics) and the findings as they are raised.
 Cost: the figure is drawn with matplotlib's Agg renderer into PNG bytes and assigned to an
 `ipywidgets.Image`, replacing the last one (no flicker, no output that grows with every redraw).
 Redraws are throttled: at a log interval only if max(min_redraw_seconds = 2 s, 20 x the last draw's
-time) has passed since the last one, so drawing takes at most ~5 % of the wall time; always at the
-end of an epoch and on close. The progress bar is updated at most every 0.2 s. Outside a notebook,
+time) has passed since the last one, so these redraws take at most ~5 % of the wall time; always
+at the end of an epoch and on close. The progress bar is updated at most every 0.2 s. Outside a notebook,
 `fit` uses the text progress (tqdm bar, postfix per interval, one line per epoch); the choice is
 nbtools.train.progress.make_progress.
 """
