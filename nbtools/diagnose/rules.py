@@ -59,6 +59,7 @@ def _lrs(record: dict) -> str:
 
 
 def frozen_weights(run) -> Finding | None:
+    """`frozen-weights`: FROZEN_INTERVALS intervals with steps taken and drift <= FROZEN_REL_DRIFT x norm."""
     window: list[dict] = []
     hits = []
     for r in run.steps:
@@ -89,6 +90,7 @@ def frozen_weights(run) -> Finding | None:
 
 
 def exploding_gradients(run) -> Finding | None:
+    """`exploding-gradients`: an interval max over EXPLODE_FACTOR x the running median of the means."""
     recent: deque[float] = deque(maxlen=EXPLODE_WINDOW)
     spikes = []
     for r in run.steps:
@@ -118,6 +120,7 @@ def exploding_gradients(run) -> Finding | None:
 
 
 def lr_too_high(run) -> Finding | None:
+    """`lr-too-high`: LR_RISE_INTERVALS early intervals above LR_RISE_FACTOR x the first one's loss."""
     early = [r for r in run.steps if r["epoch"] <= LR_EARLY_EPOCHS]
     start = next((r for r in early if r["loss"] is not None), None)
     if start is None or start["loss"] <= 0:
@@ -157,6 +160,7 @@ def _collapse(h: dict) -> tuple | None:
 
 
 def class_collapse(run) -> Finding | None:
+    """`class-collapse`: COLLAPSE_EPOCHS epochs with one class >= COLLAPSE_SHARE of the predictions."""
     need = min(COLLAPSE_EPOCHS, run.config.epochs)
     streak: list[tuple[dict, tuple]] = []
     for h in run.history:
@@ -190,6 +194,7 @@ def _at_chance(h: dict) -> bool:
 
 
 def no_learning(run) -> Finding | None:
+    """`no-learning`: NO_LEARN_EPOCHS epochs of flat train loss (< NO_LEARN_REL_DROP) at chance."""
     hist = run.history
     for i in range(len(hist) - NO_LEARN_EPOCHS + 1):
         w = hist[i : i + NO_LEARN_EPOCHS]
@@ -214,6 +219,7 @@ def no_learning(run) -> Finding | None:
 
 
 def overfitting(run) -> Finding | None:
+    """`overfitting`: OVERFIT_EPOCHS epochs of val loss >= (1 + OVERFIT_RISE) x its minimum, train falling."""
     hist = [h for h in run.history if h.get("val_loss") is not None and h.get("train_loss") is not None]
     best = None
     for i, h in enumerate(hist):
@@ -246,6 +252,7 @@ def _slope(xs: list[float], ys: list[float]) -> float:
 
 
 def stopped_too_early(run) -> Finding | None:
+    """`stopped-too-early`: early stopping on a still-improving trend, or right at min_epochs."""
     if not run.stopped.startswith("early stopping") or not run.history:
         return None
     cfg, last = run.config, run.history[-1]["epoch"]
