@@ -5,11 +5,12 @@
 >>> run = nbt.fit(model, train_ds, val_ds, loss, cfg, run_dir="runs/demo")   # doctest: +SKIP
 """
 
-from nbtools import data, losses, models
+from nbtools import data, losses, models, viz
 from nbtools.cache import clear_cache
 from nbtools.config import TrainConfig
 from nbtools.data.augcheck import check_augmentation
 from nbtools.data.validate import validate_dataset
+from nbtools.diagnose import doctor, find_lr, find_nonfinite, overfit_batch
 from nbtools.env import Env, mount_drive, runs_root, seed_everything, setup
 from nbtools.train import Run, fit, list_checkpoints
 
@@ -20,14 +21,19 @@ __all__ = [
     "check_augmentation",
     "clear_cache",
     "data",
+    "doctor",
+    "find_lr",
+    "find_nonfinite",
     "fit",
     "list_checkpoints",
     "losses",
     "models",
     "mount_drive",
+    "overfit_batch",
     "runs_root",
     "seed_everything",
     "setup",
     "validate_dataset",
+    "viz",
 ]
 __version__ = "0.1.0"

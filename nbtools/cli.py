@@ -3,6 +3,7 @@
 python -m nbtools train resnet3d --run-dir runs/demo
 python -m nbtools train resnet3d --run-dir runs/demo --resume latest --epochs 10
 python -m nbtools checkpoints runs/demo
+python -m nbtools doctor runs/demo      # exit code 0: no findings, 1: findings printed, 2: no run
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 import sys
 
 from nbtools import recipes
+from nbtools.diagnose import doctor
 from nbtools.env import setup
 from nbtools.train import NonFiniteError, RunExistsError, fit, list_checkpoints
 
@@ -73,6 +75,19 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _doctor(run_dir: str) -> int:
+    try:
+        findings = doctor(run_dir)
+    except (FileNotFoundError, ValueError) as e:  # not a run folder, or an unreadable metrics.json
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for f in findings:
+        print(f)
+    if not findings:
+        print(f"{run_dir}: no findings")
+    return 1 if findings else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m nbtools", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -88,9 +103,13 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--smoke", action="store_true", help="tiny sizes, for a seconds-long check")
     ls = sub.add_parser("checkpoints", help="list a run folder's checkpoints and whether each loads")
     ls.add_argument("run_dir")
+    doc = sub.add_parser("doctor", help="print a run folder's findings (exit code 1 if there are any)")
+    doc.add_argument("run_dir")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.command == "train":
         return _train(args)
+    if args.command == "doctor":
+        return _doctor(args.run_dir)
     print(list_checkpoints(args.run_dir))
     return 0

@@ -178,6 +178,9 @@ def test_fp16_that_keeps_overflowing_falls_back_to_fp32(tmp_path):
     assert run.steps[-1]["drift"] > 0
     state = torch.load(tmp_path / "epoch_012.pt", weights_only=True)
     assert state["precision"]["mode"] == "fp32"  # a resumed run stays in fp32
+    # steps that were all skipped are the AMP monitor's, not frozen weights; the doctor agrees
+    codes = [f.code for f in nbt.doctor(tmp_path)]
+    assert codes[0] == "amp-skipped-steps" and "frozen-weights" not in codes, codes
 
 
 def test_fp16_without_fallback_stops_instead_of_freezing(tmp_path):
@@ -189,7 +192,7 @@ def test_fp16_without_fallback_stops_instead_of_freezing(tmp_path):
         log_every=5,
         checkpoint_every_minutes=None,
     )
-    with pytest.raises(nbt.train.NonFiniteError, match="amp_fallback=True"):
+    with pytest.raises(nbt.train.NonFiniteError, match="amp_fallback=True") as e:
         nbt.fit(
             OverflowNet(),
             NoisyBlobs(),
@@ -199,3 +202,14 @@ def test_fp16_without_fallback_stops_instead_of_freezing(tmp_path):
             tmp_path,
             verbose=False,
         )
+    # the stop is recorded as a finding too, with the way out
+    [amp] = e.value.run.findings
+    assert (
+        amp.code == "amp-skipped-steps"
+        and "stopped at step" in amp.message
+        and "amp_fallback=True" in amp.fix
+    )
+
+
+def test_bf16_never_uses_a_scaler():
+    assert not Precision("bf16", "cpu").scaler.is_enabled() and Precision("fp16", "cpu").scaler.is_enabled()

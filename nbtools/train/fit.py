@@ -13,15 +13,17 @@ from torch.utils.data import Dataset
 
 from nbtools.atomic import remove_stale_temp_files, save_atomic
 from nbtools.config import TrainConfig
+from nbtools.diagnose import rules
+from nbtools.diagnose.inputs import input_range
 from nbtools.env import seed_everything
 from nbtools.train import checkpoint as ckpt
 from nbtools.train.distributed import Distributed
 from nbtools.train.ema import update_ema
 from nbtools.train.evaluate import evaluate
-from nbtools.train.guards import check_interval
+from nbtools.train.guards import check_interval, name_first_nonfinite
 from nbtools.train.loader import EvalBatches, TrainBatches, epoch_seed, make_loader
 from nbtools.train.optim import apply_unfreeze, group_names, sync_trainable, train_mode
-from nbtools.train.progress import TextProgress
+from nbtools.train.progress import make_progress
 from nbtools.train.run import CONFIG_FILE, NonFiniteError, Run, RunExistsError
 from nbtools.train.state import TrainState
 from nbtools.train.step import train_step
@@ -102,6 +104,7 @@ def fit(
     batch_transform: Callable | None = None,
     device: str | torch.device | None = None,
     verbose: bool = True,
+    dashboard: str | None = "auto",
 ) -> Run:
     """Train `model`, validating every epoch and checkpointing into `run_dir`.
 
@@ -109,7 +112,12 @@ def fit(
     "latest", an epoch number or a checkpoint path continues from there, bit-identically on CPU,
     under the new `cfg` if it differs (the changes are printed and kept in run.config_changes).
     batch_transform(x, y) -> (x, y) runs on the device after each training batch is moved there.
-    Raises NonFiniteError (with `.run`) when non-finite steps keep coming; checkpoints stay intact.
+    Raises NonFiniteError (with `.run`) when non-finite steps keep coming; checkpoints stay intact,
+    and the message names the first module that went non-finite on the last bad step's batch.
+    The doctor's rules (nbtools.diagnose.rules) run at each log interval and epoch end; their findings
+    and the guards' land in run.findings and are shown as they appear. dashboard: "auto" (the live
+    widgets dashboard in a Jupyter/Colab kernel, text elsewhere), "text", "widgets", or None / "off"
+    (verbose=False shows nothing either way).
     Launched by torchrun, it trains with DistributedDataParallel (see nbtools.train.distributed);
     cfg.batch_size is then per process.
 
@@ -133,7 +141,7 @@ def fit(
         raise ValueError(f"the training data is empty (len {len(train_data)}); pass at least one sample")
     eval_batches = EvalBatches(len(val_data), cfg.eval_batch_size or cfg.batch_size, dist.rank, dist.world)
     val_loader = make_loader(val_data, eval_batches, cfg.num_workers, device.type == "cuda", cfg.seed)
-    progress = TextProgress(cfg.epochs, enabled=verbose and dist.is_main)
+    progress = make_progress(dashboard, cfg.epochs, verbose and dist.is_main)
     st, checkpoint = _start(
         model, cfg, run_dir, resume, device, -(-n_batches // cfg.grad_accum), progress, dist
     )
@@ -145,16 +153,23 @@ def fit(
     if checkpoint is not None:
         st.restore_rng(checkpoint)  # last: nothing from here to the first batch draws random numbers
         del checkpoint
+    last_step: list = []  # the micro-batches of the last step, for the non-finite diagnosis
     try:
         while st.epoch <= cfg.epochs and not run.stopped:
             t_epoch = time.perf_counter()
-            _train_epoch(st, train_data, loss_fn, n_batches, batch_transform, telemetry, progress, device)
+            check_inputs = not last_step  # the first epoch of this call
+            last_step = _train_epoch(
+                st, train_data, loss_fn, n_batches, batch_transform, telemetry, progress, device, check_inputs
+            )
             if run.stopped:
                 break
             _end_epoch(st, val_loader, loss_fn, run_dir, t_epoch)
             progress.end_epoch(run.history[-1])
+            _report(run, progress, rules.epoch_findings(run))
     finally:
         progress.close()
+    if run.stopped.startswith("non-finite") and last_step:
+        name_first_nonfinite(run, model, last_step, loss_fn, st.precision)
     if dist.is_main:
         save_atomic(model.state_dict(), run_dir / "last.pt")
         run.save()
@@ -167,10 +182,18 @@ def fit(
     return run
 
 
+def _report(run: Run, progress, findings) -> None:
+    """Record findings (a repeated code updates its evidence) and show the new ones."""
+    for f in findings:
+        if f is not None and run.add_finding(f):
+            progress.finding(f)
+
+
 def _train_epoch(
-    st: TrainState, data, loss_fn, n_batches, batch_transform, telemetry, progress, device
-) -> None:
-    """Train from batch st.batch to the end of epoch st.epoch (or until a guard stops the run)."""
+    st: TrainState, data, loss_fn, n_batches, batch_transform, telemetry, progress, device, check_inputs
+) -> list:
+    """Train from batch st.batch to the end of epoch st.epoch (or until a guard stops the run).
+    Returns the last step's micro-batches. check_inputs: look at the first batch's range (once per fit)."""
     cfg, run, model, dist = st.cfg, st.run, st.model, st.dist
     if apply_unfreeze(model, cfg, st.epoch):
         sync_trainable(st.optimizer, model, cfg)
@@ -183,11 +206,15 @@ def _train_epoch(
     telemetry.start_interval(model)
     progress.start_epoch(st.epoch, n_batches, st.batch)
     last_save = (time.monotonic(), st.step)
+    micro: list = []
     while st.batch < n_batches and not run.stopped:
         micro = []
         for i in range(min(cfg.grad_accum, n_batches - st.batch)):
             x, y = _to_device(next(batches), device, f"training batch {st.batch + i} of epoch {st.epoch}")
             micro.append(batch_transform(x, y) if batch_transform is not None else (x, y))
+        if check_inputs:  # one host sync, once
+            _report(run, progress, [input_range(micro[0][0], st.epoch, st.step + 1)])
+            check_inputs = False
         result = train_step(forward_model, micro, loss_fn, st.optimizer, st.precision, cfg.clip_norm, dist)
         st.scheduler.step()
         if st.ema is not None:
@@ -205,6 +232,7 @@ def _train_epoch(
             for finding, is_new in check_interval(run, st, record):
                 if is_new:
                     progress.finding(finding)
+            _report(run, progress, rules.step_findings(run))
             every = cfg.checkpoint_every_steps
             minutes = cfg.checkpoint_every_minutes
             due = (every and st.step - last_save[1] >= every) or (
@@ -215,6 +243,7 @@ def _train_epoch(
                 if dist.is_main:
                     save_atomic(state, st.run.run_dir / ckpt.mid_epoch_name(st.epoch, st.step))
                 last_save = (time.monotonic(), st.step)
+    return micro
 
 
 def _end_epoch(st: TrainState, val_loader, loss_fn, run_dir: Path, t_epoch: float) -> None:

@@ -11,14 +11,22 @@ Thresholds:
   weights did not move over an interval in which steps were taken, the scaler is not converging
   (seed 002's frozen model). With `cfg.amp_fallback` the run switches to fp32; without it, it stops.
   GradScaler's normal calibration skips a handful of steps at the start and about one per 2000
-  after, far below this rate.
+  after, far below this rate. Either way the finding `amp-skipped-steps` is recorded. bf16 and fp32
+  never use a scaler, so the monitor does not apply to them.
+- When the run stops on non-finite steps, `name_first_nonfinite` re-runs the last bad step's batches
+  through nbtools.diagnose.nonfinite and adds the first non-finite module to the stop message and
+  to the `nonfinite-loss` / `nonfinite-grad` finding.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import dataclasses
+from collections.abc import Callable, Iterator
+
+from torch import nn
 
 from nbtools.diagnose.findings import Finding
+from nbtools.diagnose.nonfinite import nonfinite_report
 
 AMP_WINDOW = 50
 
@@ -85,6 +93,15 @@ def check_interval(run, st, record: dict) -> Iterator[tuple[Finding, bool]]:
             run.stopped = (
                 f"non-finite fp16 steps: {evidence}; set amp_fallback=True or precision='fp32'/'bf16'"
             )
+            f = Finding(
+                "amp-skipped-steps",
+                f"{evidence}; the run stopped at step {record['step']} (amp_fallback=False)",
+                "resume with amp_fallback=True (fp16 falls back to fp32 by itself), or precision='bf16' on an "
+                "Ampere or newer GPU, or 'fp32'; check the input range (nbt.validate_dataset).",
+                epoch=record["epoch"],
+                step=record["step"],
+            )
+            yield f, run.add_finding(f)
             return
     if st.bad_streak >= cfg.max_bad_steps:
         first = record["step"] - st.bad_streak + 1
@@ -92,3 +109,25 @@ def check_interval(run, st, record: dict) -> Iterator[tuple[Finding, bool]]:
             f"non-finite loss or gradients for {st.bad_streak} optimizer steps in a row (steps {first}-{record['step']}, "
             f"max_bad_steps={cfg.max_bad_steps}); the checkpoints before them are intact. {_NONFINITE_FIX}"
         )
+
+
+def name_first_nonfinite(run, model: nn.Module, batches: list, loss_fn: Callable, precision) -> None:
+    """After a stop on non-finite steps: find the first non-finite module on the last (bad) step's
+    micro-batches and add it to run.stopped and the non-finite finding. Works on a copy of the model;
+    nothing of the run changes but the two messages. Not for the fp16 monitor's stop (no finding of
+    ours: that is scaler overflow, which an fp32 re-run cannot show)."""
+    found = [f for f in run.findings if f.code in ("nonfinite-loss", "nonfinite-grad")]
+    if not found:
+        return
+    dtype = precision.dtype if precision.mode != "fp32" else None
+    reports = (nonfinite_report(model, b, loss_fn, autocast_dtype=dtype) for b in batches)
+    report = next((r for r in reports if r), None)
+    text = (
+        str(report)
+        if report
+        else "none on re-running the last step's batches alone (it needs the accumulated gradients, or "
+        "is not deterministic)"
+    )
+    run.stopped = f"{run.stopped} First non-finite on the last bad step's batch: {text}"
+    for f in found:
+        run.add_finding(dataclasses.replace(f, message=f"{f.message}; first non-finite: {text}"))

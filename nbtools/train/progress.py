@@ -1,11 +1,18 @@
 """What `fit` shows while it trains: a tqdm bar per epoch, its postfix at each log interval, and
-one summary line per epoch. (The notebook dashboard in nbtools.viz shows the same events.)"""
+one summary line per epoch; or, in a notebook, the dashboard in nbtools.viz.dashboard, which takes
+the same calls. `make_progress` chooses."""
 
 from __future__ import annotations
+
+import importlib.util
+import logging
+import sys
 
 from tqdm.auto import tqdm
 
 from nbtools.diagnose.findings import Finding
+
+log = logging.getLogger(__name__)
 
 
 def _fmt(v) -> str:
@@ -58,3 +65,30 @@ class TextProgress:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+DASHBOARDS = ("auto", "text", "widgets", "off", None)
+
+
+def in_notebook() -> bool:
+    """True inside a Jupyter or Colab kernel (not a terminal IPython, not a script)."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    return shell is not None and getattr(shell, "kernel", None) is not None
+
+
+def make_progress(dashboard: str | None, epochs: int, enabled: bool = True):
+    """What `fit` shows: "auto" = the widgets dashboard in a notebook kernel with ipywidgets, else the
+    text progress; "text"; "widgets" (text, with a warning, outside a kernel); None or "off" = nothing."""
+    if dashboard not in DASHBOARDS:
+        raise ValueError(f"dashboard must be one of {', '.join(map(repr, DASHBOARDS))}, got {dashboard!r}")
+    if not enabled or dashboard in (None, "off"):
+        return TextProgress(epochs, enabled=False)
+    widgets = importlib.util.find_spec("ipywidgets") is not None
+    if dashboard == "widgets" and not (widgets and in_notebook()):
+        log.warning("dashboard='widgets' needs ipywidgets in a Jupyter/Colab kernel; showing text progress")
+    elif dashboard == "widgets" or (dashboard == "auto" and widgets and in_notebook()):
+        from nbtools.viz.dashboard import Dashboard  # ipywidgets and the figure only when shown
+
+        return Dashboard(epochs)
+    return TextProgress(epochs)

@@ -1,6 +1,19 @@
-"""Figures of a run: learning curves now, the live dashboard and report figures in their own modules."""
+"""Figures of a run: learning curves, report figures, the live dashboard, the per-layer heatmap,
+and viewers for the data."""
 
 from nbtools.viz.curves import save_curves
+from nbtools.viz.dashboard import Dashboard
+from nbtools.viz.grad_heatmap import GradHeatmap, grad_heatmap
+from nbtools.viz.report import Report, report
 from nbtools.viz.viewers import image_grid, slice_viewer
 
-__all__ = ["image_grid", "save_curves", "slice_viewer"]
+__all__ = [
+    "Dashboard",
+    "GradHeatmap",
+    "Report",
+    "grad_heatmap",
+    "image_grid",
+    "report",
+    "save_curves",
+    "slice_viewer",
+]

@@ -1,0 +1,119 @@
+"""`nbt.overfit_batch`: can the model memorise one batch? Seed 002's overfit test, done right.
+
+Seed 002 ran its overfit test with AMP on (the scaler skipped every step), an EMA copy in the drift
+probe and an auxiliary head in the loss, and lost days. Here, on a deep copy of the model:
+- float32, no autocast, no GradScaler, no EMA, no clipping, no weight decay: plain Adam at `lr`;
+- only the main output reaches the loss (`main_only=True`, the first of a deep-supervision list),
+  so auxiliary terms are off; pass main_only=False if your loss needs the list;
+- model.train() with Dropout layers switched to eval: BatchNorm uses batch statistics as in
+  training, and dropout noise is not what this tests (a working model memorises either way, but
+  the pass threshold is cleaner without it).
+
+Pass threshold: after `steps` steps, last_loss <= OVERFIT_RATIO = 0.1 x first_loss, or
+last_loss <= OVERFIT_ABS = 1e-3 (for losses that start small), and finite. The model passed in, its
+BatchNorm statistics, .grad and the torch RNG come out bit-identical.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.nn.modules.dropout import _DropoutNd
+
+from nbtools.diagnose.sandbox import float32_outputs, isolated, model_device, preserved_rng
+from nbtools.losses import main_output
+
+OVERFIT_RATIO, OVERFIT_ABS = 0.1, 1e-3
+
+
+@dataclass(frozen=True)
+class OverfitReport:
+    passed: bool
+    first_loss: float  # loss before the first step
+    last_loss: float  # loss after the last step (same batch, same mode)
+    param_drift: float  # L2 distance the copy's parameters moved from the model's
+    steps: int  # optimizer steps taken
+    reason: str  # the verdict in words
+    losses: list[float] = field(default_factory=list, repr=False)  # loss before each step
+
+    def __str__(self) -> str:
+        verdict = "PASSED" if self.passed else "FAILED"
+        return f"overfit test {verdict}: {self.reason}"
+
+
+def _verdict(first: float, last: float, drift: float, steps: int, trainable: int) -> tuple[bool, str]:
+    ratio = f"{first:.4g} -> {last:.4g} in {steps} steps"
+    if trainable == 0:
+        return False, "the model has no trainable parameters (all requires_grad=False)"
+    if not math.isfinite(last) or not math.isfinite(first):
+        return False, f"the loss went non-finite ({ratio}); run nbt.find_nonfinite(model, batch, loss_fn)"
+    if last <= OVERFIT_RATIO * first or last <= OVERFIT_ABS:
+        return True, f"loss {ratio} (<= {OVERFIT_RATIO:g} x the start or <= {OVERFIT_ABS:g})"
+    if drift == 0.0:
+        return False, (
+            f"loss {ratio}: the parameters did not move at all (frozen, or the loss has no gradient w.r.t. them)"
+        )
+    return False, (
+        f"loss {ratio}, not below {OVERFIT_RATIO:g} x the start: the model cannot memorise one batch. Check the "
+        "labels against the inputs, the output layer and loss (logits expected), any gate in forward; try a "
+        "larger lr"
+    )
+
+
+def overfit_batch(
+    model: nn.Module,
+    batch,
+    loss_fn: Callable,
+    steps: int = 100,
+    lr: float = 1e-3,
+    main_only: bool = True,
+) -> OverfitReport:
+    """Train a copy of `model` on `batch` = (x, y) alone for `steps` Adam steps and report whether it
+    memorised it (see the module docstring for the setup and the threshold).
+
+    >>> rep = nbt.overfit_batch(model, next(iter(loader)), loss_fn)   # doctest: +SKIP
+    >>> rep.passed, rep.first_loss, rep.last_loss
+    (True, 0.71, 0.004)
+    """
+    if not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be an int >= 1, got {steps!r}")
+    if not lr > 0:
+        raise ValueError(f"lr must be > 0, got {lr!r}")
+    device = model_device(model)
+    x, y = (t.to(device) for t in batch)
+    x = x.float() if x.is_floating_point() else x
+    work, _ = isolated(model)
+    work.float().train()
+    for m in work.modules():
+        if isinstance(m, _DropoutNd):
+            m.eval()
+    params = [p for p in work.parameters() if p.requires_grad]
+
+    def loss_of() -> torch.Tensor:
+        out = work(x)
+        return loss_fn(float32_outputs(main_output(out) if main_only else out), y)
+
+    losses: list[float] = []
+    with preserved_rng(device):
+        if params:
+            opt = torch.optim.Adam(params, lr=lr)
+            for _ in range(steps):
+                loss = loss_of()
+                losses.append(loss.item())
+                if not math.isfinite(losses[-1]):
+                    break
+                loss.backward()
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            last = loss_of().item()
+    first = losses[0] if losses else last
+    with torch.no_grad():
+        sq = [torch.sum((a.float() - b.float()) ** 2) for a, b in zip(work.parameters(), model.parameters())]
+        drift = float(torch.sqrt(torch.stack(sq).sum())) if sq else 0.0
+    passed, reason = _verdict(first, last, drift, len(losses), len(params))
+    return OverfitReport(passed, first, last, drift, len(losses), reason, losses)

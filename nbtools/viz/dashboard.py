@@ -1,0 +1,147 @@
+"""The live training dashboard for Jupyter and Colab.
+
+`Dashboard` has TextProgress's interface (start_epoch, batches_done, interval, end_epoch, finding,
+message, close) and shows an ipywidgets panel: a status line, a batch progress bar, one figure
+(loss, gradient norms total and per group, LR, loss scale and skipped steps, weight drift,
+validation metrics) and the findings as they are raised.
+
+Cost: the figure is drawn with matplotlib's Agg renderer into PNG bytes and assigned to an
+`ipywidgets.Image`, replacing the last one (no flicker, no output that grows with every redraw).
+Redraws are throttled: at a log interval only if max(min_redraw_seconds = 2 s, 20 x the last draw's
+time) has passed since the last one, so these redraws take at most ~5 % of the wall time; always
+at the end of an epoch and on close. The progress bar is updated at most every 0.2 s. Outside a notebook,
+`fit` uses the text progress (tqdm bar, postfix per interval, one line per epoch); the choice is
+nbtools.train.progress.make_progress.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import time
+
+from matplotlib.figure import Figure
+
+from nbtools.diagnose.findings import Finding
+from nbtools.viz import panels
+
+BAR_SECONDS = 0.2  # the progress bar is updated at most this often
+DRAW_BUDGET = 20  # wait at least this many times the last draw's duration before the next
+
+
+def _fmt(v) -> str:
+    return "-" if v is None else f"{v:.4g}"
+
+
+class Dashboard:
+    """An ipywidgets panel fed by `fit`; `.widget` is the VBox, displayed on construction."""
+
+    def __init__(self, epochs: int, min_redraw_seconds: float = 2.0, display: bool = True):
+        import ipywidgets as widgets  # only when a dashboard is shown
+
+        self.epochs, self.min_redraw_seconds = epochs, min_redraw_seconds
+        self.steps: list[dict] = []
+        self.history: list[dict] = []
+        self.findings: list[Finding] = []
+        self.messages: list[str] = []
+        self.status = widgets.HTML()
+        self.bar = widgets.IntProgress(value=0, min=0, max=1, description="", bar_style="info")
+        self.image = widgets.Image(format="png")
+        self.findings_box = widgets.HTML()
+        self.widget = widgets.VBox([self.status, self.bar, self.image, self.findings_box])
+        self.fig = Figure(figsize=(13, 6.5))
+        self.redraws = 0
+        self._epoch, self._done, self._bar_at = 0, 0, 0.0
+        self._drawn_at, self._draw_seconds, self._drawn_len = -float("inf"), 0.0, (0, 0)
+        if display:
+            from IPython.display import display as show
+
+            show(self.widget)
+
+    # --- the progress interface fit calls ------------------------------------------------
+    def start_epoch(self, epoch: int, total_batches: int, done_batches: int) -> None:
+        self._epoch, self._done = epoch, done_batches
+        self.bar.max, self.bar.value = max(1, total_batches), done_batches
+        self.bar.description = f"epoch {epoch}/{self.epochs}"
+        self._update_status()
+
+    def batches_done(self, n: int) -> None:
+        self._done += n
+        now = time.monotonic()
+        if now - self._bar_at >= BAR_SECONDS:  # every step would be one comm message per step
+            self.bar.value, self._bar_at = self._done, now
+
+    def interval(self, record: dict) -> None:
+        self.steps.append(record)
+        self.bar.value = self._done
+        self._update_status()
+        if time.monotonic() - self._drawn_at >= max(
+            self.min_redraw_seconds, DRAW_BUDGET * self._draw_seconds
+        ):
+            self.draw()
+
+    def end_epoch(self, record: dict) -> None:
+        self.history.append(record)
+        self.bar.value = self.bar.max
+        self._update_status()
+        self.draw()
+
+    def finding(self, finding: Finding) -> None:
+        self.findings.append(finding)
+        items = "".join(
+            f"<li><b>[{html.escape(f.code)}]</b>{'' if f.epoch is None else f' (epoch {f.epoch})'} "
+            f"{html.escape(f.message)}<br><i>fix:</i> {html.escape(f.fix)}</li>"
+            for f in self.findings
+        )
+        self.findings_box.value = (
+            f"<div style='border:1px solid #c33;padding:4px 8px'><b>findings</b><ul>{items}</ul></div>"
+        )
+
+    def message(self, text: str) -> None:
+        self.messages.append(text)
+        self._update_status()
+
+    def close(self) -> None:
+        if (len(self.steps), len(self.history)) != self._drawn_len:
+            self.draw()
+        self.bar.bar_style = "success" if not self.findings else "warning"
+
+    # --- drawing -------------------------------------------------------------------------
+    def _update_status(self) -> None:
+        s = self.steps[-1] if self.steps else {}
+        h = self.history[-1] if self.history else {}
+        lr = next(iter(s.get("lr", {}).values()), None)
+        parts = [
+            f"<b>epoch {self._epoch}/{self.epochs}</b>",
+            f"step {s.get('step', 0)}",
+            f"loss {_fmt(s.get('loss'))}",
+            f"grad norm {_fmt(s.get('grad_norm'))}",
+            f"lr {_fmt(lr)}",
+            f"skipped {sum(r['skipped'] for r in self.steps)}",
+        ]
+        if s.get("scale") is not None:
+            parts.append(f"scale {_fmt(s['scale'])}")
+        parts += [f"{k} {_fmt(h[k])}" for k in ("val_loss", "val_auc", "val_f1") if h.get(k) is not None]
+        note = "".join(f"<br><small>{html.escape(m)}</small>" for m in self.messages[-3:])
+        self.status.value = " &middot; ".join(parts) + note
+
+    def draw(self) -> None:
+        """Render the figure to PNG (Agg) and put it in the Image widget."""
+        t0 = time.perf_counter()
+        self.fig.clear()
+        axes = self.fig.subplots(2, 3)
+        # fixed margins: a constrained layout would double the cost of each redraw
+        self.fig.subplots_adjust(left=0.05, right=0.95, top=0.95, bottom=0.08, wspace=0.4, hspace=0.35)
+        panels.loss_panel(axes[0, 0], self.steps, self.history)
+        panels.grad_panel(axes[0, 1], self.steps)
+        panels.lr_panel(axes[0, 2], self.steps)
+        panels.metrics_panel(axes[1, 0], self.history)
+        panels.scale_panel(axes[1, 1], self.steps)
+        panels.drift_panel(axes[1, 2], self.steps)
+        buf = io.BytesIO()
+        self.fig.savefig(buf, format="png", dpi=72)
+        self.image.value = buf.getvalue()
+        self.redraws += 1
+        self._drawn_len = (len(self.steps), len(self.history))
+        self._drawn_at = time.monotonic()
+        self._draw_seconds = time.perf_counter() - t0
