@@ -151,3 +151,13 @@ def test_dashboard_in_a_real_kernel(run_dir, tmp_path):
     assert len(views) >= 2  # the replayed dashboard and the one fit chose for itself
     assert not [o for o in outputs if o.output_type == "error"]
     assert sys.modules["nbtools"].__file__.startswith(str(REPO))
+
+
+def test_dashboard_starts_from_a_resumed_runs_history(run_dir, capsys):
+    run = nbt.train.Run.load(run_dir)
+    board = Dashboard(epochs=5, display=False)
+    board.resumed(run)
+    assert board.history == run.history and board.steps == run.steps and board.redraws == 1
+    assert f"val_loss {run.history[-1]['val_loss']:.4g}" in board.status.value
+    TextProgress(5).resumed(run)
+    assert "restored 3 epochs of history" in capsys.readouterr().out

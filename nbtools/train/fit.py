@@ -151,6 +151,7 @@ def fit(
         cfg.to_json(run_dir / CONFIG_FILE)
     telemetry = Telemetry(group_names(cfg), reduce=dist.mean)
     if checkpoint is not None:
+        progress.resumed(run)  # the dashboard starts from the restored history
         st.restore_rng(checkpoint)  # last: nothing from here to the first batch draws random numbers
         del checkpoint
     last_step: list = []  # the micro-batches of the last step, for the non-finite diagnosis

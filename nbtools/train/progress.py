@@ -53,6 +53,13 @@ class TextProgress:
             shown = "  ".join(f"{k} {_fmt(record[k])}" for k in keys if k in record)
             tqdm.write(f"epoch {record['epoch']}/{self.epochs}  {shown}  ({record['seconds']:.1f}s)")
 
+    def resumed(self, run) -> None:
+        if self.enabled and run.history:
+            best = f", best epoch {run.best_epoch}" if run.best_epoch else ""
+            tqdm.write(
+                f"restored {len(run.history)} epochs of history{best}; {len(run.findings)} findings so far"
+            )
+
     def finding(self, finding: Finding) -> None:
         if self.enabled:
             tqdm.write(str(finding))

@@ -86,6 +86,14 @@ class Dashboard:
         self._update_status()
         self.draw()
 
+    def resumed(self, run) -> None:
+        """Start from a resumed run's restored history, telemetry and findings."""
+        self.steps, self.history = list(run.steps), list(run.history)
+        for f in run.findings:
+            self.finding(f)
+        self._update_status()
+        self.draw()
+
     def finding(self, finding: Finding) -> None:
         self.findings.append(finding)
         items = "".join(
