@@ -105,6 +105,7 @@ def fit(
     device: str | torch.device | None = None,
     verbose: bool = True,
     dashboard: str | None = "auto",
+    meta: dict | None = None,
 ) -> Run:
     """Train `model`, validating every epoch and checkpointing into `run_dir`.
 
@@ -117,7 +118,8 @@ def fit(
     The doctor's rules (nbtools.diagnose.rules) run at each log interval and epoch end; their findings
     and the guards' land in run.findings and are shown as they appear. dashboard: "auto" (the live
     widgets dashboard in a Jupyter/Colab kernel, text elsewhere), "text", "widgets", or None / "off"
-    (verbose=False shows nothing either way).
+    (verbose=False shows nothing either way). meta: plain-JSON facts kept with the run (metrics.json and
+    every checkpoint), e.g. the recipe that built the model, so a resume notebook can rebuild it.
     Launched by torchrun, it trains with DistributedDataParallel (see nbtools.train.distributed);
     cfg.batch_size is then per process.
 
@@ -147,6 +149,8 @@ def fit(
     )
     run = st.run
     run.model, run.ema_model = model, st.ema
+    if meta is not None:
+        run.meta = dict(meta)
     if dist.is_main:
         cfg.to_json(run_dir / CONFIG_FILE)
     telemetry = Telemetry(group_names(cfg), reduce=dist.mean)

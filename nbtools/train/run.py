@@ -49,9 +49,10 @@ class Run:
     best_epoch: int | None = None
     best_ema_epoch: int | None = None
     stopped: str = ""  # why training ended before cfg.epochs ("" when it ran them all)
-    config_changes: list[dict[str, Any]] = field(
-        default_factory=list
-    )  # one entry per resume that changed cfg
+    # one entry per resume that changed the config
+    config_changes: list[dict[str, Any]] = field(default_factory=list)
+    # plain-JSON facts about the run, e.g. the recipe that built its model and data
+    meta: dict[str, Any] = field(default_factory=dict)
     model: nn.Module | None = field(default=None, repr=False)
     ema_model: nn.Module | None = field(default=None, repr=False)
 
@@ -82,6 +83,7 @@ class Run:
             "steps": self.steps,
             "findings": [f.to_dict() for f in self.findings],
             "config_changes": self.config_changes,
+            "meta": self.meta,
         }
 
     def save(self) -> None:
@@ -99,6 +101,7 @@ class Run:
             best_ema_epoch=d.get("best_ema_epoch"),
             stopped=d.get("stopped", ""),
             config_changes=list(d.get("config_changes", [])),
+            meta=dict(d.get("meta", {})),
         )
 
     @classmethod
