@@ -2,9 +2,10 @@
 
 Same random affine (flip D and W, rotation ±11.5° about each axis, zoom ±8 %, translation ±8 %),
 trilinear (order=1), edge padding, on a batch of float32 volumes (batch, 1, side, side, side):
-  * Augment3D with every spatial op on (p=1), one affine_grid + grid_sample for the batch;
+  * Augment3D with every spatial op on (p=1), one grid_sample for the batch;
   * per-sample scipy.ndimage.affine_transform(order=1, mode="nearest"), the usual CPU pipeline;
-  * Augment3D with every op on, gamma, scale and shift included.
+  * Augment3D with every op on, gamma, scale and shift included;
+  * Augment3D() with its default probabilities, as fit would run it (some samples only flipped).
 Rounds alternate in one process so machine noise hits all alike. Prints volumes/s (median over
 rounds) and the ratio Augment3D (spatial) / scipy, as a median of per-round ratios.
 """
@@ -52,6 +53,7 @@ def main() -> None:
     rng = np.random.default_rng(0)
     spatial = nbt.data.Augment3D(1, 1, 1, 1, 0, 0, 0, flip_axes=(0, 2))
     every = nbt.data.Augment3D(1, 1, 1, 1, 1, 1, 1, flip_axes=(0, 2))
+    defaults = nbt.data.Augment3D()
 
     def scipy_batch() -> None:
         for v in volumes:
@@ -62,6 +64,7 @@ def main() -> None:
         "Augment3D spatial (batch)": lambda: spatial(x, None),
         "scipy affine_transform (per sample)": scipy_batch,
         "Augment3D every op (batch)": lambda: every(x, None),
+        "Augment3D defaults (batch)": lambda: defaults(x, None),
     }
     for run in runs.values():
         run()  # warm-up: first calls allocate

@@ -11,7 +11,7 @@ from scipy import ndimage
 from torch import nn
 
 import nbtools as nbt
-from nbtools.data.augment3d import _COLUMNS, Augment3D
+from nbtools.data.augment3d import _COLUMNS, Augment3D, _affine_grid
 from nbtools.train.checkpoint import load_checkpoint
 from tests.helpers import StopAfter, assert_same, without_times
 
@@ -88,6 +88,32 @@ def test_warp_matches_scipy_affine_transform_on_a_non_cubic_volume():
         ref = _scipy_reference(x[0, 0].numpy(), u, aug)
         inner = (slice(3, -3),) * 3  # the edges differ only in how padding rounds
         assert np.abs(out - ref)[inner].max() < 1e-6, seed
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("size", [(12, 16, 20), (5, 9, 3), (1, 6, 7)])
+def test_hand_built_grid_equals_affine_grid(size, dtype):
+    g = torch.Generator().manual_seed(sum(size))
+    theta = torch.randn(4, 3, 4, generator=g, dtype=dtype)
+    ours = _affine_grid(theta, size)
+    ref = F.affine_grid(theta, [4, 1, *size], align_corners=False)
+    assert ours.shape == ref.shape and ours.dtype == dtype
+    torch.testing.assert_close(ours, ref, atol=1e-5, rtol=0)
+
+
+def test_a_flip_alone_is_exact_and_a_mixed_batch_warps_each_sample_as_alone():
+    x = _smooth(3)
+    u = torch.rand(3, _COLUMNS, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    u[:, :9] = 0.99
+    u[0, [0, 1]] = 0.0  # sample 0: flip D and H (not symmetric in D <-> W), nothing else
+    u[2, [2, 3]] = 0.0  # sample 2: flip W and rotate; sample 1: nothing
+    aug = Augment3D(0.5, 0.5, 0.5, 0.5, 0, 0, 0)
+    out = aug._apply(x, u)
+    assert torch.equal(out[0], x[0].flip([1, 2]))
+    assert torch.equal(out[1], x[1])
+    alone = aug._apply(x[2:], u[2:])[0]  # every sample resampled: the path the scipy test checks
+    assert (alone - x[2].flip(3)).abs().max() > 1e-2
+    torch.testing.assert_close(out[2], alone, atol=1e-6, rtol=0)
 
 
 @pytest.mark.parametrize(

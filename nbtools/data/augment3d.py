@@ -1,9 +1,10 @@
 """Augment3D: random 3D augmentation of a whole batch, on the device it is on, as `fit`'s batch_transform.
 
 Spatial ops (flips, rotation, zoom, translation) are composed into one affine matrix per sample and
-applied with ONE `F.affine_grid` + `F.grid_sample` call for the batch (trilinear), so their cost does
-not grow with the number of ops and nothing goes through the CPU. Intensity ops follow: gamma, then
-scale and shift. Samples that no op picked are returned bit for bit.
+applied with ONE `F.grid_sample` call for the batch (trilinear), so their cost does not grow with the
+number of ops and nothing goes through the CPU. A sample that is only flipped skips the resampling
+and is flipped exactly with `torch.flip`. Intensity ops follow: gamma, then scale and shift. Samples
+that no op picked are returned bit for bit.
 
 Gamma on z-scored data (seed 001): x**g is undefined for the negative half of a z-scored volume, and
 clipping to >= 0 first moved every volume's mean from 0 to ~0.4. Here gamma is applied as nnU-Net's
@@ -13,9 +14,11 @@ contrast curve changes; the normalisation the model was trained for does not, an
 the domain of the power.
 
 Speed: built for the training GPU. On a 2-core CPU shared with other jobs, `python
-bench/augment3d_speed.py` (8 x 1x64^3, every spatial op on) gives 25-65 volumes/s, 0.6-1.1x
-per-sample `scipy.ndimage.affine_transform(order=1)`: on CPU, `F.affine_grid` (a bmm with k=4)
-costs about as much as `F.grid_sample` itself.
+bench/augment3d_speed.py` (8 x 1x64^3, every spatial op on) gives 69-117 volumes/s, 1.2-1.5x
+per-sample `scipy.ndimage.affine_transform(order=1)`; with `--threads 1`, 137-151 volumes/s, 1.5-1.6x.
+Most of it is grid_sample. The sampling grid is built one axis at a time (`_affine_grid`): with
+`F.affine_grid`, which cost as much as grid_sample on CPU, runs alternated with those gave 0.6-0.9x
+scipy (once 1.6x, while the machine was briefly idle) and, with `--threads 1`, 0.8-1.0x.
 """
 
 from __future__ import annotations
@@ -135,16 +138,19 @@ class Augment3D:
         return self._scale_shift(x, u, fire)
 
     def _warp(self, x: torch.Tensor, u: torch.Tensor, fire: dict[str, torch.Tensor]) -> torch.Tensor:
-        b, c, d, h, w = x.shape
-        # Grid coordinates are (x, y, z) = (W, H, D): axis k of (D, H, W) is coordinate 2 - k.
-        signs = torch.ones(b, 3, dtype=torch.float64)
+        b, _, d, h, w = x.shape
+        flips = torch.zeros(b, 3, dtype=torch.bool)  # per axis D, H, W
         for k in self.flip_axes:
-            signs[:, 2 - k] = torch.where(fire["flip"][:, k], -1.0, 1.0)
+            flips[:, k] = fire["flip"][:, k]
+        # Grid coordinates are (x, y, z) = (W, H, D): axis k of (D, H, W) is coordinate 2 - k.
+        signs = torch.where(flips.flip(1), -1.0, 1.0).double()
         angles = (2 * u[:, 9:12] - 1) * math.radians(self.max_degrees) * fire["rotate"].unsqueeze(1)
         zoom = 1 + (2 * u[:, 12] - 1) * self.max_zoom * fire["zoom"]
         shift = (2 * u[:, 13:16] - 1) * self.max_translate * fire["translate"].unsqueeze(1)
-        warp = (signs < 0).any(dim=1) | fire["rotate"] | fire["zoom"] | fire["translate"]
-        if not warp.any():
+        resample = fire["rotate"] | fire["zoom"] | fire["translate"]
+        # A sample that is only flipped needs no interpolation: torch.flip does it exactly and cheaply.
+        flip_only = flips.any(dim=1) & ~resample
+        if not (resample.any() or flip_only.any()):
             return x
         # In voxel units centred on the volume: p_in = diag(signs) R p_out / zoom. Normalised grid
         # coordinates are n = p / half, so theta = half^-1 (diag(signs) R / zoom) half; a shift of
@@ -153,14 +159,22 @@ class Augment3D:
         m = signs.unsqueeze(2) * _rotation(angles) / zoom.view(b, 1, 1)
         m = m * half.view(1, 1, 3) / half.view(1, 3, 1)
         theta = torch.cat([m, 2 * shift.unsqueeze(2)], dim=2)
-        idx = torch.nonzero(warp).flatten()
-        sub = theta[idx].to(device=x.device, dtype=x.dtype)
-        grid = F.affine_grid(sub, [len(idx), c, d, h, w], align_corners=False)
-        dev_idx = idx.to(x.device)
-        moved = F.grid_sample(
-            x[dev_idx], grid, mode="bilinear", padding_mode=self.padding_mode, align_corners=False
-        )
-        return x.index_copy(0, dev_idx, moved)
+        if resample.all():  # skip copying, gathering and scattering the batch: ~20 % of the warp on CPU
+            return self._resample(x, theta)
+        out = x.clone()
+        if resample.any():
+            idx = torch.nonzero(resample).flatten()
+            dev_idx = idx.to(x.device)
+            out[dev_idx] = self._resample(x[dev_idx], theta[idx])
+        for pattern in torch.unique(flips[flip_only], dim=0):  # at most 7 patterns
+            idx = torch.nonzero(flip_only & (flips == pattern).all(dim=1)).flatten().to(x.device)
+            out[idx] = x[idx].flip([2 + k for k in range(3) if pattern[k]])
+        return out
+
+    def _resample(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        """x (n, C, D, H, W) warped by the affines theta (n, 3, 4), trilinear, in one grid_sample call."""
+        grid = _affine_grid(theta.to(device=x.device, dtype=x.dtype), x.shape[2:])
+        return F.grid_sample(x, grid, mode="bilinear", padding_mode=self.padding_mode, align_corners=False)
 
     def _gamma(self, x: torch.Tensor, u: torch.Tensor, fire: torch.Tensor) -> torch.Tensor:
         if not fire.any():
@@ -212,3 +226,26 @@ def _rotation(angles: torch.Tensor) -> torch.Tensor:
     ry = torch.stack([cy, zero, sy, zero, one, zero, -sy, zero, cy], 1).view(-1, 3, 3)
     rz = torch.stack([cz, -sz, zero, sz, cz, zero, zero, zero, one], 1).view(-1, 3, 3)
     return rz @ ry @ rx
+
+
+def _affine_grid(theta: torch.Tensor, size: tuple[int, int, int]) -> torch.Tensor:
+    """`F.affine_grid(theta, (N, C, *size), align_corners=False)`, built one axis at a time.
+
+    theta: (N, 3, 4) float; size: (D, H, W); returns the grid (N, D, H, W, 3) in theta's dtype and
+    device. The grid is affine in the voxel-centre coordinates, grid[n, i, j, k] = theta[n] @ (x_k,
+    y_j, z_i, 1), so it is a sum of three small per-axis terms broadcast against each other. Why: on
+    CPU, F.affine_grid multiplies a (N, D*H*W, 4) base grid by theta, which for 8 x 64^3 took as long
+    as grid_sample itself (50-100 ms); this takes 5-20 ms and agrees to ~1e-6 (tests check it).
+    """
+    n = theta.shape[0]
+    d, h, w = size
+
+    def centres(steps: int) -> torch.Tensor:
+        # voxel centres in normalised coordinates (align_corners=False): (2 i + 1) / steps - 1
+        return (torch.arange(steps, dtype=theta.dtype, device=theta.device) * 2 + 1) / steps - 1
+
+    gx = centres(w).view(1, w, 1) * theta[:, None, :, 0]  # (N, W, 3)
+    gy = centres(h).view(1, h, 1) * theta[:, None, :, 1]  # (N, H, 3)
+    gz = centres(d).view(1, d, 1) * theta[:, None, :, 2] + theta[:, None, :, 3]  # (N, D, 3)
+    # the two small terms first, so that only the last addition is the size of the grid
+    return (gz.view(n, d, 1, 1, 3) + gy.view(n, 1, h, 1, 3)) + gx.view(n, 1, 1, w, 3)
