@@ -22,7 +22,7 @@ from nbtools.train.ema import update_ema
 from nbtools.train.evaluate import evaluate
 from nbtools.train.guards import check_interval, name_first_nonfinite
 from nbtools.train.loader import EvalBatches, TrainBatches, epoch_seed, make_loader
-from nbtools.train.optim import apply_unfreeze, group_names, sync_trainable, train_mode
+from nbtools.train.optim import apply_unfreeze, check_names, group_names, sync_trainable, train_mode
 from nbtools.train.progress import make_progress
 from nbtools.train.run import CONFIG_FILE, NonFiniteError, Run, RunExistsError
 from nbtools.train.state import TrainState
@@ -134,6 +134,7 @@ def fit(
         raise ValueError(
             f"the validation data has {len(val_data)} samples, fewer than the {dist.world} processes"
         )
+    check_names(model, cfg)  # a config that does not fit the model must not cost the run in run_dir
     _prepare_run_dir(run_dir, resume, overwrite, dist)
     model.to(device)
     n_batches = TrainBatches(

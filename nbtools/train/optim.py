@@ -38,7 +38,8 @@ def group_lr(cfg: TrainConfig, group: str) -> float:
     return cfg.group_lrs.get(group, cfg.lr)
 
 
-def _check_names(model: nn.Module, cfg: TrainConfig) -> None:
+def check_names(model: nn.Module, cfg: TrainConfig) -> None:
+    """ValueError unless every `group_lrs` key and `unfreeze` part names a parameter of `model`."""
     names = [n for n, _ in model.named_parameters()]
     top = sorted({n.split(".")[0] for n in names})
     for key in cfg.group_lrs:
@@ -65,7 +66,7 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
     Fused implementations take the GradScaler protocol (`found_inf`), which lets `fit` skip a
     non-finite step on the device without a host sync.
     """
-    _check_names(model, cfg)
+    check_names(model, cfg)
     groups = [
         {"params": _trainable(model, g, cfg), "lr": group_lr(cfg, g), "name": g} for g in group_names(cfg)
     ]
