@@ -106,6 +106,7 @@ def main() -> int:
         log_every=10,
         checkpoint_every_minutes=None,
         warmup_epochs=0,
+        augment=False,
     )
     cfg = job.config
     bare_model = nbt.models.resnet3d(depth=10, width=0.25, dropout=0.1)

@@ -16,9 +16,7 @@ import sys
 from nbtools import recipes
 from nbtools.diagnose import doctor
 from nbtools.env import setup
-from nbtools.train import NonFiniteError, RunExistsError, fit, list_checkpoints
-
-JOBS = {"resnet3d": recipes.resnet3d_job}
+from nbtools.train import NonFiniteError, RunExistsError, list_checkpoints
 
 
 def _resume(value: str | None):
@@ -38,14 +36,9 @@ def _train(args: argparse.Namespace) -> int:
         for k, v in (("epochs", args.epochs), ("precision", args.precision), ("lr", args.lr))
         if v is not None
     }
-    job = JOBS[args.job](smoke=args.smoke, seed=args.seed, **overrides)
+    job = recipes.make_job(args.job, smoke=args.smoke, seed=args.seed, **overrides)
     try:
-        run = fit(
-            job.model,
-            job.train_data,
-            job.val_data,
-            job.loss_fn,
-            job.config,
+        run = job.fit(
             args.run_dir,
             resume=_resume(args.resume),
             overwrite=args.overwrite,
@@ -92,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m nbtools", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="train a recipe on its embedded dataset")
-    train.add_argument("job", choices=sorted(JOBS))
+    train.add_argument("job", choices=sorted(recipes.RECIPES))
     train.add_argument("--run-dir", required=True, help="folder for checkpoints, metrics.json and figures")
     train.add_argument("--resume", help='"latest", an epoch number, or a checkpoint path')
     train.add_argument("--overwrite", action="store_true", help="delete the run in --run-dir and start again")

@@ -1,21 +1,32 @@
 """Ready-made jobs: the data, model, loss and config the CLI, the notebooks and the benchmarks share.
 
-Each recipe returns a `Job`; pass its parts to `nbt.fit`. `smoke=True` shrinks it to seconds for CI
-(the notebooks set it from NBTOOLS_SMOKE=1).
+A recipe is a function returning a `Job`; `make_job` builds one by name and records how (the recipe
+and its arguments) in `job.meta`, which `fit` keeps with the run, so `load_job(run_dir)` can rebuild
+the same job after a Colab disconnect. `smoke=True` shrinks a job to seconds for CI (the notebooks
+set it from NBTOOLS_SMOKE=1).
+
+>>> job = nbt.recipes.make_job("resnet3d", epochs=4)
+>>> run = job.fit("runs/demo")                                   # doctest: +SKIP
+>>> job = nbt.recipes.load_job("runs/demo", lr=1e-3)             # doctest: +SKIP
+>>> run = job.fit("runs/demo", resume="latest")                  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 from torch import nn
 from torch.utils.data import Dataset
 
 from nbtools.config import TrainConfig
-from nbtools.data import SyntheticVolumes
+from nbtools.data import Augment3D, SyntheticVolumes
+from nbtools.jsonsafe import to_jsonable
 from nbtools.models import resnet3d
+from nbtools.train import Run, fit, list_checkpoints, load_checkpoint
 
 
 @dataclass
@@ -25,6 +36,23 @@ class Job:
     val_data: Dataset
     loss_fn: nn.Module
     config: TrainConfig
+    batch_transform: Callable | None = None  # runs on the device on each training batch
+    meta: dict[str, Any] = field(default_factory=dict)  # how to rebuild it: {"recipe", "args"}
+
+    def fit(self, run_dir: str | Path, resume: str | int | Path | None = None, **fit_kwargs: Any) -> Run:
+        """`nbt.fit` on this job's parts; fit_kwargs: overwrite, device, verbose, dashboard."""
+        return fit(
+            self.model,
+            self.train_data,
+            self.val_data,
+            self.loss_fn,
+            self.config,
+            run_dir,
+            resume,
+            batch_transform=self.batch_transform,
+            meta=self.meta,
+            **fit_kwargs,
+        )
 
 
 def smoke_mode() -> bool:
@@ -34,20 +62,25 @@ def smoke_mode() -> bool:
 
 def resnet3d_job(
     smoke: bool = False,
-    n_train: int = 256,
-    n_val: int = 128,
-    size: int = 32,
+    n_train: int | None = None,
+    n_val: int | None = None,
+    size: int | None = None,
     depth: int = 10,
     width: float = 0.25,
+    augment: bool = True,
     **config: Any,
 ) -> Job:
-    """A 3D ResNet-10 (width 0.25) on SyntheticVolumes at 32^3: under a minute on a 2-core CPU.
+    """A 3D ResNet-10 (width 0.25) on SyntheticVolumes: 256 train and 128 val volumes at 32^3
+    (smoke: 32 and 16 at 16^3, 2 epochs; explicit arguments win), a few minutes on a 2-core CPU.
 
-    Train and val volumes come from different seeds (no sample is in both). Keyword arguments
-    override TrainConfig fields, e.g. resnet3d_job(epochs=20, precision="bf16").
+    Train and val volumes come from different seeds (no sample is in both); training batches are
+    augmented on the device by Augment3D (flips, small rotations, zoom, intensity) when `augment`.
+    Keyword arguments override TrainConfig fields, e.g. resnet3d_job(epochs=20, precision="bf16").
     """
+    n_train = n_train or (32 if smoke else 256)
+    n_val = n_val or (16 if smoke else 128)
+    size = size or (16 if smoke else 32)
     if smoke:
-        n_train, n_val, size = 32, 16, 16
         config.setdefault("epochs", 2)
     cfg = dict(
         epochs=8,
@@ -67,4 +100,47 @@ def resnet3d_job(
         val_data=SyntheticVolumes(n=n_val, shape=(size,) * 3, positive_fraction=0.3, seed=2),
         loss_fn=nn.CrossEntropyLoss(),
         config=TrainConfig(**cfg),
+        batch_transform=Augment3D() if augment else None,
     )
+
+
+RECIPES: dict[str, Callable[..., Job]] = {"resnet3d": resnet3d_job}
+
+
+def make_job(recipe: str, **args: Any) -> Job:
+    """Build the recipe named `recipe` with `args` (its own and TrainConfig fields), and record both
+    in `job.meta` so the run folder says how to rebuild it. `smoke` defaults to NBTOOLS_SMOKE."""
+    if recipe not in RECIPES:
+        raise ValueError(f"unknown recipe {recipe!r}; choose one of {sorted(RECIPES)}")
+    args.setdefault("smoke", smoke_mode())
+    job = RECIPES[recipe](**args)
+    job.meta = {"recipe": recipe, "args": to_jsonable(args)}
+    return job
+
+
+def recipe_of(run_dir: str | Path) -> dict[str, Any]:
+    """The {"recipe", "args"} a run folder was built from: from the newest valid checkpoint (it is
+    written before metrics.json), else metrics.json. Raises ValueError if the run did not record one."""
+    valid = list_checkpoints(run_dir).valid()
+    meta = (
+        load_checkpoint(valid[-1].path, mmap=True)["run"].get("meta", {}) if valid else Run.load(run_dir).meta
+    )
+    if "recipe" not in meta:
+        raise ValueError(
+            f"{run_dir} was not trained from a recipe (its meta is {meta}); rebuild the model, data and "
+            f"loss yourself and call nbt.fit(..., resume='latest')"
+        )
+    return meta
+
+
+def load_job(run_dir: str | Path, **overrides: Any) -> Job:
+    """Rebuild the job a run folder was trained with (see `make_job`), with `overrides` on top:
+    new TrainConfig values for the resumed run, e.g. load_job("runs/demo", lr=1e-4, clip_norm=0.5)."""
+    unknown = set(overrides) - {f.name for f in fields(TrainConfig)}
+    if unknown:
+        raise ValueError(
+            f"load_job overrides are TrainConfig fields; {sorted(unknown)} are not "
+            f"(the data and model must stay as the run was trained)"
+        )
+    meta = recipe_of(run_dir)
+    return make_job(meta["recipe"], **{**meta["args"], **overrides})

@@ -1,0 +1,51 @@
+"""Recipes record how they were built, so a run folder can rebuild its job for a resume."""
+
+import pytest
+import torch
+
+from nbtools import recipes
+
+
+def _tiny_job(**kw):
+    return recipes.make_job("resnet3d", smoke=True, n_train=8, n_val=4, epochs=1, batch_size=4, **kw)
+
+
+def test_make_job_records_the_recipe_and_its_arguments():
+    job = _tiny_job(lr=1e-3)
+    assert job.meta == {
+        "recipe": "resnet3d",
+        "args": {"smoke": True, "n_train": 8, "n_val": 4, "epochs": 1, "batch_size": 4, "lr": 1e-3},
+    }
+    assert job.config.lr == 1e-3 and job.batch_transform is not None
+
+
+def test_an_unknown_recipe_is_named():
+    with pytest.raises(ValueError, match=r"'nope'.*resnet3d"):
+        recipes.make_job("nope")
+
+
+def test_load_job_rebuilds_the_run_with_new_config_values(tmp_path):
+    job = _tiny_job(checkpoint_every_minutes=None)
+    job.fit(tmp_path, verbose=False)
+    again = recipes.load_job(tmp_path, epochs=2, lr=5e-4)
+    assert again.meta["recipe"] == "resnet3d"
+    assert (again.config.epochs, again.config.lr, again.config.batch_size) == (2, 5e-4, 4)
+    assert len(again.train_data) == 8
+    run = again.fit(tmp_path, resume="latest", verbose=False)
+    assert [h["epoch"] for h in run.history] == [1, 2]
+    assert run.meta == again.meta
+    assert all(torch.isfinite(p).all() for p in run.model.parameters())
+
+
+def test_load_job_refuses_overrides_that_would_change_the_data(tmp_path):
+    _tiny_job(checkpoint_every_minutes=None).fit(tmp_path, verbose=False)
+    with pytest.raises(ValueError, match="n_train"):
+        recipes.load_job(tmp_path, n_train=64)
+
+
+def test_load_job_on_a_run_without_a_recipe_says_what_to_do(tmp_path):
+    job = _tiny_job(checkpoint_every_minutes=None)
+    job.meta = {}
+    job.fit(tmp_path, verbose=False)
+    with pytest.raises(ValueError, match="resume='latest'"):
+        recipes.load_job(tmp_path)
