@@ -5,14 +5,14 @@
 >>> run = nbt.fit(model, train_ds, val_ds, loss, cfg, run_dir="runs/demo")   # doctest: +SKIP
 """
 
-from nbtools import data, losses, models, viz
+from nbtools import data, losses, models, recipes, viz
 from nbtools.cache import clear_cache
 from nbtools.config import TrainConfig
 from nbtools.data.augcheck import check_augmentation
 from nbtools.data.validate import validate_dataset
 from nbtools.diagnose import doctor, find_lr, find_nonfinite, overfit_batch
 from nbtools.env import Env, mount_drive, runs_root, seed_everything, setup
-from nbtools.train import Run, fit, list_checkpoints
+from nbtools.train import Run, find_checkpoint, fit, list_checkpoints
 
 __all__ = [
     "Env",
@@ -22,6 +22,7 @@ __all__ = [
     "clear_cache",
     "data",
     "doctor",
+    "find_checkpoint",
     "find_lr",
     "find_nonfinite",
     "fit",
@@ -30,6 +31,7 @@ __all__ = [
     "models",
     "mount_drive",
     "overfit_batch",
+    "recipes",
     "runs_root",
     "seed_everything",
     "setup",

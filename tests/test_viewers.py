@@ -33,3 +33,20 @@ def test_image_grid_labels_each_sample():
     fig = image_grid(data, n=16, cols=4)
     titles = [ax.get_title() for ax in fig.axes]
     assert titles == ["0: label 0", "1: label 1", "2: label 0", "3: label 1", "4: label 0"]
+
+
+def test_checkpoint_picker_offers_latest_then_each_checkpoint_and_skips_corrupt_ones(tmp_path):
+    job = nbt.recipes.make_job(
+        "resnet3d", smoke=True, n_train=8, n_val=4, epochs=3, checkpoint_every_minutes=None
+    )
+    job.fit(tmp_path, verbose=False)
+    (tmp_path / "epoch_002.pt").write_bytes(b"cut off by a disconnect")
+    picker = nbt.viz.checkpoint_picker(tmp_path)
+    assert picker.value == "latest"
+    assert [v for _, v in picker.options] == ["latest", 3, 1]
+    assert picker.options[0][0].startswith("latest (epoch 3 · step")
+    assert nbt.find_checkpoint(tmp_path, picker.value).epoch == 3
+    with pytest.raises(ValueError, match=r"no checkpoint 2 .*\['latest', 3, 1\]"):
+        nbt.viz.checkpoint_picker(tmp_path, value=2)
+    with pytest.raises(FileNotFoundError, match="no loadable checkpoint"):
+        nbt.viz.checkpoint_picker(tmp_path / "empty")

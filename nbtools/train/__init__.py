@@ -1,6 +1,6 @@
 """The fit loop and everything it keeps: precision, guards, checkpoints, schedule, EMA, early stop."""
 
-from nbtools.train.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
+from nbtools.train.checkpoint import CheckpointError, find_checkpoint, list_checkpoints, load_checkpoint
 from nbtools.train.fit import fit
 from nbtools.train.run import NonFiniteError, Run, RunExistsError
 
@@ -9,6 +9,7 @@ __all__ = [
     "NonFiniteError",
     "Run",
     "RunExistsError",
+    "find_checkpoint",
     "fit",
     "list_checkpoints",
     "load_checkpoint",

@@ -4,6 +4,7 @@ and viewers for the data."""
 from nbtools.viz.curves import save_curves
 from nbtools.viz.dashboard import Dashboard
 from nbtools.viz.grad_heatmap import GradHeatmap, grad_heatmap
+from nbtools.viz.picker import checkpoint_picker
 from nbtools.viz.report import Report, report
 from nbtools.viz.viewers import image_grid, slice_viewer
 
@@ -11,6 +12,7 @@ __all__ = [
     "Dashboard",
     "GradHeatmap",
     "Report",
+    "checkpoint_picker",
     "grad_heatmap",
     "image_grid",
     "report",
