@@ -1,7 +1,9 @@
-"""Models: MedicalNet-compatible 3D ResNet, pretrained-weight loading with a report, weight init."""
+"""Models: MedicalNet-compatible 3D ResNet, 2D ResNet with attention, pretrained-weight loading with a
+report, weight init."""
 
 from nbtools.models.init import init_weights
 from nbtools.models.pretrained import LoadReport, load_pretrained
+from nbtools.models.resnet2d import resnet2d_attention
 from nbtools.models.resnet3d import resnet3d
 
-__all__ = ["LoadReport", "init_weights", "load_pretrained", "resnet3d"]
+__all__ = ["LoadReport", "init_weights", "load_pretrained", "resnet2d_attention", "resnet3d"]
