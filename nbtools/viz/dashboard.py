@@ -49,6 +49,7 @@ class Dashboard:
         self.image = widgets.Image(format="png")
         self.findings_box = widgets.HTML()
         self.widget = widgets.VBox([self.status, self.bar, self.image, self.findings_box])
+        self.widget.add_class("nbtools-dashboard")  # a handle for the browser tests' selectors
         self.fig = Figure(figsize=(13, 6.5))
         self.redraws = 0
         self._epoch, self._done, self._bar_at = 0, 0, 0.0

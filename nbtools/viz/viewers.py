@@ -62,7 +62,7 @@ def slice_viewer(data, index: int = 0):
     sample = w.IntSlider(value=index, min=0, max=max(0, n - 1), description="sample", disabled=n == 1)
     axis = w.ToggleButtons(options=list(AXES), description="axis")
     slider = w.IntSlider(value=0, min=0, max=0, description="slice", continuous_update=False)
-    image = w.Image(format="png")
+    image = w.Image(format="png", layout=w.Layout(width="360px"))  # its own size, not the page width
     state: dict = {}
 
     def load(_=None) -> None:
@@ -88,7 +88,9 @@ def slice_viewer(data, index: int = 0):
     axis.observe(pick_axis, names="value")
     slider.observe(draw, names="value")
     load()
-    return w.VBox([sample, axis, slider, image])
+    viewer = w.VBox([sample, axis, slider, image])
+    viewer.add_class("nbtools-slice-viewer")  # a handle for the browser tests' selectors
+    return viewer
 
 
 def image_grid(data, n: int = 16, cols: int = 8, title: str = "") -> Figure:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 from pathlib import Path
@@ -101,15 +102,30 @@ def frontend(tmp_path_factory):
         fe.close()
 
 
+def inject_parameters(path: Path, parameters: dict) -> None:
+    """Append `NAME = value` lines to the cell tagged `parameters` (papermill's convention), so a test can
+    run a notebook longer or smaller than its smoke defaults without a second copy of it."""
+    nb = json.loads(path.read_text())
+    cells = [c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(cells) == 1, f"{path.name}: expected one cell tagged parameters, found {len(cells)}"
+    source = "".join(cells[0]["source"]).rstrip("\n")
+    lines = [f"{name} = {value!r}  # injected by the browser test" for name, value in parameters.items()]
+    cells[0]["source"] = "\n".join([source, *lines])
+    path.write_text(json.dumps(nb))
+
+
 @pytest.fixture
 def notebook_page(request, frontend):
-    """`open(path)` copies the notebook into the server's root, opens it and waits for an idle kernel."""
+    """`open(path, parameters=None)` copies the notebook into the server's root (with `parameters`
+    injected), opens it and waits for an idle kernel."""
     pages = []
 
-    def open_(path: Path):
+    def open_(path: Path, parameters: dict | None = None):
         assert path.is_file(), f"notebook not found: {path}"
         browser, server = frontend.browser(), frontend.lab()
         shutil.copy(path, server.root / path.name)
+        if parameters:
+            inject_parameters(server.root / path.name, parameters)
         page = browser.new_page()
         pages.append((path.stem, page))
         lab.open_notebook(page, server, path.name)

@@ -27,6 +27,7 @@ class Dashboard:
     gap_s: float  # seconds between the two samples of that image
     texts: tuple[str, ...]  # text the notebook's outputs show once it has run
     timeout_s: float  # the whole run
+    parameters: dict | None = None  # injected into the notebook's `parameters` cell
 
 
 @dataclass(frozen=True)
@@ -37,54 +38,32 @@ class SliceViewer:
     steps: int  # ArrowRight presses on the slider handle
     texts: tuple[str, ...]
     timeout_s: float
+    parameters: dict | None = None
 
-
-# The image shown in the same output as the slider, not just the notebook's first ipywidgets.Image.
-SLIDER_IMAGE = ".jp-OutputArea-output:has(.widget-slider) img.widget-image"
 
 # ======================================================================================================
-# WHICH NOTEBOOKS. The real notebooks are not on this branch yet, so the test runs stand-ins that use the
-# same widget mechanisms (an ipywidgets.Image refreshed from a running cell; an IntSlider driving an
-# Image; both in a VBox). When notebooks/02_train_resnet3d.ipynb (with nbt.fit(..., dashboard="auto"))
-# and notebooks/01_data.ipynb (with its slice viewer) land, set this to True, and check the selectors
-# and texts of REAL_* below against what those notebooks display.
-USE_REAL_NOTEBOOKS = False
-
+# The notebooks and what to check in them. 02 runs at smoke sizes but 20 epochs: the dashboard redraws at
+# every epoch end, so its cell runs well past gap_s after the first frame.
 REAL_DASHBOARD = Dashboard(
     notebook=REPO / "notebooks" / "02_train_resnet3d.ipynb",
-    image="img.widget-image",  # the dashboard's figure, an ipywidgets.Image: the first one in the notebook,
-    # so narrow this (e.g. ".jp-OutputArea-output:has(.some-dashboard-class) img") if an earlier cell shows one
-    gap_s=3.0,  # NBTOOLS_SMOKE=1 training must keep the dashboard busy for more than this
-    texts=(),  # e.g. ("epoch",) once the dashboard's wording is settled
+    image=".nbtools-dashboard img.widget-image",  # the dashboard's figure, an ipywidgets.Image
+    gap_s=3.0,
+    texts=("20/20 epochs",),  # print(run) after fit
     timeout_s=600,
+    parameters={"EPOCHS": 20},
 )
 REAL_SLICE_VIEWER = SliceViewer(
     notebook=REPO / "notebooks" / "01_data.ipynb",
-    slider=".widget-slider",  # an ipywidgets.IntSlider (ipywidgets 8 draws it with noUiSlider)
-    image=SLIDER_IMAGE,
+    slider=".nbtools-slice-viewer .widget-slider",  # the first: the sample slider (16 volumes in smoke mode)
+    image=".nbtools-slice-viewer img.widget-image",
     steps=3,
-    texts=(),
+    texts=("fold 0:",),  # the last cell's print
     timeout_s=300,
 )
-# ======================================================================================================
 
-STANDIN_DASHBOARD = Dashboard(
-    notebook=FIXTURES / "standin_dashboard.ipynb",
-    image="img.widget-image",
-    gap_s=3.0,
-    texts=("dashboard updates",),
-    timeout_s=120,
-)
-STANDIN_SLICE_VIEWER = SliceViewer(
-    notebook=FIXTURES / "standin_slider.ipynb",
-    slider=".widget-slider",
-    image=SLIDER_IMAGE,
-    steps=3,
-    texts=("(32, 32, 32)",),
-    timeout_s=120,
-)
-DASHBOARDS = [REAL_DASHBOARD if USE_REAL_NOTEBOOKS else STANDIN_DASHBOARD]
-SLICE_VIEWERS = [REAL_SLICE_VIEWER if USE_REAL_NOTEBOOKS else STANDIN_SLICE_VIEWER]
+# ======================================================================================================
+DASHBOARDS = [REAL_DASHBOARD]
+SLICE_VIEWERS = [REAL_SLICE_VIEWER]
 
 
 def assert_no_errors(page, name: str) -> None:
@@ -122,7 +101,7 @@ def sample(page, selector: str) -> dict:
 @pytest.mark.parametrize("nb", DASHBOARDS, ids=lambda nb: nb.notebook.stem)
 def test_dashboard_refreshes_while_training(notebook_page, artifact, nb: Dashboard):
     name = nb.notebook.name
-    page = notebook_page(nb.notebook)
+    page = notebook_page(nb.notebook, nb.parameters)
     start = time.monotonic()
     lab.run_all(page)
     # The figure appears once the training cell has displayed the dashboard and drawn a first frame.
@@ -151,7 +130,7 @@ def test_dashboard_refreshes_while_training(notebook_page, artifact, nb: Dashboa
 @pytest.mark.parametrize("nb", SLICE_VIEWERS, ids=lambda nb: nb.notebook.stem)
 def test_slice_viewer_follows_its_slider(notebook_page, artifact, nb: SliceViewer):
     name = nb.notebook.name
-    page = notebook_page(nb.notebook)
+    page = notebook_page(nb.notebook, nb.parameters)
     lab.run_all(page)
     lab.wait_executed(page, nb.timeout_s)
     assert_no_errors(page, name)
