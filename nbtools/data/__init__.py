@@ -1,9 +1,12 @@
-"""Datasets: embedded synthetic sets that make every notebook run offline."""
+"""Datasets: embedded synthetic sets that make every notebook run offline, folder datasets, checks,
+augmentation and splits."""
 
 from nbtools.data.augcheck import check_augmentation
+from nbtools.data.augment2d import AlbumentationsDataset, document_augmentation
 from nbtools.data.augment3d import Augment3D
 from nbtools.data.augreport import AugIssue, AugReport
 from nbtools.data.cache import VolumeCache
+from nbtools.data.documents import SyntheticDocuments
 from nbtools.data.folders import VolumeFolder, image_folder
 from nbtools.data.report import DataIssue, DataReport
 from nbtools.data.splits import kfold
@@ -12,16 +15,19 @@ from nbtools.data.validate import validate_dataset
 from nbtools.data.volumes import VolumeReadError
 
 __all__ = [
+    "AlbumentationsDataset",
     "AugIssue",
     "AugReport",
     "Augment3D",
     "DataIssue",
     "DataReport",
+    "SyntheticDocuments",
     "SyntheticVolumes",
     "VolumeCache",
     "VolumeFolder",
     "VolumeReadError",
     "check_augmentation",
+    "document_augmentation",
     "image_folder",
     "kfold",
     "validate_dataset",
