@@ -49,3 +49,25 @@ def test_load_job_on_a_run_without_a_recipe_says_what_to_do(tmp_path):
     job.fit(tmp_path, verbose=False)
     with pytest.raises(ValueError, match="resume='latest'"):
         recipes.load_job(tmp_path)
+
+
+def test_seed_004_unfreeze_epochs_scale_with_the_run():
+    assert recipes.scaled_unfreeze(40) == {8: "layer2", 15: "layer1"}
+    assert recipes.scaled_unfreeze(10) == {2: "layer2", 4: "layer1"}
+    assert recipes.scaled_unfreeze(2) == {2: "layer2", 3: "layer1"}  # layer1 frozen all run
+
+
+def test_focal2d_uses_seed_004_rates_for_pretrained_weights_and_ten_times_them_from_scratch(tmp_path):
+    import torchvision
+
+    path = tmp_path / "resnet18.pth"
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), path)
+    pretrained = recipes.make_job("focal2d", smoke=True, weights=str(path))
+    scratch = recipes.make_job("focal2d", smoke=True)
+    seed_004 = {"backbone": 5e-5, "attention": 2e-4, "classifier": 5e-4}
+    assert pretrained.config.group_lrs == pytest.approx(seed_004)
+    assert scratch.config.group_lrs == pytest.approx({k: 10 * v for k, v in seed_004.items()})
+    assert pretrained.model.load_report.loaded == len(pretrained.model.backbone.state_dict())
+    assert pretrained.config.clip_norm == 0.5 and pretrained.config.unfreeze == {2: "layer2", 3: "layer1"}
+    x, y = pretrained.train_data[0]
+    assert x.shape == (3, 32, 32) and x.dtype == torch.float32 and y in (0, 1)
