@@ -145,7 +145,7 @@ def focal2d_job(
 
     Group LRs: seed 004's 5e-5 / 2e-4 / 5e-4 with pretrained `weights` ("imagenet" or a .pth path);
     ten times those from random init (weights=None), since fine-tuning rates assume a backbone that
-    already sees. 2048 train and 256 val pages at 64 px, 8 epochs, batch 32 (smoke: 24 and 16 pages
+    already sees. 2048 train and 256 val pages at 64 px, 16 epochs, batch 32 (smoke: 24 and 16 pages
     at 32 px, 2 epochs; explicit arguments win): a from-scratch ResNet-18 needs a few thousand pages
     (see SyntheticDocuments). Train pages are augmented with `document_augmentation()` on uint8,
     before normalization. alpha=0.7 weights the positives (30 %) about as much as the negatives.
@@ -153,7 +153,7 @@ def focal2d_job(
     n_train = n_train or (24 if smoke else 2048)
     n_val = n_val or (16 if smoke else 256)
     size = size or (32 if smoke else 64)
-    epochs = config.setdefault("epochs", 2 if smoke else 8)
+    epochs = config.setdefault("epochs", 2 if smoke else 16)
     scale = 1.0 if weights else 10.0
     cfg = dict(
         batch_size=32,
