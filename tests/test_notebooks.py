@@ -17,19 +17,29 @@ def test_the_six_notebooks_are_there_in_order():
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_committed_without_outputs(path):
     cells = json.loads(path.read_text())["cells"]
-    dirty = [i for i, c in enumerate(cells) if c["cell_type"] == "code" and (c.get("outputs") or c.get("execution_count"))]
+    dirty = [
+        i
+        for i, c in enumerate(cells)
+        if c["cell_type"] == "code" and (c.get("outputs") or c.get("execution_count"))
+    ]
     assert not dirty, f"{path.name}: code cells {dirty} carry outputs; clear them before committing"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_thin_and_ordered(path):
     cells = json.loads(path.read_text())["cells"]
-    assert cells[0]["cell_type"] == "markdown" and "".join(cells[0]["source"]).startswith("# "), "a title first"
+    assert cells[0]["cell_type"] == "markdown" and "".join(cells[0]["source"]).startswith("# "), (
+        "a title first"
+    )
     assert "Takes:" in "".join(cells[0]["source"]), "the title cell says how long it takes"
     tagged = [c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])]
     assert len(tagged) == 1, f"{path.name}: exactly one cell tagged `parameters`, found {len(tagged)}"
     for i, c in enumerate(cells):
         if c["cell_type"] == "code":
             first = "".join(c["source"]).lstrip().splitlines()[0]
-            assert first.startswith("#"), f"{path.name} cell {i} should open with a one-line comment: {first!r}"
-            assert len("".join(c["source"]).splitlines()) <= 25, f"{path.name} cell {i} is long: move logic to nbtools"
+            assert first.startswith("#"), (
+                f"{path.name} cell {i} should open with a one-line comment: {first!r}"
+            )
+            assert len("".join(c["source"]).splitlines()) <= 25, (
+                f"{path.name} cell {i} is long: move logic to nbtools"
+            )
