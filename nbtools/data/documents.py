@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import Dataset
 
 from nbtools.data.augment2d import apply_transform, to_tensor
+from nbtools.data.synthetic import item_index
 
 MIN_SIDE = 32  # resnet's stride is 32: smaller pages leave layer4 nothing to see
 _LABEL_STREAM, _IMAGE_STREAM = 1, 0  # separate RNG streams: a label never shifts an image's pixels
@@ -83,26 +84,18 @@ class SyntheticDocuments(Dataset):
         return self.n
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor | np.ndarray, int]:
-        i = self._check_index(index)
+        i = item_index(index, self)
         page = apply_transform(self.transform, self._generate(i)[0])
         return (page if self.raw else to_tensor(page)), int(self.labels[i])
 
     def page(self, index: int) -> np.ndarray:
         """Page `index` as uint8 (size, size, 3), before any transform: for plotting."""
-        return self._generate(self._check_index(index))[0]
+        return self._generate(item_index(index, self))[0]
 
     def forgery(self, index: int) -> dict | None:
         """The edit on page `index` (None if genuine): kind, and source and target boxes (y, x, h, w)."""
-        i = self._check_index(index)
+        i = item_index(index, self)
         return self._generate(i)[1] if self.labels[i] else None
-
-    def _check_index(self, index: int) -> int:
-        if not isinstance(index, (int, np.integer)) or isinstance(index, bool):
-            raise TypeError(f"index must be an int, got {type(index).__name__}")
-        i = int(index) + self.n if index < 0 else int(index)
-        if not 0 <= i < self.n:
-            raise IndexError(f"index {index} is out of range for SyntheticDocuments of length {self.n}")
-        return i
 
     def _generate(self, i: int) -> tuple[np.ndarray, dict]:
         rng = np.random.default_rng([self.seed, _IMAGE_STREAM, i])

@@ -19,6 +19,18 @@ _BACKGROUND = 0.3  # std of the broad bumps' amplitudes, in noise-std units at n
 _TUBES = (0, 5)  # vessel-like distractors per volume, both classes
 
 
+def item_index(index: int, dataset) -> int:
+    """`index` as a position in `dataset` (negative counts from the end), for the embedded datasets'
+    __getitem__; TypeError for a non-int, IndexError naming the dataset and its length."""
+    if not isinstance(index, (int, np.integer)) or isinstance(index, bool):
+        raise TypeError(f"index must be an int, got {type(index).__name__}")
+    n = len(dataset)
+    i = int(index) + n if index < 0 else int(index)
+    if not 0 <= i < n:
+        raise IndexError(f"index {index} is out of range for {type(dataset).__name__} of length {n}")
+    return i
+
+
 class SyntheticVolumes(Dataset):
     """Map-style dataset of ``(x, y)``: x float32 tensor (1, D, H, W), y int in {0, 1}.
 
@@ -96,23 +108,15 @@ class SyntheticVolumes(Dataset):
         return self.n
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        i = self._check_index(index)
+        i = item_index(index, self)
         vol, _ = self._generate(i)
         return torch.from_numpy(vol).unsqueeze(0), int(self.labels[i])
 
     def lesion(self, index: int) -> dict | None:
         """The lesion of sample `index` (None for a negative): centre and radii (D, H, W order, voxels)
         and contrast (noise stds, before z-scoring). For plotting slices through it and for tests."""
-        i = self._check_index(index)
+        i = item_index(index, self)
         return self._generate(i)[1] if self.labels[i] else None
-
-    def _check_index(self, index: int) -> int:
-        if not isinstance(index, (int, np.integer)) or isinstance(index, bool):
-            raise TypeError(f"index must be an int, got {type(index).__name__}")
-        i = int(index) + self.n if index < 0 else int(index)
-        if not 0 <= i < self.n:
-            raise IndexError(f"index {index} is out of range for SyntheticVolumes of length {self.n}")
-        return i
 
     def _generate(self, i: int) -> tuple[np.ndarray, dict]:
         rng = np.random.default_rng([self.seed, _VOLUME_STREAM, i])
