@@ -36,7 +36,21 @@ def _train(args: argparse.Namespace) -> int:
         for k, v in (("epochs", args.epochs), ("precision", args.precision), ("lr", args.lr))
         if v is not None
     }
-    job = recipes.make_job(args.job, smoke=args.smoke, seed=args.seed, **overrides)
+    if args.resume is None:
+        job = recipes.make_job(args.job, smoke=args.smoke, seed=args.seed, **overrides)
+    else:  # the run's own recipe arguments and config, with the options given on top
+        try:
+            job = recipes.load_job(args.run_dir, **overrides)
+        except (FileNotFoundError, ValueError) as e:  # not a run folder, or not trained from a recipe
+            print(f"error: cannot resume {args.run_dir}: {e}", file=sys.stderr)
+            return 2
+        if job.meta["recipe"] != args.job:
+            print(
+                f"error: {args.run_dir} was trained with the {job.meta['recipe']!r} recipe, not {args.job!r}; "
+                f"run: python -m nbtools train {job.meta['recipe']} --run-dir {args.run_dir} --resume {args.resume}",
+                file=sys.stderr,
+            )
+            return 2
     try:
         run = job.fit(
             args.run_dir,

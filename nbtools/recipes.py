@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -192,29 +192,37 @@ def make_job(recipe: str, **args: Any) -> Job:
     return job
 
 
-def recipe_of(run_dir: str | Path) -> dict[str, Any]:
-    """The {"recipe", "args"} a run folder was built from: from the newest valid checkpoint (it is
-    written before metrics.json), else metrics.json. Raises ValueError if the run did not record one."""
+def recorded_job(run_dir: str | Path) -> tuple[dict[str, Any], TrainConfig]:
+    """The {"recipe", "args"} a run folder was built from and the config it last trained with: from
+    the newest valid checkpoint (written before metrics.json), else metrics.json. Raises ValueError if
+    the run did not record a recipe."""
     valid = list_checkpoints(run_dir).valid()
-    meta = (
-        load_checkpoint(valid[-1].path, mmap=True)["run"].get("meta", {}) if valid else Run.load(run_dir).meta
-    )
+    if valid:
+        state = load_checkpoint(valid[-1].path, mmap=True)
+        meta, cfg = state["run"].get("meta", {}), TrainConfig.from_dict(state["config"])
+    else:
+        run = Run.load(run_dir)
+        meta, cfg = run.meta, run.config
     if "recipe" not in meta:
         raise ValueError(
             f"{run_dir} was not trained from a recipe (its meta is {meta}); rebuild the model, data and "
             f"loss yourself and call nbt.fit(..., resume='latest')"
         )
-    return meta
+    return meta, cfg
 
 
 def load_job(run_dir: str | Path, **overrides: Any) -> Job:
-    """Rebuild the job a run folder was trained with (see `make_job`), with `overrides` on top:
-    new TrainConfig values for the resumed run, e.g. load_job("runs/demo", lr=1e-4, clip_norm=0.5)."""
+    """Rebuild the job a run folder was trained with (see `make_job`): the same model, data and loss,
+    and the config it trained with (not the recipe's current defaults: a schedule derived from
+    `epochs`, like focal2d's unfreeze, stays as the run had it), with `overrides` on top for the
+    resumed run, e.g. load_job("runs/demo", lr=1e-4, clip_norm=0.5, epochs=20)."""
     unknown = set(overrides) - {f.name for f in fields(TrainConfig)}
     if unknown:
         raise ValueError(
             f"load_job overrides are TrainConfig fields; {sorted(unknown)} are not "
             f"(the data and model must stay as the run was trained)"
         )
-    meta = recipe_of(run_dir)
-    return make_job(meta["recipe"], **{**meta["args"], **overrides})
+    meta, cfg = recorded_job(run_dir)
+    job = make_job(meta["recipe"], **meta["args"])
+    job.config = replace(cfg, **overrides)
+    return job

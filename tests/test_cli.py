@@ -45,3 +45,14 @@ def test_focal2d_job_trains_from_the_cli(tmp_path):
     run = nbt.train.Run.load(tmp_path / "runs/focal")
     assert run.meta["recipe"] == "focal2d" and run.epoch == 2
     assert set(run.config.group_lrs) == {"backbone", "attention", "classifier"}
+
+
+def test_resume_names_the_recipe_a_run_was_trained_with(tmp_path):
+    assert (
+        _cli("train", "resnet3d", "--run-dir", "runs/a", "--smoke", "--epochs", "1", cwd=tmp_path).returncode
+        == 0
+    )
+    r = _cli("train", "focal2d", "--run-dir", "runs/a", "--resume", "latest", cwd=tmp_path)
+    assert r.returncode == 2 and "trained with the 'resnet3d' recipe" in r.stderr
+    r = _cli("train", "resnet3d", "--run-dir", "runs/none", "--resume", "latest", cwd=tmp_path)
+    assert r.returncode == 2 and "cannot resume runs/none" in r.stderr

@@ -71,3 +71,14 @@ def test_focal2d_uses_seed_004_rates_for_pretrained_weights_and_ten_times_them_f
     assert pretrained.config.clip_norm == 0.5 and pretrained.config.unfreeze == {2: "layer2", 3: "layer1"}
     x, y = pretrained.train_data[0]
     assert x.shape == (3, 32, 32) and x.dtype == torch.float32 and y in (0, 1)
+
+
+def test_load_job_keeps_the_config_the_run_trained_with(tmp_path):
+    # focal2d derives its unfreeze epochs from `epochs`; a resume with more epochs must not move them
+    job = recipes.make_job("focal2d", smoke=True, epochs=1, checkpoint_every_minutes=None)
+    job.fit(tmp_path, verbose=False)
+    again = recipes.load_job(tmp_path, epochs=10, lr=1e-4)
+    assert again.config.unfreeze == job.config.unfreeze == {2: "layer2", 3: "layer1"}
+    assert recipes.scaled_unfreeze(10) != job.config.unfreeze  # what a fresh recipe would have said
+    assert (again.config.epochs, again.config.lr) == (10, 1e-4)
+    assert again.config.group_lrs == job.config.group_lrs
