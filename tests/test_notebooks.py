@@ -43,3 +43,37 @@ def test_thin_and_ordered(path):
             assert len("".join(c["source"]).splitlines()) <= 25, (
                 f"{path.name} cell {i} is long: move logic to nbtools"
             )
+
+
+@pytest.mark.parametrize("name", ["00_setup", "01_data"])
+def test_runs_under_nbconvert_too(name, tmp_path):
+    """Users also run them with `jupyter nbconvert --execute` (nbval covers all six; this checks that path,
+    on the two quick ones)."""
+    import os
+    import subprocess
+    import sys
+
+    src = NOTEBOOKS[EXPECTED.index(name)]
+    out = tmp_path / f"{name}.ipynb"
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jupyter",
+            "nbconvert",
+            "--to",
+            "notebook",
+            "--execute",
+            str(src),
+            "--output",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        env={**os.environ, "NBTOOLS_SMOKE": "1"},
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    cells = json.loads(out.read_text())["cells"]
+    assert all(c.get("execution_count") for c in cells if c["cell_type"] == "code"), "every code cell ran"
