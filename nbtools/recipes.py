@@ -179,6 +179,7 @@ def focal2d_job(
 
 
 RECIPES: dict[str, Callable[..., Job]] = {"resnet3d": resnet3d_job, "focal2d": focal2d_job}
+INIT_ONLY = {"weights"}  # recipe arguments that only initialise the model; a resume does without them
 
 
 def make_job(recipe: str, **args: Any) -> Job:
@@ -223,6 +224,10 @@ def load_job(run_dir: str | Path, **overrides: Any) -> Job:
             f"(the data and model must stay as the run was trained)"
         )
     meta, cfg = recorded_job(run_dir)
-    job = make_job(meta["recipe"], **meta["args"])
+    # The checkpoint holds the weights: a pretrained file need not exist any more (Colab's /content
+    # does not survive a disconnect) and ImageNet weights need not be downloaded again.
+    args = {k: v for k, v in meta["args"].items() if k not in INIT_ONLY}
+    job = make_job(meta["recipe"], **args)
     job.config = replace(cfg, **overrides)
+    job.meta = meta
     return job

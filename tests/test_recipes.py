@@ -82,3 +82,20 @@ def test_load_job_keeps_the_config_the_run_trained_with(tmp_path):
     assert recipes.scaled_unfreeze(10) != job.config.unfreeze  # what a fresh recipe would have said
     assert (again.config.epochs, again.config.lr) == (10, 1e-4)
     assert again.config.group_lrs == job.config.group_lrs
+
+
+def test_load_job_resumes_without_the_pretrained_file(tmp_path):
+    import torchvision
+
+    weights = tmp_path / "resnet18.pth"
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), weights)
+    job = recipes.make_job(
+        "focal2d", smoke=True, epochs=1, weights=str(weights), checkpoint_every_minutes=None
+    )
+    job.fit(tmp_path / "run", verbose=False)
+    weights.unlink()  # gone with the Colab runtime
+    again = recipes.load_job(tmp_path / "run", epochs=2)
+    assert again.meta == job.meta and again.meta["args"]["weights"] == str(weights)
+    assert again.config.group_lrs == job.config.group_lrs  # the pretrained rates, from the run's config
+    run = again.fit(tmp_path / "run", resume="latest", verbose=False)
+    assert run.epoch == 2
