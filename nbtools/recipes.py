@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 from torch.utils.data import Dataset
 
@@ -184,11 +185,16 @@ INIT_ONLY = {"weights"}  # recipe arguments that only initialise the model; a re
 
 def make_job(recipe: str, **args: Any) -> Job:
     """Build the recipe named `recipe` with `args` (its own and TrainConfig fields), and record both
-    in `job.meta` so the run folder says how to rebuild it. `smoke` defaults to NBTOOLS_SMOKE."""
+    in `job.meta` so the run folder says how to rebuild it. `smoke` defaults to NBTOOLS_SMOKE. The
+    model is initialised from torch.manual_seed(args["seed"], default 0) without touching the global
+    RNG state, so the same arguments give the same job."""
     if recipe not in RECIPES:
         raise ValueError(f"unknown recipe {recipe!r}; choose one of {sorted(RECIPES)}")
     args.setdefault("smoke", smoke_mode())
-    job = RECIPES[recipe](**args)
+    # The model's initial weights come from the job's seed, whatever the global RNG has been through.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(args.get("seed", 0))
+        job = RECIPES[recipe](**args)
     job.meta = {"recipe": recipe, "args": to_jsonable(args)}
     return job
 

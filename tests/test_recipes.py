@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+import nbtools as nbt
 from nbtools import recipes
 
 
@@ -99,3 +100,39 @@ def test_load_job_resumes_without_the_pretrained_file(tmp_path):
     assert again.config.group_lrs == job.config.group_lrs  # the pretrained rates, from the run's config
     run = again.fit(tmp_path / "run", resume="latest", verbose=False)
     assert run.epoch == 2
+
+
+@pytest.mark.parametrize("recipe", ["resnet3d", "focal2d"])
+def test_a_recipe_run_resumed_through_load_job_is_bit_identical(recipe, tmp_path):
+    """The whole pipeline as 02/03 then 04 run it: augmentation (Augment3D on the device, albumentations
+    per item), unfreeze, EMA, Focal Loss. 3 epochs straight vs a disconnect at the first batch of epoch 2,
+    then load_job and resume="latest"."""
+    from helpers import StopAfter, assert_same, without_times
+
+    args = dict(smoke=True, epochs=3, checkpoint_every_minutes=None)
+    straight = recipes.make_job(recipe, **args).fit(tmp_path / "straight", verbose=False)
+    job = recipes.make_job(recipe, **args)
+    augment, stop = job.batch_transform, StopAfter(-(-len(job.train_data) // job.config.batch_size))
+
+    def disconnect_then_augment(x, y):
+        x, y = stop(x, y)
+        return augment(x, y) if augment else (x, y)
+
+    job.batch_transform = disconnect_then_augment
+    with pytest.raises(StopAfter.Disconnect):
+        job.fit(tmp_path / "resumed", verbose=False)
+    assert [c.epoch for c in nbt.list_checkpoints(tmp_path / "resumed")] == [1]
+    resumed = recipes.load_job(tmp_path / "resumed").fit(tmp_path / "resumed", resume="latest", verbose=False)
+    assert_same(straight.model.state_dict(), resumed.model.state_dict())
+    assert without_times(straight.history) == without_times(resumed.history)
+
+
+def test_the_same_arguments_give_the_same_initial_model_whatever_the_global_rng():
+    from helpers import assert_same
+
+    a = recipes.make_job("resnet3d", smoke=True)
+    torch.rand(100)
+    b = recipes.make_job("resnet3d", smoke=True)
+    c = recipes.make_job("resnet3d", smoke=True, seed=1)
+    assert_same(a.model.state_dict(), b.model.state_dict())
+    assert not torch.equal(a.model.conv1.weight, c.model.conv1.weight)
