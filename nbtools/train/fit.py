@@ -49,8 +49,9 @@ def _prepare_run_dir(run_dir: Path, resume, overwrite: bool, dist: Distributed) 
     if found and resume is None and not overwrite:
         raise RunExistsError(
             f"{run_dir} already holds a run ({ckpt.describe_epochs(found)}, newest {found[-1].path.name}); "
-            f'fit will not train over it. Choose one: resume="latest" (or an epoch number) to continue it, '
-            f"a new run_dir to start another, or overwrite=True to delete it and start again."
+            f'fit will not train over it. Choose one: resume="latest" (or an epoch number) to continue it '
+            f"(in the notebooks: run 04_resume), a new run_dir to start another, or overwrite=True to delete "
+            f"it and start again."
         )
     if dist.is_main:
         if overwrite and resume is None:
