@@ -5,14 +5,15 @@
 >>> run = nbt.fit(model, train_ds, val_ds, loss, cfg, run_dir="runs/demo")   # doctest: +SKIP
 """
 
-from nbtools import data, losses, models, recipes, viz
+from nbtools import data, losses, models, recipes, runs, viz
 from nbtools.cache import clear_cache
 from nbtools.config import TrainConfig
 from nbtools.data.augcheck import check_augmentation
 from nbtools.data.validate import validate_dataset
 from nbtools.diagnose import doctor, find_lr, find_nonfinite, overfit_batch
 from nbtools.env import Env, mount_drive, runs_root, seed_everything, setup
-from nbtools.train import Run, find_checkpoint, fit, list_checkpoints
+from nbtools.runs import Run, find_checkpoint, list_checkpoints
+from nbtools.train import fit
 
 __all__ = [
     "Env",
@@ -32,6 +33,7 @@ __all__ = [
     "mount_drive",
     "overfit_batch",
     "recipes",
+    "runs",
     "runs_root",
     "seed_everything",
     "setup",

@@ -16,7 +16,7 @@ import sys
 from nbtools import recipes
 from nbtools.diagnose import doctor
 from nbtools.env import setup
-from nbtools.train import NonFiniteError, RunExistsError, list_checkpoints
+from nbtools.runs import NonFiniteError, RunExistsError, list_checkpoints
 
 
 def _resume(value: str | None):

@@ -12,7 +12,7 @@ from torch import nn
 
 import nbtools as nbt
 from nbtools.data.augment3d import _COLUMNS, Augment3D, _affine_grid
-from nbtools.train.checkpoint import load_checkpoint
+from nbtools.runs import load_checkpoint
 from tests.helpers import StopAfter, assert_same, without_times
 
 OFF = dict(p_flip=0, p_rotate=0, p_zoom=0, p_translate=0, p_gamma=0, p_scale=0, p_shift=0)

@@ -12,7 +12,7 @@ from torch import nn
 
 import nbtools as nbt
 from nbtools.atomic import save_atomic
-from nbtools.train import checkpoint as ckpt
+from nbtools.runs import checkpoints as ckpt
 from tests.helpers import NoisyBlobs, small_cnn
 
 CFG = nbt.TrainConfig(

@@ -34,7 +34,7 @@ def test_main_job_trains_resumes_and_refuses_to_overwrite(tmp_path):
     )
     assert r.returncode == 0, r.stderr
     assert "config change: epochs: 2 -> 3" in r.stdout + r.stderr
-    assert nbt.train.Run.load(tmp_path / "runs/demo").epoch == 3
+    assert nbt.runs.Run.load(tmp_path / "runs/demo").epoch == 3
     r = _cli("checkpoints", "runs/demo", cwd=tmp_path)
     assert "epoch_003.pt" in r.stdout and "yes" in r.stdout
 
@@ -42,7 +42,7 @@ def test_main_job_trains_resumes_and_refuses_to_overwrite(tmp_path):
 def test_focal2d_job_trains_from_the_cli(tmp_path):
     r = _cli("train", "focal2d", "--run-dir", "runs/focal", "--smoke", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    run = nbt.train.Run.load(tmp_path / "runs/focal")
+    run = nbt.runs.Run.load(tmp_path / "runs/focal")
     assert run.meta["recipe"] == "focal2d" and run.epoch == 2
     assert set(run.config.group_lrs) == {"backbone", "attention", "classifier"}
 

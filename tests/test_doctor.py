@@ -70,7 +70,7 @@ def test_class_collapse_from_a_constant_model(tmp_path):
 def test_lr_of_10_is_caught(tmp_path):
     try:
         run = train(tmp_path, lr=10.0, log_every=1, optimizer="sgd", momentum=0.0)
-    except nbt.train.NonFiniteError as e:  # an LR of 10 may also end in non-finite steps
+    except nbt.runs.NonFiniteError as e:  # an LR of 10 may also end in non-finite steps
         run = e.run
     assert {"lr-too-high", "exploding-gradients"} & set(codes(run.findings)), run.findings
 
@@ -105,7 +105,7 @@ def test_a_stop_on_non_finite_steps_names_the_module(tmp_path):
         nn.Conv2d(1, 4, 3), nn.ReLU(inplace=True), EmitNaN(), nn.Flatten(), nn.Linear(144, 2)
     )
     with pytest.raises(
-        nbt.train.NonFiniteError, match=r"in a row.*First non-finite.*forward: 2: EmitNaN"
+        nbt.runs.NonFiniteError, match=r"in a row.*First non-finite.*forward: 2: EmitNaN"
     ) as e:
         train(tmp_path, model=model, max_bad_steps=3, log_every=1)
     finding = e.value.run.findings[0]

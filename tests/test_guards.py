@@ -8,9 +8,9 @@ from torch import nn
 from torch.utils.data import Dataset
 
 import nbtools as nbt
+from nbtools.recipes.reproduce import Fp16GradOverflow
+from nbtools.step import Precision, train_step
 from nbtools.train.optim import build_optimizer
-from nbtools.train.precision import Precision
-from nbtools.train.step import train_step
 from tests.helpers import NoisyBlobs, assert_same, small_cnn
 
 
@@ -104,7 +104,7 @@ def test_planted_nan_in_fit_is_counted_with_its_step(tmp_path):
 def test_persistent_nan_stops_the_run_with_a_diagnosis(tmp_path):
     cfg = nbt.TrainConfig(epochs=3, batch_size=8, log_every=1, max_bad_steps=3, checkpoint_every_minutes=None)
     with pytest.raises(
-        nbt.train.NonFiniteError, match=r"3 optimizer steps in a row.*max_bad_steps=3.*find_nonfinite"
+        nbt.runs.NonFiniteError, match=r"3 optimizer steps in a row.*max_bad_steps=3.*find_nonfinite"
     ) as e:
         nbt.fit(
             small_cnn(),
@@ -122,7 +122,7 @@ def test_persistent_nan_stops_the_run_with_a_diagnosis(tmp_path):
 
 def test_nan_policy_raise_stops_at_the_first_bad_step(tmp_path):
     cfg = nbt.TrainConfig(epochs=1, batch_size=8, nan_policy="raise", checkpoint_every_minutes=None)
-    with pytest.raises(nbt.train.NonFiniteError, match="step 1"):
+    with pytest.raises(nbt.runs.NonFiniteError, match="step 1"):
         nbt.fit(
             small_cnn(),
             Planted({0, 1, 2, 3, 4, 5, 6, 7} | set(range(48))),
@@ -134,18 +134,6 @@ def test_nan_policy_raise_stops_at_the_first_bad_step(tmp_path):
         )
 
 
-class Fp16OverflowOnly(torch.autograd.Function):
-    """Gradients overflow while they are fp16 (as a too-large GradScaler scale would make them)."""
-
-    @staticmethod
-    def forward(ctx, x):
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, g):
-        return g * float("inf") if g.dtype == torch.float16 else g
-
-
 class OverflowNet(nn.Module):
     def __init__(self):
         super().__init__()
@@ -153,7 +141,7 @@ class OverflowNet(nn.Module):
         self.body = small_cnn()
 
     def forward(self, x):
-        return Fp16OverflowOnly.apply(self.body(x))
+        return Fp16GradOverflow.apply(self.body(x))
 
 
 def test_fp16_that_keeps_overflowing_falls_back_to_fp32(tmp_path):
@@ -192,7 +180,7 @@ def test_fp16_without_fallback_stops_instead_of_freezing(tmp_path):
         log_every=5,
         checkpoint_every_minutes=None,
     )
-    with pytest.raises(nbt.train.NonFiniteError, match="amp_fallback=True") as e:
+    with pytest.raises(nbt.runs.NonFiniteError, match="amp_fallback=True") as e:
         nbt.fit(
             OverflowNet(),
             NoisyBlobs(),

@@ -2,7 +2,7 @@
 
 import pytest
 
-from nbtools.diagnose import reproduce
+from nbtools.recipes import reproduce
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 import nbtools as nbt
-from nbtools.train.checkpoint import load_checkpoint
+from nbtools.runs import load_checkpoint
 from tests.helpers import NoisyBlobs, StopAfter, assert_same, small_cnn, without_times
 
 CFG = nbt.TrainConfig(
@@ -87,7 +87,7 @@ def test_resume_mid_epoch_is_bit_identical(straight, tmp_path):
 
 def test_resume_refuses_to_train_over_a_run(straight, tmp_path):
     _train(tmp_path, CFG.replace(epochs=1))
-    with pytest.raises(nbt.train.RunExistsError, match=r"found epochs 1.*resume=\"latest\""):
+    with pytest.raises(nbt.runs.RunExistsError, match=r"found epochs 1.*resume=\"latest\""):
         _train(tmp_path, CFG.replace(epochs=1))
 
 

@@ -7,7 +7,7 @@ import torch
 import nbtools as nbt
 from nbtools.diagnose import rules
 from nbtools.diagnose.inputs import input_range
-from nbtools.train.run import Run
+from nbtools.runs import Run, Stop
 
 
 def step(i, epoch=1, loss=0.6, grad=1.0, gmax=None, drift=1e-2, norm=10.0, n=10, skipped=0, nonfinite=0):
@@ -47,8 +47,8 @@ def epoch(e, train=0.5, val=0.5, auc=0.8, cm=((30, 5), (4, 11))):
     }
 
 
-def make_run(tmp_path, steps=(), history=(), stopped="", **cfg):
-    return Run(tmp_path, nbt.TrainConfig(**cfg), history=list(history), steps=list(steps), stopped=stopped)
+def make_run(tmp_path, steps=(), history=(), stop=None, **cfg):
+    return Run(tmp_path, nbt.TrainConfig(**cfg), history=list(history), steps=list(steps), stop=stop)
 
 
 def healthy(tmp_path, epochs=8):
@@ -152,19 +152,17 @@ def test_stopped_too_early_on_an_improving_trend_or_at_min_epochs(tmp_path):
     # seed 001: noisy but rising val_auc; the lucky best at epoch 3 was never beaten by min_delta
     aucs = [0.5, 0.55, 0.72, 0.6, 0.62, 0.64, 0.66, 0.68]
     hist = [epoch(e, auc=a) for e, a in enumerate(aucs, 1)]
-    stop = "early stopping: val_auc did not improve"
-    f = rules.stopped_too_early(make_run(tmp_path, history=hist, stopped=stop, monitor="val_auc", patience=5))
+    stop = Stop("early-stop", "early stopping: val_auc did not improve")
+    f = rules.stopped_too_early(make_run(tmp_path, history=hist, stop=stop, monitor="val_auc", patience=5))
     assert f.code == "stopped-too-early" and "epochs 4-8" in f.message
     assert rules.stopped_too_early(make_run(tmp_path, history=hist, monitor="val_auc", patience=5)) is None
     plateau = [epoch(e, auc=a) for e, a in enumerate([0.5, 0.7, 0.8, 0.8, 0.79, 0.8, 0.8, 0.79], 1)]
     assert (
-        rules.stopped_too_early(
-            make_run(tmp_path, history=plateau, stopped=stop, monitor="val_auc", patience=5)
-        )
+        rules.stopped_too_early(make_run(tmp_path, history=plateau, stop=stop, monitor="val_auc", patience=5))
         is None
     )
     f = rules.stopped_too_early(
-        make_run(tmp_path, history=plateau, stopped=stop, monitor="val_auc", patience=5, min_epochs=8)
+        make_run(tmp_path, history=plateau, stop=stop, monitor="val_auc", patience=5, min_epochs=8)
     )
     assert "first that min_epochs=8 allowed" in f.message
 
@@ -186,8 +184,8 @@ def test_input_range():
 def test_doctor_keeps_saved_guard_findings_and_re_derives_the_rest(tmp_path):
     run = healthy(tmp_path)
     run.history[-3:] = [epoch(e, cm=((0, 35), (0, 15))) for e in (6, 7, 8)]
-    guard = nbt.diagnose.Finding("nonfinite-loss", "3 optimizer steps skipped", "fix", epoch=2)
-    stale = nbt.diagnose.Finding("class-collapse", "old evidence", "fix")
+    guard = nbt.runs.Finding("nonfinite-loss", "3 optimizer steps skipped", "fix", epoch=2)
+    stale = nbt.runs.Finding("class-collapse", "old evidence", "fix")
     run.findings = [guard, stale]
     run.save()
     found = nbt.doctor(tmp_path)

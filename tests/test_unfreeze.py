@@ -15,7 +15,7 @@ from torch.optim.optimizer import register_optimizer_step_pre_hook
 from torch.utils.data import TensorDataset
 
 import nbtools as nbt
-from nbtools.train.checkpoint import load_checkpoint
+from nbtools.runs import load_checkpoint
 from nbtools.train.optim import group_of
 from tests.helpers import StopAfter, assert_same, without_times
 

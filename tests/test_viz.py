@@ -12,9 +12,9 @@ from nbclient import NotebookClient
 from torch import nn
 
 import nbtools as nbt
-from nbtools.diagnose import Finding
-from nbtools.train.progress import TextProgress, make_progress
+from nbtools.runs import Finding
 from nbtools.viz.dashboard import Dashboard
+from nbtools.viz.progress import TextProgress, make_progress
 from tests.helpers import NoisyBlobs, assert_same, small_cnn
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,7 +49,7 @@ def test_report_writes_and_returns_the_figures(run_dir):
     cm_text = [t.get_text() for t in rep.figures["confusion_matrix"].axes[0].texts]
     assert sum(int(t) for t in cm_text) == len(NoisyBlobs(seed=1))
     assert "best epoch" in rep.figures["roc_curve"].axes[0].get_title()
-    assert list(nbt.viz.report(nbt.train.Run.load(run_dir), save=False).paths) == []
+    assert list(nbt.viz.report(nbt.runs.Run.load(run_dir), save=False).paths) == []
 
 
 def test_grad_heatmap_rows_per_layer_and_the_model_untouched():
@@ -115,7 +115,7 @@ def test_dashboard_throttles_redraws_but_draws_every_epoch(run_dir, monkeypatch)
 NOTEBOOK_CELLS = [
     "import sys\nsys.path.insert(0, {repo!r})\nimport json, nbtools as nbt\n"
     "from nbtools.viz.dashboard import Dashboard\n"
-    "from nbtools.train.progress import in_notebook, make_progress\n"
+    "from nbtools.viz.progress import in_notebook, make_progress\n"
     "from tests.test_viz import drive\n"
     "assert nbt.__file__.startswith({repo!r}), nbt.__file__\n"
     "assert in_notebook() and type(make_progress('auto', 3)) is Dashboard",
@@ -154,7 +154,7 @@ def test_dashboard_in_a_real_kernel(run_dir, tmp_path):
 
 
 def test_dashboard_starts_from_a_resumed_runs_history(run_dir, capsys):
-    run = nbt.train.Run.load(run_dir)
+    run = nbt.runs.Run.load(run_dir)
     board = Dashboard(epochs=5, display=False)
     board.resumed(run)
     assert board.history == run.history and board.steps == run.steps and board.redraws == 1

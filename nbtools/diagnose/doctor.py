@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from nbtools.diagnose import rules
-from nbtools.diagnose.findings import Finding
+from nbtools.runs import Finding, Run
 
 
 def _load(run_or_dir):
@@ -15,9 +15,6 @@ def _load(run_or_dir):
         raise TypeError(
             f"doctor takes a Run (what nbt.fit returns) or a run folder path, got {type(run_or_dir).__name__}"
         )
-    # Imported here: nbtools.train imports the rules of this package to call them during fit.
-    from nbtools.train.run import Run
-
     return Run.load(run_or_dir)
 
 

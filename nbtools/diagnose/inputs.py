@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from nbtools.diagnose.findings import Finding
+from nbtools.runs import Finding
 
 INPUT_ABS_MAX, INPUT_STD_MIN, INPUT_STD_MAX = 100.0, 1e-3, 10.0
 

@@ -28,7 +28,8 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
-from nbtools.diagnose.sandbox import batches, float32_outputs, isolated, model_device, preserved_rng
+from nbtools.diagnose.sandbox import batches, isolated, model_device, preserved_rng
+from nbtools.step import as_float32
 
 
 @dataclass(frozen=True)
@@ -121,7 +122,7 @@ def find_lr(
             lr = start_lr * growth**i
             for group in opt.param_groups:
                 group["lr"] = lr
-            loss = loss_fn(float32_outputs(work(x)), y)
+            loss = loss_fn(as_float32(work(x)), y)
             value = loss.item()
             if not math.isfinite(value):
                 stopped = f"non-finite loss at lr {lr:.2g}"

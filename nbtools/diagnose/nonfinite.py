@@ -32,7 +32,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from nbtools.diagnose.sandbox import float32_outputs, isolated, model_device, preserved_rng
+from nbtools.diagnose.sandbox import isolated, model_device, preserved_rng
+from nbtools.step import as_float32
 
 
 @dataclass(frozen=True)
@@ -146,7 +147,7 @@ def nonfinite_report(
                 outputs = work(x_in)
             if forward:
                 return _forward_report(work, forward)
-            loss = loss_fn(float32_outputs(outputs), y)
+            loss = loss_fn(as_float32(outputs), y)
             bad = _bad([loss])
             if bad:
                 return NonFiniteReport(None, "loss", f"the model outputs are finite but the loss has {bad}")

@@ -24,8 +24,9 @@ import torch
 from torch import nn
 from torch.nn.modules.dropout import _DropoutNd
 
-from nbtools.diagnose.sandbox import float32_outputs, isolated, model_device, preserved_rng
+from nbtools.diagnose.sandbox import isolated, model_device, preserved_rng
 from nbtools.losses import main_output
+from nbtools.step import as_float32
 
 OVERFIT_RATIO, OVERFIT_ABS = 0.1, 1e-3
 
@@ -95,7 +96,7 @@ def overfit_batch(
 
     def loss_of() -> torch.Tensor:
         out = work(x)
-        return loss_fn(float32_outputs(main_output(out) if main_only else out), y)
+        return loss_fn(as_float32(main_output(out) if main_only else out), y)
 
     losses: list[float] = []
     with preserved_rng(device):

@@ -1,6 +1,6 @@
 """The doctor's rules: functions over `run.steps` / `run.history` that name a failure and its fix.
 
-Each rule takes a `Run` (only `.steps`, `.history`, `.config` and `.stopped` are read) and returns
+Each rule takes a `Run` (only `.steps`, `.history`, `.config` and `.stop` are read) and returns
 one `Finding` or None. A rule reports the first stretch of the run where its condition held (and
 counts later ones), so the findings `fit` raises live equal what `nbt.doctor` re-derives from
 metrics.json afterwards. Thresholds (module constants, so a notebook can read them):
@@ -39,7 +39,7 @@ import statistics
 from collections import deque
 from collections.abc import Callable
 
-from nbtools.diagnose.findings import Finding
+from nbtools.runs import Finding
 
 FROZEN_REL_DRIFT, FROZEN_INTERVALS = 1e-8, 2
 EXPLODE_FACTOR, EXPLODE_WINDOW, EXPLODE_MIN_HISTORY = 10.0, 20, 3
@@ -253,7 +253,7 @@ def _slope(xs: list[float], ys: list[float]) -> float:
 
 def stopped_too_early(run) -> Finding | None:
     """`stopped-too-early`: early stopping on a still-improving trend, or right at min_epochs."""
-    if not run.stopped.startswith("early stopping") or not run.history:
+    if run.stop is None or run.stop.code != "early-stop" or not run.history:
         return None
     cfg, last = run.config, run.history[-1]["epoch"]
     pts = [(h["epoch"], h[cfg.monitor]) for h in run.history if h.get(cfg.monitor) is not None]

@@ -15,14 +15,6 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 
-def float32_outputs(outputs):
-    """Model outputs as float32 (tensors, or lists/tuples of them for deep supervision), as fit
-    hands them to the loss."""
-    if isinstance(outputs, (list, tuple)):
-        return type(outputs)(float32_outputs(o) for o in outputs)
-    return outputs.float()
-
-
 def model_device(model: nn.Module) -> torch.device:
     p = next(model.parameters(), None)
     return p.device if p is not None else torch.device("cpu")

@@ -1,16 +1,6 @@
-"""The fit loop and everything it keeps: precision, guards, checkpoints, schedule, EMA, early stop."""
+"""The fit loop and the state it keeps between steps: guards, telemetry, schedule, EMA, early
+stopping, unfreezing, the data order, the RNG, and the round trip through a checkpoint."""
 
-from nbtools.train.checkpoint import CheckpointError, find_checkpoint, list_checkpoints, load_checkpoint
 from nbtools.train.fit import fit
-from nbtools.train.run import NonFiniteError, Run, RunExistsError
 
-__all__ = [
-    "CheckpointError",
-    "NonFiniteError",
-    "Run",
-    "RunExistsError",
-    "find_checkpoint",
-    "fit",
-    "list_checkpoints",
-    "load_checkpoint",
-]
+__all__ = ["fit"]

@@ -9,10 +9,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from nbtools.losses import main_output
-from nbtools.train.distributed import SINGLE_PROCESS, Distributed
-from nbtools.train.metrics import classification_metrics
-from nbtools.train.precision import Precision
-from nbtools.train.step import as_float32
+from nbtools.runs import classification_metrics
+from nbtools.step import SINGLE_PROCESS, Distributed, Precision, as_float32
 
 
 @torch.no_grad()

@@ -13,14 +13,13 @@ from torch.optim.swa_utils import AveragedModel
 
 from nbtools.config import TrainConfig
 from nbtools.env import seed_everything
-from nbtools.train import checkpoint as ckpt
-from nbtools.train.distributed import Distributed
+from nbtools.runs import Run
+from nbtools.runs.checkpoints import FORMAT
+from nbtools.step import Distributed, Precision
 from nbtools.train.early_stop import EarlyStopping
 from nbtools.train.ema import build_ema
 from nbtools.train.optim import apply_unfreeze, build_optimizer, group_lr, group_names, sync_trainable
-from nbtools.train.precision import Precision
 from nbtools.train.rng import capture_rng, restore_rng
-from nbtools.train.run import Run
 from nbtools.train.schedule import build_scheduler, set_base_lrs
 
 log = logging.getLogger(__name__)
@@ -80,7 +79,7 @@ class TrainState:
             k: last[k] for k in ("val_loss", "val_auc", "val_f1", "val_acc") if last.get(k) is not None
         }
         return {
-            "format": ckpt.FORMAT,
+            "format": FORMAT,
             "version": 1,
             "epoch": self.epoch - 1,  # completed epochs; `batch` counts those done in the next
             "batch": self.batch,

@@ -17,7 +17,7 @@ import time
 import torch
 from torch import nn
 
-from nbtools.train.step import StepResult
+from nbtools.step import StepResult
 
 
 def _mean(values: list[float]) -> float | None:

@@ -7,6 +7,8 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
+from nbtools.runs.files import LEARNING_CURVES_FILE, LOSS_CURVE_FILE
+
 log = logging.getLogger(__name__)
 
 _METRICS = ("val_acc", "val_precision", "val_recall", "val_f1", "val_auc")
@@ -57,7 +59,7 @@ def save_curves(run) -> list[Path]:
     if not run.history:
         return []
     out = []
-    for name, make in (("loss_curve.png", loss_figure), ("learning_curves.png", learning_figure)):
+    for name, make in ((LOSS_CURVE_FILE, loss_figure), (LEARNING_CURVES_FILE, learning_figure)):
         path = Path(run.run_dir) / name
         make(run).savefig(path, dpi=100)
         out.append(path)

@@ -11,7 +11,7 @@ Redraws are throttled: at a log interval only if max(min_redraw_seconds = 2 s, 2
 time) has passed since the last one, so these redraws take at most ~5 % of the wall time; always
 at the end of an epoch and on close. The progress bar is updated at most every 0.2 s. Outside a notebook,
 `fit` uses the text progress (tqdm bar, postfix per interval, one line per epoch); the choice is
-nbtools.train.progress.make_progress.
+nbtools.viz.progress.make_progress.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import time
 
 from matplotlib.figure import Figure
 
-from nbtools.diagnose.findings import Finding
+from nbtools.runs import Finding
 from nbtools.viz import panels
 
 BAR_SECONDS = 0.2  # the progress bar is updated at most this often

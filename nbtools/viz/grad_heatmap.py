@@ -20,7 +20,8 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from torch import nn
 
-from nbtools.diagnose.sandbox import batches, float32_outputs, isolated, model_device, preserved_rng
+from nbtools.diagnose.sandbox import batches, isolated, model_device, preserved_rng
+from nbtools.step import as_float32
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,7 @@ def grad_heatmap(
     columns = []
     with preserved_rng(device):
         for _, (x, y) in zip(range(steps), batches(data, batch_size, seed, device)):
-            loss = loss_fn(float32_outputs(work(x)), y)
+            loss = loss_fn(as_float32(work(x)), y)
             loss.backward()
             nan = torch.full((), float("nan"), device=device)
             norms = [

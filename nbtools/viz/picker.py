@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nbtools.train.checkpoint import CheckpointInfo, CheckpointList, list_checkpoints
+from nbtools.runs import CheckpointInfo, CheckpointList, list_checkpoints
 
 
 def _label(c: CheckpointInfo) -> str:

@@ -18,14 +18,12 @@ import torch
 from matplotlib.figure import Figure
 from sklearn.metrics import auc, roc_curve
 
-from nbtools.train.metrics import classification_metrics, probabilities
-from nbtools.train.run import Run
+from nbtools.runs import Run, classification_metrics, probabilities
+from nbtools.runs.files import BEST_VAL_FILE
 from nbtools.viz import panels
 from nbtools.viz.curves import learning_figure, loss_figure
 
 log = logging.getLogger(__name__)
-
-BEST_VAL_FILE = "best_val.pt"
 
 
 @dataclass

@@ -1,43 +1,29 @@
-"""Checkpoint files: atomic writes, safe loading, listing, pruning.
+"""Training checkpoints in a run folder: safe loading, listing, resolving `resume=`, pruning.
 
 A checkpoint is one `torch.save` of plain types and tensors (so `torch.load(weights_only=True)`
-reads it). Files in a run folder:
-
-    epoch_026.pt               full training state after epoch 26
-    epoch_027_step_0001234.pt  full training state inside epoch 27, after optimizer step 1234
-    best.pt, best_ema.pt       model weights only, for inference and fine-tuning
-    last.pt                    model weights only, written when `fit` returns
-
-Every write is atomic (nbtools.atomic): a crash, a SIGKILL or a Colab disconnect leaves either the
-old file or the new one, never half of one, also on a Google Drive mount.
+reads it); the names are in nbtools.runs.files. Every write is atomic (nbtools.atomic): a crash, a
+SIGKILL or a Colab disconnect leaves either the old file or the new one, never half of one, also on
+a Google Drive mount.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from nbtools.runs.files import CHECKPOINT_GLOB, CHECKPOINT_NAME
+
 log = logging.getLogger(__name__)
 
 FORMAT = "nbtools-checkpoint"
-_NAME = re.compile(r"^epoch_(\d{3,})(?:_step_(\d{7,}))?\.pt$")
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint file that cannot be used; the message names the file and what to do."""
-
-
-def epoch_name(epoch: int) -> str:
-    return f"epoch_{epoch:03d}.pt"
-
-
-def mid_epoch_name(epoch: int, step: int) -> str:
-    return f"epoch_{epoch:03d}_step_{step:07d}.pt"
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", mmap: bool = False) -> dict:
@@ -122,8 +108,8 @@ def list_checkpoints(run_dir: str | Path) -> CheckpointList:
     """
     run_dir = Path(run_dir)
     found = []
-    for p in run_dir.glob("epoch_*.pt") if run_dir.is_dir() else []:
-        m = _NAME.match(p.name)
+    for p in run_dir.glob(CHECKPOINT_GLOB) if run_dir.is_dir() else []:
+        m = CHECKPOINT_NAME.match(p.name)
         if not m:
             continue
         try:

@@ -20,10 +20,9 @@ from torch.utils.data import Dataset
 from nbtools.config import TrainConfig
 from nbtools.data.augcheck import check_augmentation
 from nbtools.data.synthetic import SyntheticVolumes
-from nbtools.diagnose.doctor import doctor
-from nbtools.diagnose.nonfinite import find_nonfinite
+from nbtools.diagnose import doctor, find_nonfinite
 from nbtools.losses import FocalLoss, log_cosh
-from nbtools.train import NonFiniteError, fit
+from nbtools.train import fit
 
 
 @dataclass
@@ -35,10 +34,6 @@ class Reproduction:
     def __str__(self) -> str:
         head = f"{'CAUGHT' if self.caught else 'MISSED'}: {self.seed}"
         return "\n".join([head, *(f"  {line}" for line in self.evidence)])
-
-
-def _codes(findings) -> set[str]:
-    return {f.code for f in findings}
 
 
 def _data(n: int = 32) -> tuple[Dataset, Dataset]:
@@ -54,25 +49,16 @@ def _tiny(classes: int = 2) -> nn.Module:
     )
 
 
-def _fit(model, loss_fn, cfg: TrainConfig, run_dir: Path, train=None, val=None):
-    train_default, val_default = _data()
-    try:
-        return fit(
-            model,
-            train or train_default,
-            val or val_default,
-            loss_fn,
-            cfg,
-            run_dir,
-            overwrite=True,
-            verbose=False,
-        )
-    except NonFiniteError as e:
-        return e.run
+def _fit(model, loss_fn, cfg: TrainConfig, run_dir: Path, train: Dataset | None = None, val=None):
+    """A quiet fit over a fresh run_dir, on the tiny volumes unless data is given."""
+    if train is None or val is None:
+        train, val = _data()
+    return fit(model, train, val, loss_fn, cfg, run_dir, overwrite=True, verbose=False)
 
 
-class _Fp16Overflow(torch.autograd.Function):
-    """Gradients overflow while they are fp16, as Conv3d gradients did under a too-large loss scale."""
+class Fp16GradOverflow(torch.autograd.Function):
+    """Identity forward; gradients overflow while they are fp16, as Conv3d gradients did under a
+    too-large loss scale (finite in fp32 and bf16)."""
 
     @staticmethod
     def forward(ctx, x):
@@ -83,20 +69,22 @@ class _Fp16Overflow(torch.autograd.Function):
         return g * math.inf if g.dtype == torch.float16 else g
 
 
-class _OverflowsInFp16(nn.Module):
+class OverflowsInFp16(nn.Module):
+    """`body` followed by Fp16GradOverflow: a model whose fp16 gradients always overflow."""
+
     def __init__(self, body: nn.Module):
         super().__init__()
         self.body = body
 
     def forward(self, x):
-        return _Fp16Overflow.apply(self.body(x))
+        return Fp16GradOverflow.apply(self.body(x))
 
 
 def frozen_fp16(run_dir: str | Path) -> Reproduction:
     """Seeds 000/002: fp16 GradScaler skipped every step and the weights froze; the fix was 'AMP off
     for good'. Here every fp16 gradient overflows; the AMP monitor notices and falls back to fp32."""
     cfg = TrainConfig(epochs=8, batch_size=4, precision="fp16", log_every=5, checkpoint_every_minutes=None)
-    run = _fit(_OverflowsInFp16(_tiny()), nn.CrossEntropyLoss(), cfg, Path(run_dir))
+    run = _fit(OverflowsInFp16(_tiny()), nn.CrossEntropyLoss(), cfg, Path(run_dir))
     amp = [f for f in run.findings if f.code == "amp-skipped-steps"]
     moved = any(r["drift"] > 0 for r in run.steps[-3:])
     return Reproduction(
@@ -214,7 +202,7 @@ def stopped_too_early(run_dir: str | Path) -> Reproduction:
     found = [f for f in doctor(run) if f.code == "stopped-too-early"]
     return Reproduction(
         "seed 001: early stopping at epoch 56 right after a slow start",
-        bool(found) and run.stopped.startswith("early stopping"),
+        bool(found) and run.stop is not None and run.stop.code == "early-stop",
         [f"run: {run.stopped}", *(str(f) for f in found)],
     )
 

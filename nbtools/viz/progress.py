@@ -10,7 +10,8 @@ import sys
 
 from tqdm.auto import tqdm
 
-from nbtools.diagnose.findings import Finding
+from nbtools.runs import Finding
+from nbtools.viz.dashboard import Dashboard
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,5 @@ def make_progress(dashboard: str | None, epochs: int, enabled: bool = True):
     if dashboard == "widgets" and not (widgets and in_notebook()):
         log.warning("dashboard='widgets' needs ipywidgets in a Jupyter/Colab kernel; showing text progress")
     elif dashboard == "widgets" or (dashboard == "auto" and widgets and in_notebook()):
-        from nbtools.viz.dashboard import Dashboard  # ipywidgets and the figure only when shown
-
         return Dashboard(epochs)
     return TextProgress(epochs)

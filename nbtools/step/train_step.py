@@ -10,8 +10,8 @@ import torch
 from torch import nn
 from torch.nn.utils import clip_grads_with_norm_, get_total_norm
 
-from nbtools.train.distributed import SINGLE_PROCESS, Distributed
-from nbtools.train.precision import Precision
+from nbtools.step.distributed import SINGLE_PROCESS, Distributed
+from nbtools.step.precision import Precision
 
 
 @dataclass

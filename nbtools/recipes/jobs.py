@@ -1,14 +1,9 @@
-"""Ready-made jobs: the data, model, loss and config the CLI, the notebooks and the benchmarks share.
+"""The recipes: the data, model, loss and config the CLI, the notebooks and the benchmarks share.
 
 A recipe is a function returning a `Job`; `make_job` builds one by name and records how (the recipe
 and its arguments) in `job.meta`, which `fit` keeps with the run, so `load_job(run_dir)` can rebuild
 the same job after a Colab disconnect. `smoke=True` shrinks a job to seconds for CI (the notebooks
 set it from NBTOOLS_SMOKE=1).
-
->>> job = nbt.recipes.make_job("resnet3d", epochs=4)
->>> run = job.fit("runs/demo")                                   # doctest: +SKIP
->>> job = nbt.recipes.load_job("runs/demo", lr=1e-3)             # doctest: +SKIP
->>> run = job.fit("runs/demo", resume="latest")                  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -34,7 +29,8 @@ from nbtools.data import (
 from nbtools.jsonsafe import to_jsonable
 from nbtools.losses import FocalLoss
 from nbtools.models import resnet2d_attention, resnet3d
-from nbtools.train import Run, fit, list_checkpoints, load_checkpoint
+from nbtools.runs import Run, list_checkpoints, load_checkpoint
+from nbtools.train import fit
 
 
 @dataclass

@@ -12,12 +12,11 @@ from torch import nn
 
 from nbtools.atomic import write_json_atomic
 from nbtools.config import TrainConfig
-from nbtools.diagnose.findings import Finding
+from nbtools.runs.files import METRICS_FILE
+from nbtools.runs.findings import Finding
+from nbtools.runs.stop import Stop, from_legacy_text
 
 log = logging.getLogger(__name__)
-
-METRICS_FILE = "metrics.json"
-CONFIG_FILE = "config.json"
 
 
 class RunExistsError(FileExistsError):
@@ -48,13 +47,17 @@ class Run:
     findings: list[Finding] = field(default_factory=list)
     best_epoch: int | None = None
     best_ema_epoch: int | None = None
-    stopped: str = ""  # why training ended before cfg.epochs ("" when it ran them all)
+    stop: Stop | None = None  # why training ended before cfg.epochs (None when it ran them all)
     # one entry per resume that changed the config
     config_changes: list[dict[str, Any]] = field(default_factory=list)
     # plain-JSON facts about the run, e.g. the recipe that built its model and data
     meta: dict[str, Any] = field(default_factory=dict)
     model: nn.Module | None = field(default=None, repr=False)
-    ema_model: nn.Module | None = field(default=None, repr=False)
+
+    @property
+    def stopped(self) -> str:
+        """The stop's message, "" when the run was not stopped (branch on `stop.code`, not on this)."""
+        return self.stop.message if self.stop is not None else ""
 
     @property
     def epoch(self) -> int:
@@ -78,7 +81,7 @@ class Run:
             "config": self.config.to_dict(),
             "best_epoch": self.best_epoch,
             "best_ema_epoch": self.best_ema_epoch,
-            "stopped": self.stopped,
+            "stop": self.stop.to_dict() if self.stop is not None else None,
             "history": self.history,
             "steps": self.steps,
             "findings": [f.to_dict() for f in self.findings],
@@ -99,7 +102,7 @@ class Run:
             findings=[Finding.from_dict(f) for f in d.get("findings", [])],
             best_epoch=d.get("best_epoch"),
             best_ema_epoch=d.get("best_ema_epoch"),
-            stopped=d.get("stopped", ""),
+            stop=Stop.from_dict(d["stop"]) if "stop" in d else from_legacy_text(d.get("stopped", "")),
             config_changes=list(d.get("config_changes", [])),
             meta=dict(d.get("meta", {})),
         )

@@ -1,0 +1,32 @@
+"""Ready-made jobs (the data, model, loss and config the CLI, the notebooks and the benchmarks share),
+how a run folder rebuilds its job for a resume, and our users' failures reproduced on purpose.
+
+>>> job = nbt.recipes.make_job("resnet3d", epochs=4)
+>>> run = job.fit("runs/demo")                                   # doctest: +SKIP
+>>> job = nbt.recipes.load_job("runs/demo", lr=1e-3)             # doctest: +SKIP
+>>> run = job.fit("runs/demo", resume="latest")                  # doctest: +SKIP
+"""
+
+from nbtools.recipes.jobs import (
+    RECIPES,
+    Job,
+    focal2d_job,
+    load_job,
+    make_job,
+    recorded_job,
+    resnet3d_job,
+    scaled_unfreeze,
+    smoke_mode,
+)
+
+__all__ = [
+    "RECIPES",
+    "Job",
+    "focal2d_job",
+    "load_job",
+    "make_job",
+    "recorded_job",
+    "resnet3d_job",
+    "scaled_unfreeze",
+    "smoke_mode",
+]

@@ -1,0 +1,142 @@
+"""One epoch of `fit`: train from the resume point to the end of the epoch, then validate, track the
+best epochs, check early stopping and write the epoch checkpoint."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+
+from nbtools.atomic import save_atomic
+from nbtools.diagnose import rules
+from nbtools.diagnose.inputs import input_range
+from nbtools.runs import Finding, Run, Stop, prune_checkpoints
+from nbtools.runs.files import BEST_EMA_FILE, BEST_FILE, BEST_VAL_FILE, epoch_name, mid_epoch_name
+from nbtools.step import train_step
+from nbtools.train.ema import update_ema
+from nbtools.train.evaluate import evaluate
+from nbtools.train.guards import check_interval, nan_policy_stop
+from nbtools.train.loader import TrainBatches, epoch_seed, make_loader
+from nbtools.train.optim import apply_unfreeze, group_names, sync_trainable, train_mode
+from nbtools.train.state import TrainState
+
+
+def report(run: Run, progress, findings: list[Finding | None]) -> None:
+    """Record findings (a repeated code updates its evidence) and show the new ones."""
+    for f in findings:
+        if f is not None and run.add_finding(f):
+            progress.finding(f)
+
+
+def _to_device(batch, device: torch.device, where: str):
+    if not isinstance(batch, (list, tuple)) or len(batch) != 2:
+        raise TypeError(f"fit expects each sample to be (input, label); {where} gave {type(batch).__name__}")
+    x, y = batch
+    return x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+
+
+def train_epoch(
+    st: TrainState, data, loss_fn, n_batches, batch_transform, telemetry, progress, device, check_inputs
+) -> list:
+    """Train from batch st.batch to the end of epoch st.epoch (or until a guard stops the run).
+    Returns the last step's micro-batches. check_inputs: look at the first batch's range (once per fit)."""
+    cfg, run, model, dist = st.cfg, st.run, st.model, st.dist
+    if apply_unfreeze(model, cfg, st.epoch):
+        sync_trainable(st.optimizer, model, cfg)
+        progress.message(f"epoch {st.epoch}: unfroze {cfg.unfreeze[st.epoch]}")
+    forward_model = dist.wrap(model)  # DDP reduces only what is trainable when it is built
+    train_mode(model, cfg, st.epoch)
+    sampler = TrainBatches(len(data), cfg.batch_size, cfg.seed, st.epoch, dist.rank, dist.world, st.batch)
+    loader_seed = epoch_seed(cfg.seed, st.epoch, stream=1 + dist.rank)
+    batches = iter(make_loader(data, sampler, cfg.num_workers, device.type == "cuda", loader_seed))
+    telemetry.start_interval(model)
+    progress.start_epoch(st.epoch, n_batches, st.batch)
+    last_save = (time.monotonic(), st.step)
+    micro: list = []
+    while st.batch < n_batches and run.stop is None:
+        micro = []
+        for i in range(min(cfg.grad_accum, n_batches - st.batch)):
+            x, y = _to_device(next(batches), device, f"training batch {st.batch + i} of epoch {st.epoch}")
+            micro.append(batch_transform(x, y) if batch_transform is not None else (x, y))
+        if check_inputs:  # one host sync, once
+            report(run, progress, [input_range(micro[0][0], st.epoch, st.step + 1)])
+            check_inputs = False
+        result = train_step(forward_model, micro, loss_fn, st.optimizer, st.precision, cfg.clip_norm, dist)
+        st.scheduler.step()
+        if st.ema is not None:
+            update_ema(st.ema, model)
+        st.step, st.batch = st.step + 1, st.batch + len(micro)
+        telemetry.record(result)
+        progress.batches_done(len(micro))
+        if cfg.nan_policy == "raise" and result.bad.item():
+            run.stop = nan_policy_stop(st.step)
+        if len(telemetry) == cfg.log_every or st.batch == n_batches or run.stop is not None:
+            scale = st.precision.scaler.get_scale() if st.precision.scaler.is_enabled() else None
+            record = telemetry.flush(model, st.epoch, st.step, st.scheduler.get_last_lr(), scale)
+            run.steps.append(record)
+            progress.interval(record)
+            decision = check_interval(run, record, st.precision.mode, st.bad_streak, st.amp_window)
+            st.bad_streak, st.amp_window = decision.bad_streak, decision.amp_window
+            if decision.fall_back_to_fp32 is not None:
+                st.precision.fall_back_to_fp32(decision.fall_back_to_fp32)
+            report(run, progress, [*decision.findings, *rules.step_findings(run)])
+            run.stop = run.stop or decision.stop
+            every = cfg.checkpoint_every_steps
+            minutes = cfg.checkpoint_every_minutes
+            due = (every and st.step - last_save[1] >= every) or (
+                minutes and time.monotonic() - last_save[0] >= 60 * minutes
+            )
+            if dist.agree(bool(due)) and st.batch < n_batches and run.stop is None:
+                state = st.to_checkpoint()
+                if dist.is_main:
+                    save_atomic(state, st.run.run_dir / mid_epoch_name(st.epoch, st.step))
+                last_save = (time.monotonic(), st.step)
+    return micro
+
+
+def end_epoch(st: TrainState, val_loader, loss_fn, run_dir: Path, t_epoch: float) -> None:
+    """Validate, track the best epochs, check early stopping, write the epoch checkpoint and metrics."""
+    cfg, run, epoch, dist = st.cfg, st.run, st.epoch, st.dist
+    # The epoch's train loss from its telemetry intervals (mean over good steps), so a mid-epoch
+    # resume reports the same number as a straight run.
+    intervals = [(r["loss"], r["steps"] - r["skipped"]) for r in run.steps if r["epoch"] == epoch]
+    n_good = sum(n for _, n in intervals)
+    record = {
+        "epoch": epoch,
+        "step": st.step,
+        "train_loss": sum(loss * n for loss, n in intervals if n) / n_good if n_good else None,
+        "skipped": sum(r["skipped"] for r in run.steps if r["epoch"] == epoch),
+        "lr": dict(zip(group_names(cfg), st.scheduler.get_last_lr())),
+    }
+    metrics, logits, targets = evaluate(st.model, val_loader, st.precision, loss_fn, cfg.threshold, dist=dist)
+    record.update(metrics)
+    if st.ema is not None:
+        ema = evaluate(st.ema.module, val_loader, st.precision, loss_fn, cfg.threshold, "ema_val_", dist)
+        record.update(ema[0])
+    record["seconds"] = time.perf_counter() - t_epoch
+    run.history.append(record)
+    save = dist.is_main
+    if st.early.improved(record[cfg.monitor]):
+        run.best_epoch = epoch
+        if save:
+            save_atomic(st.model.state_dict(), run_dir / BEST_FILE)
+            save_atomic({"epoch": epoch, "logits": logits, "targets": targets}, run_dir / BEST_VAL_FILE)
+    if st.early.update(record[cfg.monitor], epoch):
+        run.stop = Stop(
+            "early-stop",
+            f"early stopping: {cfg.monitor} did not improve by more than {cfg.min_delta} for {cfg.patience} "
+            f"epochs (best {st.early.best:.4g} at epoch {st.early.best_epoch})",
+        )
+    if st.ema_best is not None:
+        if st.ema_best.improved(record["ema_" + cfg.monitor]):
+            run.best_ema_epoch = epoch
+            if save:
+                save_atomic(st.ema.module.state_dict(), run_dir / BEST_EMA_FILE)
+        st.ema_best.update(record["ema_" + cfg.monitor], epoch)
+    st.epoch, st.batch = epoch + 1, 0
+    state = st.to_checkpoint()
+    if save:
+        save_atomic(state, run_dir / epoch_name(epoch))
+        prune_checkpoints(run_dir, cfg.keep_last)
+        run.save()

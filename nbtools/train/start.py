@@ -1,0 +1,75 @@
+"""How `fit` begins: a new run in an empty (or overwritten) run folder, or a run resumed from one of
+its checkpoints. "Run all" after a disconnect must never train over a run: that is refused here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from nbtools.atomic import remove_stale_temp_files
+from nbtools.config import TrainConfig
+from nbtools.env import seed_everything
+from nbtools.runs import (
+    Run,
+    RunExistsError,
+    describe_epochs,
+    find_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+)
+from nbtools.runs.files import RUN_FILES
+from nbtools.step import Distributed
+from nbtools.train.state import TrainState
+
+
+def prepare_run_dir(run_dir: Path, resume, overwrite: bool, dist: Distributed) -> None:
+    """Refuse to start a new run over checkpoints (unless `overwrite`), delete the old run's files
+    when overwriting, create the folder, and remove temp files a killed process left behind."""
+    found = list_checkpoints(run_dir)
+    if found and resume is None and not overwrite:
+        raise RunExistsError(
+            f"{run_dir} already holds a run ({describe_epochs(found)}, newest {found[-1].path.name}); "
+            f'fit will not train over it. Choose one: resume="latest" (or an epoch number) to continue it '
+            f"(in the notebooks: run 04_resume), a new run_dir to start another, or overwrite=True to delete "
+            f"it and start again."
+        )
+    if dist.is_main:
+        if overwrite and resume is None:
+            for pattern in RUN_FILES:
+                for p in run_dir.glob(pattern):
+                    p.unlink()
+        run_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_temp_files(run_dir)
+    dist.barrier()
+
+
+def start(
+    model: nn.Module,
+    cfg: TrainConfig,
+    run_dir: Path,
+    resume,
+    device: torch.device,
+    steps_per_epoch: int,
+    progress,
+    dist: Distributed,
+) -> tuple[TrainState, dict | None]:
+    """A fresh TrainState, or one restored from a checkpoint, and that checkpoint (its RNG states are
+    restored last, by the caller, just before the first batch)."""
+    if resume is None:
+        seed_everything(cfg.seed + dist.rank)
+        return TrainState.create(cfg, model, device, steps_per_epoch, Run(run_dir, cfg), dist), None
+    info = find_checkpoint(run_dir, resume)
+    checkpoint = load_checkpoint(info.path)
+    run = Run.from_dict(run_dir, checkpoint["run"], config=cfg)
+    run.stop = None
+    st = TrainState.create(cfg, model, device, steps_per_epoch, run, dist)
+    changes = st.load_checkpoint(checkpoint).diff(cfg)
+    where = f"epoch {st.epoch - 1}" + (f" + {st.batch} batches" if st.batch else "")
+    progress.message(f"resuming {run_dir} from {info.path.name} ({where}, step {st.step})")
+    if changes:
+        run.config_changes.append({"epoch": st.epoch - 1, "step": st.step, "changes": changes})
+        for k, (a, b) in changes.items():
+            progress.message(f"  config change: {k}: {a!r} -> {b!r}")
+    return st, checkpoint
