@@ -201,3 +201,21 @@ def test_fp16_without_fallback_stops_instead_of_freezing(tmp_path):
 
 def test_bf16_never_uses_a_scaler():
     assert not Precision("bf16", "cpu").scaler.is_enabled() and Precision("fp16", "cpu").scaler.is_enabled()
+
+
+def test_gradients_left_by_a_step_cut_short_are_not_added_into_the_next():
+    """A stop between backward and the optimizer (the stop button, an exception) leaves .grad behind;
+    the next train_step clears it first, so a resumed step equals a clean one."""
+    x, y = NoisyBlobs(n=8, augment=False)[0:8]
+    runs = []
+    for leftover in (False, True):
+        torch.manual_seed(0)
+        model = small_cnn()
+        opt = build_optimizer(model, nbt.TrainConfig(lr=1e-2))
+        if leftover:  # the interrupted step's gradients (eval: BatchNorm statistics stay as they are)
+            nn.CrossEntropyLoss()(model.eval()(x * 3), 1 - y).backward()
+            model.train()
+        torch.manual_seed(1)  # the same dropout mask either way
+        train_step(model, [(x, y)], nn.CrossEntropyLoss(), opt, Precision("fp32", "cpu"), 1.0)
+        runs.append(copy.deepcopy(model.state_dict()))
+    assert_same(runs[0], runs[1])

@@ -1,5 +1,10 @@
 """One optimizer step: forward and backward over the accumulated micro-batches, clip, then step
-unless anything was non-finite. One code path for every precision, and no host sync."""
+unless anything was non-finite. One code path for every precision, and no host sync.
+
+Gradients are cleared when a step starts, not when it ends: a step cut short between backward and
+the optimizer (a KeyboardInterrupt, an exception in a batch transform) leaves nothing behind that the
+next step would add in, and after a step `.grad` holds its (unscaled, clipped) gradients for
+whoever wants to look at them (the gradient heatmap)."""
 
 from __future__ import annotations
 
@@ -60,6 +65,7 @@ def train_step(
     dist: Distributed = SINGLE_PROCESS,
 ) -> StepResult:
     """`model` is what runs forward (the DDP wrapper under torchrun); `optimizer` holds its parameters."""
+    model.zero_grad(set_to_none=True)
     # A NaN batch must not poison BatchNorm's running statistics: keep them to put back on a skip.
     buffers = list(model.buffers())
     saved = [b.clone() for b in buffers]
@@ -83,5 +89,4 @@ def train_step(
     for b, s in zip(buffers, saved):
         b.copy_(torch.where(bad, s, b))
     dist.broadcast_buffers(model)
-    optimizer.zero_grad(set_to_none=True)
     return StepResult(loss_sum, bad, grad_norm, group_norms)
