@@ -106,3 +106,29 @@ def test_find_lr_diverges_and_stops_early():
     assert len(res.lrs) < 80 and res.stopped.startswith(("diverged", "non-finite")), res
     with pytest.raises(ValueError, match="start_lr"):
         nbt.find_lr(small_cnn(), NoisyBlobs(), nn.CrossEntropyLoss(), start_lr=1.0, end_lr=0.1)
+
+
+def autocast_probe(seen: list) -> nn.Module:
+    """small_cnn recording, at each forward, the autocast dtype (None when off). The hook is a
+    closure, so the deep copies the diagnostics train record into the same list."""
+    model = small_cnn()
+    model.register_forward_pre_hook(
+        lambda m, args: seen.append(
+            torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None
+        )
+    )
+    return model
+
+
+@pytest.mark.parametrize("precision, dtype", [("fp32", None), ("bf16", torch.bfloat16)])
+def test_find_lr_and_the_heatmap_take_fits_precision_path(precision, dtype):
+    seen: list = []
+    res = nbt.find_lr(
+        autocast_probe(seen), NoisyBlobs(n=64), nn.CrossEntropyLoss(), steps=5, precision=precision
+    )
+    assert len(res.lrs) == 5 and len(seen) == 5 and set(seen) == {dtype}
+    seen.clear()
+    nbt.viz.grad_heatmap(
+        autocast_probe(seen), NoisyBlobs(), nn.CrossEntropyLoss(), steps=3, precision=precision
+    )
+    assert len(seen) == 3 and set(seen) == {dtype}

@@ -29,7 +29,7 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from nbtools.diagnose.sandbox import batches, isolated, model_device, preserved_rng
-from nbtools.step import as_float32
+from nbtools.step import Precision, train_step
 
 
 @dataclass(frozen=True)
@@ -97,8 +97,11 @@ def find_lr(
     smooth: float = 0.98,
     diverge: float = 4.0,
     seed: int = 0,
+    precision: str = "fp32",
 ) -> LRFinderResult:
     """Run the LR range test; `data` is a Dataset, a DataLoader or an iterable of (x, y) batches.
+    Each step is `fit`'s step (nbtools.step.train_step) in `precision` ("fp32", "bf16", "fp16" or
+    "auto", as TrainConfig.precision), without clipping.
 
     >>> res = nbt.find_lr(model, train_ds, loss_fn)   # doctest: +SKIP
     >>> res.suggestion, res.figure()                   # in a notebook `res` alone shows the plot
@@ -114,6 +117,7 @@ def find_lr(
     work.train()
     if opt is None:
         opt = torch.optim.Adam([p for p in work.parameters() if p.requires_grad], lr=start_lr)
+    prec = Precision(precision, device)
     growth = (end_lr / start_lr) ** (1 / (steps - 1))
     lrs, losses, smoothed = [], [], []
     avg, best, stopped = 0.0, math.inf, f"reached end_lr {end_lr:g}"
@@ -122,8 +126,9 @@ def find_lr(
             lr = start_lr * growth**i
             for group in opt.param_groups:
                 group["lr"] = lr
-            loss = loss_fn(as_float32(work(x)), y)
-            value = loss.item()
+            # The loss before this step's update, as the range test wants; the update of a step that
+            # ends the test happens on the copy only.
+            value = train_step(work, [(x, y)], loss_fn, opt, prec, clip_norm=None).loss.item()
             if not math.isfinite(value):
                 stopped = f"non-finite loss at lr {lr:.2g}"
                 break
@@ -135,9 +140,6 @@ def find_lr(
             if smoothed[-1] > diverge * best:
                 stopped = f"diverged at lr {lr:.2g}"
                 break
-            loss.backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
     if not smoothed:
         return LRFinderResult(lrs, losses, smoothed, None, None, None, stopped)
     min_lr = lrs[int(np.argmin(smoothed))]

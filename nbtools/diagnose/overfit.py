@@ -26,7 +26,7 @@ from torch.nn.modules.dropout import _DropoutNd
 
 from nbtools.diagnose.sandbox import isolated, model_device, preserved_rng
 from nbtools.losses import main_output
-from nbtools.step import as_float32
+from nbtools.step import Precision, as_float32, train_step
 
 OVERFIT_RATIO, OVERFIT_ABS = 0.1, 1e-3
 
@@ -94,24 +94,20 @@ def overfit_batch(
             m.eval()
     params = [p for p in work.parameters() if p.requires_grad]
 
-    def loss_of() -> torch.Tensor:
-        out = work(x)
-        return loss_fn(as_float32(main_output(out) if main_only else out), y)
+    def main_loss(outputs, targets) -> torch.Tensor:
+        return loss_fn(main_output(outputs) if main_only else outputs, targets)
 
     losses: list[float] = []
     with preserved_rng(device):
         if params:
-            opt = torch.optim.Adam(params, lr=lr)
+            # fit's step in fp32, without clipping: the loss it returns is the one before the update
+            opt, fp32 = torch.optim.Adam(params, lr=lr), Precision("fp32", device)
             for _ in range(steps):
-                loss = loss_of()
-                losses.append(loss.item())
+                losses.append(train_step(work, [(x, y)], main_loss, opt, fp32, clip_norm=None).loss.item())
                 if not math.isfinite(losses[-1]):
                     break
-                loss.backward()
-                opt.step()
-                opt.zero_grad(set_to_none=True)
         with torch.no_grad():
-            last = loss_of().item()
+            last = main_loss(as_float32(work(x)), y).item()
     first = losses[0] if losses else last
     with torch.no_grad():
         sq = [torch.sum((a.float() - b.float()) ** 2) for a, b in zip(work.parameters(), model.parameters())]

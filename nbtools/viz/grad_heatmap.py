@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from nbtools.diagnose.sandbox import batches, isolated, model_device, preserved_rng
-from nbtools.step import as_float32
+from nbtools.step import Precision, train_step
 
 
 @dataclass(frozen=True)
@@ -59,9 +59,12 @@ def grad_heatmap(
     lr: float = 1e-3,
     batch_size: int = 8,
     seed: int = 0,
+    precision: str = "fp32",
 ) -> GradHeatmap:
     """Gradient norm of every layer over `steps` training steps of a copy of `model`; `data` is a
     Dataset, a DataLoader or an iterable of (x, y) batches. lr is used only without `optimizer`.
+    Each step is `fit`'s step (nbtools.step.train_step) in `precision` (as TrainConfig.precision),
+    without clipping; the norms are of the unscaled gradients it stepped with.
 
     >>> nbt.viz.grad_heatmap(model, train_ds, loss_fn, steps=30)   # doctest: +SKIP  (shows the heatmap)
     """
@@ -74,11 +77,11 @@ def grad_heatmap(
         opt = torch.optim.Adam([p for p in work.parameters() if p.requires_grad], lr=lr)
     layers = [(n, list(m.parameters(recurse=False))) for n, m in work.named_modules()]
     layers = [(n or "(model)", ps) for n, ps in layers if ps]
-    columns = []
+    prec, columns = Precision(precision, device), []
     with preserved_rng(device):
         for _, (x, y) in zip(range(steps), batches(data, batch_size, seed, device)):
-            loss = loss_fn(as_float32(work(x)), y)
-            loss.backward()
+            # train_step leaves the step's gradients in .grad (it clears them when the next one starts)
+            loss = train_step(work, [(x, y)], loss_fn, opt, prec, clip_norm=None).loss
             nan = torch.full((), float("nan"), device=device)
             norms = [
                 torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
@@ -86,8 +89,6 @@ def grad_heatmap(
                 else nan
                 for _, ps in layers
             ]
-            columns.append(torch.stack([loss.detach(), *norms]).tolist())  # one host sync per step
-            opt.step()
-            opt.zero_grad(set_to_none=True)
+            columns.append(torch.stack([loss, *norms]).tolist())  # one host sync per step
     values = np.asarray(columns, dtype=np.float64)
     return GradHeatmap([n for n, _ in layers], values[:, 1:].T, values[:, 0].tolist())
