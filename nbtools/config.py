@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nbtools.atomic import replace_atomic
 from nbtools.env import PRECISIONS
 
 log = logging.getLogger(__name__)
@@ -81,7 +82,7 @@ class TrainConfig:
     def to_json(self, path: str | Path | None = None) -> str:
         text = json.dumps(self.to_dict(), indent=2, sort_keys=True)
         if path is not None:
-            Path(path).write_text(text + "\n")
+            replace_atomic(path, lambda f: f.write((text + "\n").encode()))
         return text
 
     @classmethod

@@ -98,3 +98,17 @@ def test_jsonable_converts_numpy_and_torch_and_nan():
     }
     with pytest.raises(TypeError, match="cannot store object"):
         to_jsonable({"x": object()})
+
+
+def test_config_json_is_written_atomically(tmp_path, monkeypatch):
+    path = tmp_path / "config.json"
+    nbt.TrainConfig(epochs=3).to_json(path)
+
+    def cut(src, dst):  # the process dies at the last moment of the write
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("nbtools.atomic.os.replace", cut)
+    with pytest.raises(KeyboardInterrupt):
+        nbt.TrainConfig(epochs=7).to_json(path)
+    assert nbt.TrainConfig.from_json(path).epochs == 3  # the old file, whole
+    assert [p.name for p in tmp_path.iterdir()] == ["config.json"]  # no temp file left
