@@ -95,6 +95,8 @@ def test_torchvision_state_dict_loads_from_a_file(tmp_path, capsys):
     assert rep.loaded == rep.total == len(model.backbone.state_dict())
     assert "loaded" in capsys.readouterr().out
     assert torch.equal(model.backbone.layer2[0].conv1.weight, reference.layer2[0].conv1.weight)
+    quiet = nbt.models.resnet2d_attention("resnet18", num_classes=1, weights=path, verbose=False)
+    assert capsys.readouterr().out == "" and quiet.load_report.loaded == rep.loaded
 
     # The backbone computes what torchvision's ResNet computes before its pooling.
     reference.eval(), model.eval()

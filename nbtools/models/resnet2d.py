@@ -11,6 +11,7 @@ rate and `TrainConfig.unfreeze` addresses backbone stages by their torchvision n
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections import OrderedDict
@@ -24,6 +25,8 @@ from torch import nn
 from nbtools.models.attention import ATTENTIONS, attention_block
 from nbtools.models.imagenet import WEIGHTS, cached_file, imagenet_state_dict
 from nbtools.models.pretrained import LoadReport, load_pretrained
+
+log = logging.getLogger(__name__)
 
 BACKBONES = tuple(WEIGHTS)
 _BACKBONE_PARTS = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
@@ -60,6 +63,7 @@ def resnet2d_attention(
     attention: str | None = "se",
     dropout: float = 0.0,
     prior: float | Sequence[float] | None = None,
+    verbose: bool = True,
 ) -> ResNet2dAttention:
     """A torchvision ResNet with an attention block and a classifier: (B, 3, H, W) -> (B, num_classes) logits.
 
@@ -68,8 +72,8 @@ def resnet2d_attention(
     weights: None (random init); "imagenet" (torchvision's IMAGENET1K_V1, from torch.hub's cache or
         downloaded; offline this raises a RuntimeError saying which file to copy where); or a path to a
         state dict such as torchvision's ``resnet18-f37072fd.pth``, loaded into the backbone with
-        `load_pretrained` (its ``fc.*`` is reported as unexpected and ignored). The report is printed
-        and kept as ``model.load_report``. To load a whole fine-tuned model, call
+        `load_pretrained` (its ``fc.*`` is reported as unexpected and ignored). The report is kept as
+        ``model.load_report`` and printed when `verbose` (logged at INFO otherwise), as `load_pretrained` does. To load a whole fine-tuned model, call
         ``load_pretrained(model, "best.pt")`` yourself.
     attention: "se" (Squeeze-and-Excitation), "cbam" (channel + spatial) or None (no block and no
         "attention" parameter group).
@@ -101,7 +105,7 @@ def resnet2d_attention(
             nn.init.normal_(fc.weight, std=0.01)
             fc.bias.copy_(bias)
     if weights is not None:
-        model.load_report = _load_backbone(model.backbone, backbone, weights)
+        model.load_report = _load_backbone(model.backbone, backbone, weights, verbose)
     return model
 
 
@@ -120,12 +124,15 @@ def _prior_bias(prior: float | Sequence[float], num_classes: int) -> torch.Tenso
     return (p / p.sum()).log().float()
 
 
-def _load_backbone(part: nn.Module, backbone: str, weights: str | os.PathLike) -> LoadReport:
+def _load_backbone(part: nn.Module, backbone: str, weights: str | os.PathLike, verbose: bool) -> LoadReport:
     if isinstance(weights, str) and weights == "imagenet":
         state = imagenet_state_dict(backbone)
         report = load_pretrained(part, state, verbose=False)
         report.source = f"torchvision {WEIGHTS[backbone]} ({cached_file(backbone)})"
-        print(report)
+        if verbose:
+            print(report)
+        else:
+            log.info("%s", report)
         return report
     if not isinstance(weights, (str, os.PathLike)):
         raise TypeError(f"weights must be None, 'imagenet' or a file path, got {type(weights).__name__}")
@@ -135,4 +142,4 @@ def _load_backbone(part: nn.Module, backbone: str, weights: str | os.PathLike) -
             f"path of a copy of {cached_file(backbone).name} (torch.hub keeps it in "
             "~/.cache/torch/hub/checkpoints/ on a machine that downloaded it)"
         )
-    return load_pretrained(part, weights)
+    return load_pretrained(part, weights, verbose=verbose)
