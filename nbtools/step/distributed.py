@@ -15,6 +15,7 @@ LOCAL_RANK set) it joins the process group (NCCL on GPUs, gloo on CPU) and:
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import os
@@ -26,6 +27,11 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 log = logging.getLogger(__name__)
+
+
+def _leave_process_group() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def launched_by_torchrun() -> bool:
@@ -48,6 +54,9 @@ class Distributed:
             if torch.cuda.is_available():
                 torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
             dist.init_process_group(backend)
+            # We joined it, so we leave it: a process that exits with the group's threads still running
+            # can abort in their destructors ("terminate called without an active exception").
+            atexit.register(_leave_process_group)
             log.info(
                 "joined process group: rank %d of %d (%s)", dist.get_rank(), dist.get_world_size(), backend
             )
