@@ -1,0 +1,39 @@
+"""The run record and its folder: `Run`, `Finding`, `Stop`, the checkpoints, the metrics, the file names.
+
+Everything that reads a run (`fit`, the doctor, the figures, the resume notebook) reads it through
+this package, which imports none of them.
+"""
+
+from nbtools.runs.checkpoints import (
+    CheckpointError,
+    CheckpointInfo,
+    CheckpointList,
+    describe_epochs,
+    find_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    prune_checkpoints,
+)
+from nbtools.runs.findings import Finding
+from nbtools.runs.metrics import classification_metrics, probabilities
+from nbtools.runs.run import NonFiniteError, Run, RunExistsError
+from nbtools.runs.stop import STOP_CODES, Stop
+
+__all__ = [
+    "STOP_CODES",
+    "CheckpointError",
+    "CheckpointInfo",
+    "CheckpointList",
+    "Finding",
+    "NonFiniteError",
+    "Run",
+    "RunExistsError",
+    "Stop",
+    "classification_metrics",
+    "describe_epochs",
+    "find_checkpoint",
+    "list_checkpoints",
+    "load_checkpoint",
+    "probabilities",
+    "prune_checkpoints",
+]

@@ -1,0 +1,47 @@
+"""The names of the files in a run folder, in one place: whoever writes or reads one uses these.
+
+    config.json                 the TrainConfig of the latest session (JSON round-trip)
+    metrics.json                history, telemetry, findings, the stop, config changes, meta
+    epoch_026.pt                full training state after epoch 26
+    epoch_027_step_0001234.pt   full training state inside epoch 27, after optimizer step 1234
+    best.pt, best_ema.pt        model weights only, at the best epoch (of the EMA copy)
+    last.pt                     model weights only, written when `fit` returns
+    best_val.pt                 validation logits and targets at the best epoch (report figures)
+    *.png                       curves and report figures
+"""
+
+from __future__ import annotations
+
+import re
+
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.json"
+BEST_FILE = "best.pt"
+BEST_EMA_FILE = "best_ema.pt"
+LAST_FILE = "last.pt"
+BEST_VAL_FILE = "best_val.pt"
+LOSS_CURVE_FILE = "loss_curve.png"
+LEARNING_CURVES_FILE = "learning_curves.png"
+
+CHECKPOINT_GLOB = "epoch_*.pt"
+CHECKPOINT_NAME = re.compile(r"^epoch_(\d{3,})(?:_step_(\d{7,}))?\.pt$")
+
+# What `fit(..., overwrite=True)` deletes: everything a run writes, nothing else in the folder.
+RUN_FILES = (
+    CHECKPOINT_GLOB,
+    BEST_FILE,
+    BEST_EMA_FILE,
+    LAST_FILE,
+    BEST_VAL_FILE,
+    METRICS_FILE,
+    CONFIG_FILE,
+    "*.png",
+)
+
+
+def epoch_name(epoch: int) -> str:
+    return f"epoch_{epoch:03d}.pt"
+
+
+def mid_epoch_name(epoch: int, step: int) -> str:
+    return f"epoch_{epoch:03d}_step_{step:07d}.pt"

@@ -1,0 +1,51 @@
+"""Why a run ended before its last epoch: a code to branch on and a message to show.
+
+Code decides behaviour (whether `fit` raises, which doctor rule applies); the message is for people
+and may be reworded freely. Codes:
+
+    nonfinite    non-finite losses or gradients kept coming (max_bad_steps in a row, or nan_policy="raise")
+    amp          fp16 loss scaling kept skipping steps or froze the weights, and amp_fallback was off
+    early-stop   the monitored metric stopped improving (patience, min_delta, min_epochs)
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+STOP_CODES = ("nonfinite", "amp", "early-stop")
+RAISING_CODES = ("nonfinite", "amp")  # `fit` raises NonFiniteError after saving the run
+
+
+@dataclass(frozen=True)
+class Stop:
+    code: str  # one of STOP_CODES
+    message: str
+
+    def __post_init__(self) -> None:
+        if self.code not in STOP_CODES:
+            raise ValueError(f"stop code must be one of {', '.join(STOP_CODES)}, got {self.code!r}")
+
+    def __str__(self) -> str:
+        return self.message
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> Stop | None:
+        return None if d is None else cls(d["code"], d["message"])
+
+
+# metrics.json and checkpoints written before stop codes existed kept only the sentence; these are
+# the openings those versions wrote, read once when such a file is loaded.
+_LEGACY_OPENINGS = (("early stopping", "early-stop"), ("non-finite fp16", "amp"), ("non-finite", "nonfinite"))
+
+
+def from_legacy_text(text: str) -> Stop | None:
+    """The Stop of an old `stopped` sentence ("" = the run was not stopped)."""
+    if not text:
+        return None
+    code = next((c for opening, c in _LEGACY_OPENINGS if text.startswith(opening)), None)
+    if code is None:
+        raise ValueError(f"unrecognised stop reason in an old run file: {text!r}")
+    return Stop(code, text)
