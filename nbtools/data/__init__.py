@@ -7,7 +7,8 @@ from nbtools.data.augment3d import Augment3D
 from nbtools.data.augreport import AugIssue, AugReport
 from nbtools.data.cache import VolumeCache
 from nbtools.data.documents import SyntheticDocuments
-from nbtools.data.folders import VolumeFolder, image_folder
+from nbtools.data.folders import VolumeFolder
+from nbtools.data.images import ImageFolder, ImageReadError, image_folder
 from nbtools.data.report import DataIssue, DataReport
 from nbtools.data.splits import kfold
 from nbtools.data.synthetic import SyntheticVolumes
@@ -21,6 +22,8 @@ __all__ = [
     "Augment3D",
     "DataIssue",
     "DataReport",
+    "ImageFolder",
+    "ImageReadError",
     "SyntheticDocuments",
     "SyntheticVolumes",
     "VolumeCache",
