@@ -7,6 +7,7 @@ from nbtools.data.augment3d import Augment3D
 from nbtools.data.augreport import AugIssue, AugReport
 from nbtools.data.cache import VolumeCache
 from nbtools.data.documents import SyntheticDocuments
+from nbtools.data.fingerprint import DataChange, compare_fingerprints, data_fingerprint
 from nbtools.data.folders import VolumeFolder
 from nbtools.data.images import ImageFolder, ImageReadError, image_folder
 from nbtools.data.report import DataIssue, DataReport
@@ -20,6 +21,7 @@ __all__ = [
     "AugIssue",
     "AugReport",
     "Augment3D",
+    "DataChange",
     "DataIssue",
     "DataReport",
     "ImageFolder",
@@ -30,6 +32,8 @@ __all__ = [
     "VolumeFolder",
     "VolumeReadError",
     "check_augmentation",
+    "compare_fingerprints",
+    "data_fingerprint",
     "document_augmentation",
     "image_folder",
     "kfold",
