@@ -11,7 +11,7 @@ from nbtools.data.fingerprint import DataChange, compare_fingerprints, data_fing
 from nbtools.data.folders import VolumeFolder
 from nbtools.data.images import ImageFolder, ImageReadError, image_folder
 from nbtools.data.report import DataIssue, DataReport
-from nbtools.data.splits import kfold
+from nbtools.data.splits import holdout_split, kfold
 from nbtools.data.synthetic import SyntheticVolumes
 from nbtools.data.validate import validate_dataset
 from nbtools.data.volumes import VolumeReadError
@@ -35,6 +35,7 @@ __all__ = [
     "compare_fingerprints",
     "data_fingerprint",
     "document_augmentation",
+    "holdout_split",
     "image_folder",
     "kfold",
     "validate_dataset",
