@@ -114,6 +114,8 @@ def test_truncated_png_is_named_with_the_fix(pages):
     with pytest.raises(ImageReadError, match=r"cannot read .*c\.png .*export it again, or remove it") as e:
         ds[0]
     assert isinstance(e.value, OSError)
+    rep = nbt.validate_dataset(ImageFolder(pages, size=16, raw=False), max_abs=None)
+    assert rep.paths("read") == [str(path)] and "c.png): read: reading it raised ImageReadError" in str(rep)
     (pages / "forged" / "d.png").write_bytes(b"not a png at all")
     with pytest.raises(ImageReadError, match=r"d\.png \(UnidentifiedImageError"):
         ImageFolder(pages, size=16)[1]
