@@ -1,5 +1,6 @@
 """VolumeFolder and image_folder: .npy/.npz/.nii.gz load with the right labels and shapes, preprocessing
-does what it says, and bad layouts, files and CSV rows are named in the error."""
+does what it says, bad layouts, files and CSV rows are named in the error; unlabelled sources for
+prediction, and classes pinned to a training run's."""
 
 import math
 import sys
@@ -23,10 +24,15 @@ def _npy(path, arr):
     return path
 
 
+AFFINE = np.array(
+    [[1.5, 0, 0, -90.0], [0, 1.5, 0, -120.0], [0, 0, 3.0, 40.0], [0, 0, 0, 1]]
+)  # spacing, origin
+
+
 def _nii(path, arr):
     nib = pytest.importorskip("nibabel")
     path.parent.mkdir(parents=True, exist_ok=True)
-    nib.Nifti1Image(arr, np.eye(4)).to_filename(str(path))
+    nib.Nifti1Image(arr, AFFINE).to_filename(str(path))
     return path
 
 
@@ -183,3 +189,110 @@ def test_image_folder_gives_uint8_hwc_for_albumentations(tmp_path):
     assert x.shape == (20, 30, 3) and x.dtype == np.float32 and np.allclose(x, 200 / 255)
     with pytest.raises(FileNotFoundError, match="nowhere is not a folder"):
         nbt.data.image_folder(tmp_path / "nowhere")
+
+
+# --- unlabelled sources, pinned classes, CSV rules (issue 12) and read errors (issue 14)
+
+
+def test_nifti_class_folders_and_csv_with_names_and_ints_agree(tmp_path):
+    for cls, names in (("negative", ("a", "b")), ("positive", ("c",))):
+        for i, name in enumerate(names):
+            _nii(tmp_path / cls / f"{name}.nii.gz", _vol(seed=10 * len(cls) + i))
+    folders = VolumeFolder(tmp_path, shape=(8, 8, 8))
+    assert folders.labeled and folders.classes == ["negative", "positive"]
+    (tmp_path / "names.csv").write_text(
+        "path,label\nnegative/a.nii.gz,negative\npositive/c.nii.gz,positive\nnegative/b.nii.gz,negative\n"
+    )
+    (tmp_path / "ints.csv").write_text(
+        "path,label\nnegative/a.nii.gz,0\npositive/c.nii.gz,1\nnegative/b.nii.gz,0\n"
+    )
+    by_name = VolumeFolder(tmp_path, shape=(8, 8, 8), csv="names.csv")
+    by_int = VolumeFolder(tmp_path / "ints.csv", shape=(8, 8, 8))  # the CSV itself as root
+    assert by_name.classes == ["negative", "positive"] and by_int.classes == ["0", "1"]
+    assert by_int.root == tmp_path and by_name.labels.tolist() == by_int.labels.tolist() == [0, 1, 0]
+    assert by_name.labeled and by_int.labeled
+    for ds in (by_name, by_int):
+        x, y = ds[1]
+        ref = folders[folders.paths.index(ds.paths[1])][0]
+        assert y == 1 and torch.equal(x, ref)
+
+
+def test_flat_folder_and_label_free_csv_read_unlabelled_with_auto(tmp_path):
+    _nii(tmp_path / "p1.nii.gz", _vol(seed=1))
+    _npy(tmp_path / "p2.npy", _vol(seed=2))
+    with pytest.raises(ValueError, match=r"holds 2 volume files directly.*labels='auto'"):
+        VolumeFolder(tmp_path, shape=(8, 8, 8))  # training still needs labels
+    ds = VolumeFolder(tmp_path, shape=(8, 8, 8), labels="auto")
+    assert not ds.labeled and ds.classes == [] and ds.labels.tolist() == [-1, -1]
+    assert ds.labels.dtype == np.int64 and [p.name for p in ds.paths] == ["p1.nii.gz", "p2.npy"]
+    x, y = ds[0]
+    assert x.shape == (1, 8, 8, 8) and y == -1
+    assert "unlabelled" in repr(ds)
+    (tmp_path / "new.csv").write_text("path\np2.npy\n")
+    with pytest.raises(ValueError, match=r"needs a header row with columns path,label; found \['path'\]"):
+        VolumeFolder(tmp_path, shape=(8, 8, 8), csv="new.csv")
+    ds = VolumeFolder(tmp_path, shape=(8, 8, 8), csv="new.csv", labels="auto", classes=["neg", "pos"])
+    assert not ds.labeled and ds.labels.tolist() == [-1] and ds.classes == ["neg", "pos"]
+
+
+def test_labels_ignore_reads_every_file_of_class_folders_unlabelled(tmp_path):
+    _npy(tmp_path / "x" / "a.npy", _vol(seed=1))
+    _npy(tmp_path / "y" / "deep" / "b.npy", _vol(seed=2))
+    _npy(tmp_path / "y" / ".ipynb_checkpoints" / "b-checkpoint.npy", _vol(seed=3))  # hidden: never read
+    assert [p.name for p in VolumeFolder(tmp_path, shape=(8, 8, 8)).paths] == ["a.npy", "b.npy"]
+    ds = VolumeFolder(tmp_path, shape=(8, 8, 8), labels="ignore")
+    assert (
+        not ds.labeled and [p.name for p in ds.paths] == ["a.npy", "b.npy"] and ds.labels.tolist() == [-1, -1]
+    )
+    with pytest.raises(ValueError, match=r"labels must be one of 'required', 'auto', 'ignore', got 'yes'"):
+        VolumeFolder(tmp_path, shape=(8, 8, 8), labels="yes")
+
+
+def test_pinned_classes_map_a_partial_folder_and_name_an_unknown_class(tmp_path):
+    _npy(tmp_path / "val" / "positive" / "a.npy", _vol(seed=1))
+    ds = VolumeFolder(tmp_path / "val", shape=(8, 8, 8), classes=["negative", "positive"])
+    assert ds.classes == ["negative", "positive"] and ds.labels.tolist() == [1]
+    assert VolumeFolder(tmp_path / "val", shape=(8, 8, 8)).labels.tolist() == [0]  # unpinned: its own index
+    _npy(tmp_path / "val" / "tumor" / "b.npy", _vol(seed=2))
+    with pytest.raises(ValueError, match=r"val/tumor is not among the classes \['negative', 'positive'\]"):
+        VolumeFolder(tmp_path / "val", shape=(8, 8, 8), classes=["negative", "positive"])
+    (tmp_path / "val" / "l.csv").write_text("path,label\npositive/a.npy,positive\ntumor/b.npy,tumour\n")
+    with pytest.raises(ValueError, match=r"row 3: label 'tumour' is not among the classes"):
+        VolumeFolder(tmp_path / "val", shape=(8, 8, 8), csv="l.csv", classes=["negative", "positive"])
+    (tmp_path / "val" / "i.csv").write_text("path,label\npositive/a.npy,1\ntumor/b.npy,2\n")
+    with pytest.raises(ValueError, match=r"row 3: label 2 is not an index of the 2 classes"):
+        VolumeFolder(tmp_path / "val", shape=(8, 8, 8), csv="i.csv", classes=["negative", "positive"])
+    with pytest.raises(ValueError, match="classes must name each class once"):
+        VolumeFolder(tmp_path / "val", shape=(8, 8, 8), classes=["a", "a"])
+
+
+def test_csv_paths_relative_to_the_csv_folder_and_conflicting_duplicates(tmp_path):
+    _npy(tmp_path / "lists" / "vols" / "a.npy", _vol(seed=1))
+    _npy(tmp_path / "lists" / "vols" / "b.npy", _vol(seed=2))
+    (tmp_path / "lists" / "l.csv").write_text("path,label\nvols/a.npy,0\nvols/b.npy,1\n")
+    ds = VolumeFolder(tmp_path, shape=(8, 8, 8), csv=tmp_path / "lists" / "l.csv")
+    assert [p.name for p in ds.paths] == ["a.npy", "b.npy"] and ds.root == tmp_path
+    (tmp_path / "lists" / "dup.csv").write_text("path,label\nvols/a.npy,0\nvols/b.npy,1\nvols/a.npy,1\n")
+    with pytest.raises(ValueError, match=r"row 4: vols/a\.npy is labelled '1' here and '0' in row 2"):
+        VolumeFolder(tmp_path / "lists" / "dup.csv", shape=(8, 8, 8))
+    (tmp_path / "lists" / "bom.csv").write_bytes(b"\xef\xbb\xbfpath,label\nvols/a.npy,0\n")  # Excel's BOM
+    assert VolumeFolder(tmp_path / "lists" / "bom.csv", shape=(8, 8, 8)).labels.tolist() == [0]
+
+
+@pytest.mark.parametrize("cut", [200, -40])  # inside the header, inside the gzip stream
+def test_truncated_nifti_is_named_with_the_fix(tmp_path, cut):
+    path = _nii(tmp_path / "a" / "broken.nii.gz", _vol((20, 20, 20), seed=1))
+    path.write_bytes(path.read_bytes()[:cut])
+    with pytest.raises(
+        VolumeReadError, match=r"cannot read .*broken\.nii\.gz .*export it again, or remove it"
+    ):
+        VolumeFolder(tmp_path, shape=(8, 8, 8))[0]
+
+
+@pytest.mark.parametrize("cached", [False, True])
+def test_a_file_deleted_after_listing_is_named(tmp_path, cached):
+    path = _npy(tmp_path / "data" / "a" / "gone.npy", _vol())
+    ds = VolumeFolder(tmp_path / "data", shape=(8, 8, 8), cache_dir=tmp_path / "cache" if cached else None)
+    path.unlink()
+    with pytest.raises(VolumeReadError, match=r"gone\.npy .*(no longer exists|does not exist).*restore it"):
+        ds[0]

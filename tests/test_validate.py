@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
+from torch.utils.data import DataLoader, Dataset, IterableDataset, Subset, get_worker_info
 
 import nbtools as nbt
 
@@ -196,3 +196,94 @@ def test_read_only_memmap_arrays(tmp_path):
     mm = np.load(tmp_path / "x.npy", mmap_mode="r")  # read-only: torch would warn, nothing may break
     assert _found(nbt.validate_dataset(mm)) == {(3, "nan"), (7, "inf"), (11, "extreme")}
     assert _found(nbt.validate_dataset(list(mm))) == {(3, "nan"), (7, "inf"), (11, "extreme")}
+
+
+# --- folder datasets: every unreadable file in one pass, issues that name files (issue 14)
+
+
+def _nii(path, arr):
+    nib = pytest.importorskip("nibabel")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    affine = np.diag([1.5, 1.5, 3.0, 1.0])
+    affine[:3, 3] = (-90.0, -120.0, 40.0)
+    nib.Nifti1Image(arr, affine).to_filename(str(path))
+    return path
+
+
+def test_folder_with_two_unreadable_and_one_wrong_shaped_file_reports_all_three(tmp_path):
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        _nii(tmp_path / ("negative" if i % 2 else "positive") / f"ok{i}.nii.gz", rng.normal(size=(8, 8, 8)))
+    cut = _nii(tmp_path / "negative" / "cut.nii.gz", rng.normal(size=(8, 8, 8)))
+    cut.write_bytes(cut.read_bytes()[:-30])
+    (tmp_path / "positive" / "empty.nii.gz").write_bytes(b"")
+    np.save(tmp_path / "positive" / "slice.npy", rng.normal(size=(8, 8)))  # 2D: not a volume
+    ds = nbt.data.VolumeFolder(tmp_path, shape=(8, 8, 8))
+    rep = nbt.validate_dataset(ds)
+    bad = {ds.paths[i].name for i in rep.indices("read")}
+    assert bad == {"cut.nii.gz", "empty.nii.gz", "slice.npy"} and rep.n == 7
+    assert sorted(rep.paths()) == sorted(str(p) for p in ds.paths if p.name in bad)
+    text = str(rep)
+    assert "3 with issues (read 3)" in text
+    for name in ("cut.nii.gz", "empty.nii.gz", "slice.npy"):
+        assert f"/{name}): read: reading it raised VolumeReadError: " in text, name
+    assert "holds an array of shape (8, 8); expected a 3D volume" in text
+    assert _found(nbt.validate_dataset(ds, num_workers=2)) == _found(rep)  # from worker processes too
+
+
+class Files(Dataset):
+    """Samples with a `.paths`: index 1 raises, index 2 has the wrong shape, index 3 a string label."""
+
+    def __init__(self):
+        self.paths = [f"data/{i}.png" for i in range(5)]
+        self.classes = ["a", "b"]
+
+    def __len__(self):
+        return 5
+
+    def __getitem__(self, i):
+        if i == 1:
+            raise ValueError("broken PNG chunk")
+        x = torch.zeros(3, 4, 5) if i == 2 else torch.zeros(3, 4, 4)
+        return x, {3: "cat", 4: 2}.get(i, 0)
+
+
+def test_issues_name_files_through_subsets_and_wrappers():
+    rep = nbt.validate_dataset(Files())  # num_classes from .classes: label 2 is out of range
+    assert {(i.index, i.kind, i.path) for i in rep.issues} == {
+        (1, "read", "data/1.png"),
+        (2, "shape", "data/2.png"),
+        (3, "label", "data/3.png"),
+        (4, "label", "data/4.png"),
+    }
+    assert "index 1 (data/1.png): read: reading it raised ValueError: broken PNG chunk" in str(rep)
+    sub = nbt.validate_dataset(Subset(Files(), [4, 2, 0]))
+    assert {(i.index, i.kind, i.path) for i in sub.issues} == {
+        (0, "label", "data/4.png"),
+        (1, "shape", "data/2.png"),
+    }
+    wrapped = nbt.validate_dataset(DataLoader(Files(), batch_size=2))
+    assert {i.path for i in wrapped.issues} == {f"data/{i}.png" for i in range(1, 5)}
+
+
+def test_empty_dataset_is_not_ok():
+    for empty in ([], torch.zeros(0, 1, 4, 4, 4)):
+        rep = nbt.validate_dataset(empty)
+        assert not rep.ok and [i.kind for i in rep.issues] == ["empty"] and rep.indices() == []
+        assert "the dataset is empty: NOT OK" in str(rep) and "dataset: empty: no samples" in str(rep)
+
+
+def test_bad_labels_are_reported_per_index():
+    x = torch.zeros(5, 1, 2, 2, 2)
+    rep = nbt.validate_dataset((x, ["0", 1, 0.5, -1, 3]), num_classes=2)
+    assert {(i.index, i.kind) for i in rep.issues} == {(i, "label") for i in (0, 2, 3, 4)}
+    text = str(rep)
+    assert "label '0' (a str) is not a number" in text and "label 0.5 is not a whole number" in text
+    assert "label -1 is negative" in text and "label 3 is not in [0, 2)" in text
+
+
+def test_unlabelled_folder_placeholders_are_not_label_issues(tmp_path):
+    for i in range(3):
+        np.save(tmp_path / f"{i}.npy", np.random.default_rng(i).normal(size=(4, 4, 4)).astype(np.float32))
+    ds = nbt.data.VolumeFolder(tmp_path, shape=(4, 4, 4), labels="auto")
+    assert ds[0][1] == -1 and nbt.validate_dataset(ds).ok

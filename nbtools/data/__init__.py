@@ -7,9 +7,11 @@ from nbtools.data.augment3d import Augment3D
 from nbtools.data.augreport import AugIssue, AugReport
 from nbtools.data.cache import VolumeCache
 from nbtools.data.documents import SyntheticDocuments
-from nbtools.data.folders import VolumeFolder, image_folder
+from nbtools.data.fingerprint import DataChange, compare_fingerprints, data_fingerprint
+from nbtools.data.folders import VolumeFolder
+from nbtools.data.images import ImageFolder, ImageReadError, image_folder
 from nbtools.data.report import DataIssue, DataReport
-from nbtools.data.splits import kfold
+from nbtools.data.splits import holdout_split, kfold
 from nbtools.data.synthetic import SyntheticVolumes
 from nbtools.data.validate import validate_dataset
 from nbtools.data.volumes import VolumeReadError
@@ -19,15 +21,21 @@ __all__ = [
     "AugIssue",
     "AugReport",
     "Augment3D",
+    "DataChange",
     "DataIssue",
     "DataReport",
+    "ImageFolder",
+    "ImageReadError",
     "SyntheticDocuments",
     "SyntheticVolumes",
     "VolumeCache",
     "VolumeFolder",
     "VolumeReadError",
     "check_augmentation",
+    "compare_fingerprints",
+    "data_fingerprint",
     "document_augmentation",
+    "holdout_split",
     "image_folder",
     "kfold",
     "validate_dataset",

@@ -20,6 +20,10 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 _PAPER_WHITE = 245  # fill for pixels an affine brings in from outside the page: a scanner bed, not black
 _NOT_IN_PIPELINE = ("Normalize", "ToTensorV2")  # AlbumentationsDataset does these itself
+# One interpolation for every resize of a page (ImageFolder and document_augmentation(size=...)), so a
+# training and a prediction path see the same pixels: INTER_AREA averages every source pixel when it
+# shrinks, so thin text strokes survive a scan going down to 224 px instead of aliasing away.
+RESIZE_INTERPOLATION = cv2.INTER_AREA
 
 
 def document_augmentation(train: bool = True, size: int | None = None, seed: int | None = None) -> Any:
@@ -28,7 +32,7 @@ def document_augmentation(train: bool = True, size: int | None = None, seed: int
     train=True: horizontal flip (p=0.5); affine (p=0.7) with rotation ±11.5°, shift ±8 % and scale
     ±8 %, filling the new corners with paper white; brightness/contrast ±10 % (p=0.5); gamma 0.8-1.2
     (p=0.5, safe: uint8 in, uint8 out). train=False: no random op. size: resize to size x size first
-    (both modes). seed: the Compose's seed (AlbumentationsDataset reseeds it per item, see there).
+    (both modes), with cv2.INTER_AREA as `resize_image` and ImageFolder do. seed: the Compose's seed (AlbumentationsDataset reseeds it per item, see there).
 
     >>> train_ds = AlbumentationsDataset(SyntheticDocuments(512, raw=True), document_augmentation())  # doctest: +SKIP
     >>> x, y = train_ds[0]; x.shape, x.dtype                                                          # doctest: +SKIP
@@ -36,7 +40,7 @@ def document_augmentation(train: bool = True, size: int | None = None, seed: int
     """
     import albumentations as A
 
-    ops = [] if size is None else [A.Resize(size, size)]
+    ops = [] if size is None else [A.Resize(size, size, interpolation=RESIZE_INTERPOLATION)]
     if train:
         ops += [
             A.HorizontalFlip(p=0.5),
@@ -52,6 +56,14 @@ def document_augmentation(train: bool = True, size: int | None = None, seed: int
             A.RandomGamma(gamma_limit=(80, 120), p=0.5),
         ]
     return A.Compose(ops, seed=seed)
+
+
+def resize_image(image: np.ndarray, size: int) -> np.ndarray:
+    """uint8 (H, W, C) -> (size, size, C) with cv2.INTER_AREA (see RESIZE_INTERPOLATION); an image already
+    that size is returned as is. The aspect ratio is not kept: a page is stretched to the square."""
+    if image.shape[:2] == (size, size):
+        return image
+    return cv2.resize(image, (size, size), interpolation=RESIZE_INTERPOLATION)
 
 
 def is_albumentations(transform: Any) -> bool:

@@ -7,7 +7,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-KINDS = ("nan", "inf", "extreme", "shape", "dtype", "label")
+KINDS = ("empty", "read", "nan", "inf", "extreme", "shape", "dtype", "label")
 SHOW = 10  # issues printed by str(report); all of them stay in report.issues
 
 
@@ -15,14 +15,23 @@ SHOW = 10  # issues printed by str(report); all of them stay in report.issues
 class DataIssue:
     """One problem with one sample.
 
-    index: the dataset index (int), or "batch b item j" for a DataLoader whose batches cannot be
-    mapped back to dataset indices. kind: one of "nan", "inf", "extreme", "shape", "dtype", "label".
-    detail: the numbers, e.g. "12 NaN of 32768 values".
+    index: the dataset index (int), "batch b item j" for a DataLoader whose batches cannot be mapped
+    back to dataset indices, or None for the dataset as a whole ("empty"). kind: one of KINDS: "empty"
+    (no samples), "read" (`dataset[index]` raised), "nan", "inf", "extreme", "shape", "dtype", "label".
+    detail: the numbers, e.g. "12 NaN of 32768 values". path: the sample's file when the dataset
+    knows it (its `.paths`), else None.
     """
 
-    index: int | str
+    index: int | str | None
     kind: str
     detail: str
+    path: str | None = None
+
+    def where(self) -> str:
+        """ "index 3 (a/b.nii.gz)", "index 3", or "dataset" for an issue of the whole dataset."""
+        if self.index is None:
+            return "dataset"
+        return f"index {self.index}" + (f" ({self.path})" if self.path else "")
 
 
 @dataclass
@@ -48,25 +57,34 @@ class DataReport:
         return not self.issues
 
     def indices(self, kind: str | None = None) -> list[int | str]:
-        """Indices with an issue (of `kind`, if given), each once, in order: e.g. to drop them."""
+        """Indices with an issue (of `kind`, if given), each once, in order: e.g. to drop them. An
+        "empty" issue belongs to no index."""
         if kind is not None and kind not in KINDS:
             raise ValueError(f"kind must be one of {', '.join(map(repr, KINDS))} or None, got {kind!r}")
         seen: dict[int | str, None] = {}
         for issue in self.issues:
-            if kind is None or issue.kind == kind:
+            if issue.index is not None and (kind is None or issue.kind == kind):
                 seen[issue.index] = None
+        return list(seen)
+
+    def paths(self, kind: str | None = None) -> list[str]:
+        """The files of the samples with an issue (of `kind`, if given), each once, in order: e.g. to
+        re-export or remove them. Empty when the dataset does not know its files."""
+        seen = {i.path: None for i in self.issues if i.path and (kind is None or i.kind == kind)}
         return list(seen)
 
     def summary(self) -> str:
         if self.ok:
             return f"DataReport: {self.n} samples checked, no issues: OK"
+        if self.n == 0:
+            return "DataReport: 0 samples checked, the dataset is empty: NOT OK"
         kinds = Counter(i.kind for i in self.issues)
         by_kind = ", ".join(f"{k} {kinds[k]}" for k in KINDS if kinds[k])
         return f"DataReport: {self.n} samples checked, {len(self.indices())} with issues ({by_kind}): NOT OK"
 
     def __str__(self) -> str:
         lines = [self.summary()]
-        lines += [f"  index {i.index}: {i.kind}: {i.detail}" for i in self.issues[:SHOW]]
+        lines += [f"  {i.where()}: {i.kind}: {i.detail}" for i in self.issues[:SHOW]]
         if len(self.issues) > SHOW:
             lines.append(f"  ... and {len(self.issues) - SHOW} more (report.issues has them all)")
         lines += [f"  {line}" for line in _stats_lines(self.stats)]
@@ -82,9 +100,11 @@ class DataReport:
         if self.issues:
             shown = self.issues[: SHOW * 5]
             rows = "".join(
-                f"<tr><td>{e(str(i.index))}</td><td>{i.kind}</td><td>{e(i.detail)}</td></tr>" for i in shown
+                f"<tr><td>{e(str(i.index))}</td><td>{e(i.path or '')}</td><td>{i.kind}</td><td>{e(i.detail)}</td></tr>"
+                for i in shown
             )
-            parts.append(f"<table><tr><th>index</th><th>kind</th><th>detail</th></tr>{rows}</table>")
+            head = "<tr><th>index</th><th>file</th><th>kind</th><th>detail</th></tr>"
+            parts.append(f"<table>{head}{rows}</table>")
             if len(self.issues) > len(shown):
                 parts.append(f"<p>... and {len(self.issues) - len(shown)} more (report.issues)</p>")
         ch = self.stats.get("mean") or []

@@ -1,8 +1,8 @@
 """`validate_dataset`: check every sample of a dataset, tensor or DataLoader and name every bad index.
 
 Seed 004 validated data with a loop that stopped at the first bad batch and named nothing. This scans
-everything, reports each bad sample by index and kind (see `DataReport`), and is fast enough to run on
-every dataset before every run. `python bench/validate_speed.py` (1 GB of in-memory 1x64^3 float32
+everything, reports each bad sample by index, kind and file (see `DataReport`), a sample that cannot
+be read included, and is fast enough to run on every dataset before every run. `python bench/validate_speed.py` (1 GB of in-memory 1x64^3 float32
 volumes, as a tensor and as a Dataset, against that loop over a DataLoader, in one process) on a
 2-core CPU shared with other jobs (load average 4-7): 1.3-2.7 GB/s with 2 torch threads (best
 rounds up to 8 GB/s when the machine was quieter), 3.5-3.7 GB/s with 1 thread; the seed-004 loop
@@ -12,8 +12,8 @@ rounds up to 8 GB/s when the machine was quieter), 3.5-3.7 GB/s with 1 thread; t
 from __future__ import annotations
 
 import logging
-import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -24,6 +24,16 @@ from tqdm.auto import tqdm
 from nbtools.data.chunks import Chunker
 from nbtools.data.labels import LabelCheck
 from nbtools.data.report import KINDS, DataIssue, DataReport
+from nbtools.data.samples import (
+    ReadFailure,
+    as_tensor,
+    is_unlabelled,
+    num_classes_of,
+    read_samples,
+    sample_paths,
+    sample_tensor,
+    split_sample,
+)
 from nbtools.data.scan import Moments, scan_chunk
 
 log = logging.getLogger(__name__)
@@ -56,11 +66,16 @@ def validate_dataset(
     num_workers: processes reading a Dataset's samples (0: read in this process); a DataLoader's own
     num_workers is used when this is 0. progress: a tqdm bar (None: only for scans of 2000+ samples).
     Channels are each sample's first axis when it has 3+ dims ((C, H, W), (C, D, H, W)), else one.
+    A sample whose `__getitem__` raises is a "read" issue (the exception's type and message) and the
+    scan goes on, so one call lists every unreadable file. Issues name the file too (DataIssue.path)
+    when the dataset has `.paths` (VolumeFolder, ImageFolder; through Subset and AlbumentationsDataset).
+    Without num_classes, a dataset's `.classes` gives it; a dataset with `.labeled` False (a prediction
+    folder) has its placeholder labels left unchecked. No samples at all is an "empty" issue.
 
     >>> rep = nbt.validate_dataset(ds, num_classes=2)   # doctest: +SKIP
     >>> print(rep)                                       # doctest: +SKIP
     DataReport: 64 samples checked, 2 with issues (nan 1, extreme 1): NOT OK
-      index 3: nan: 12 NaN of 32768 values
+      index 3 (data/train/positive/case_017.nii.gz): nan: 12 NaN of 32768 values
       index 9: extreme: 40 values beyond ±10 (finite min -3.2, max 25.1)
       channel 0: mean 0.0012, std 0.9987, min -4.21, max 25.1
       labels: 0: 45, 1: 19 (imbalance 2.37)
@@ -74,7 +89,12 @@ def validate_dataset(
     if not (isinstance(num_workers, (int, np.integer)) and num_workers >= 0):
         raise ValueError(f"num_workers must be an int >= 0, got {num_workers!r}")
 
-    scan = _Scan(max_abs, expected_shape, LabelCheck(num_classes))
+    ds = data.dataset if isinstance(data, DataLoader) else data
+    mapped = not isinstance(ds, (tuple, torch.Tensor, np.ndarray, IterableDataset))
+    if mapped and num_classes is None:
+        num_classes = num_classes_of(ds)
+    paths = sample_paths(ds) if mapped else None
+    scan = _Scan(max_abs, expected_shape, LabelCheck(num_classes), paths, mapped and is_unlabelled(ds))
     if isinstance(data, DataLoader):
         if isinstance(data.dataset, IterableDataset):
             _scan_batches(data, scan, progress)
@@ -92,9 +112,9 @@ def validate_dataset(
                 f"a tuple is read as (inputs, labels) and must have 2 items, got {len(data)}; "
                 f"pass a list for a sequence of samples"
             )
-        _scan_arrays(_tensor(data[0], "inputs"), data[1], scan, progress)
+        _scan_arrays(as_tensor(data[0], "inputs"), data[1], scan, progress)
     elif isinstance(data, (torch.Tensor, np.ndarray)):
-        _scan_arrays(_tensor(data, "data"), None, scan, progress)
+        _scan_arrays(as_tensor(data, "data"), None, scan, progress)
     elif hasattr(data, "__getitem__") and hasattr(data, "__len__"):
         _scan_dataset(data, scan, num_workers, progress)
     else:
@@ -108,8 +128,10 @@ def validate_dataset(
 class _Scan:
     """Collects shapes, dtypes, labels, value problems and statistics; `report` turns them into issues."""
 
-    def __init__(self, max_abs, expected_shape, labels: LabelCheck):
+    def __init__(self, max_abs, expected_shape, labels: LabelCheck, paths=None, unlabelled=False):
         self.max_abs, self.expected_shape, self.labels = max_abs, expected_shape, labels
+        self.paths = paths  # the file of each dataset index, to name in issues, or None
+        self.unlabelled = unlabelled  # the dataset's labels are placeholders (-1): not checked
         self.moments = Moments()
         self.n = 0
         self.order: dict[int | str, int] = {}  # sample name -> position, for sorting string names
@@ -139,14 +161,27 @@ class _Scan:
             DataIssue(name, "dtype", f"input is a {type(value).__name__}, not a tensor or numeric array")
         )
 
+    def failed(self, index: int, failure: ReadFailure) -> None:
+        self.n += 1
+        self.issues.append(DataIssue(index, "read", f"reading it raised {failure}"))
+
     def report(self) -> DataReport:
         self._shape_issues()
         self._dtype_issues()
         self.issues += self.labels.issues()
+        if self.n == 0:
+            detail = "no samples: an empty dataset trains nothing; check the folder, CSV or list it reads"
+            self.issues.append(DataIssue(None, "empty", detail))
+        if self.paths is not None:
+            self.issues = [_with_path(i, self.paths) for i in self.issues]
         rank = {k: i for i, k in enumerate(KINDS)}
-        self.issues.sort(
-            key=lambda i: (i.index if isinstance(i.index, int) else self.order.get(i.index, 0), rank[i.kind])
-        )
+
+        def position(i: DataIssue) -> int:
+            if i.index is None:
+                return -1
+            return i.index if isinstance(i.index, int) else self.order.get(i.index, 0)
+
+        self.issues.sort(key=lambda i: (position(i), rank[i.kind]))
         stats = self.moments.stats()
         stats["shapes"] = {s: sum(map(len, runs)) for s, runs in self.shapes.items()}
         stats["dtypes"] = {str(d).removeprefix("torch."): sum(map(len, r)) for d, r in self.dtypes.items()}
@@ -179,23 +214,15 @@ class _Scan:
             self.issues += [DataIssue(name, "dtype", detail) for run in runs for name in run]
 
 
+def _with_path(issue: DataIssue, paths: list) -> DataIssue:
+    i = issue.index
+    if isinstance(i, (int, np.integer)) and 0 <= i < len(paths) and issue.path is None:
+        return replace(issue, path=str(paths[i]))
+    return issue
+
+
 def _name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
-
-
-def _tensor(x: Any, what: str) -> torch.Tensor:
-    if isinstance(x, torch.Tensor):
-        return x
-    arr = np.asarray(x)
-    if arr.dtype == object or arr.dtype.kind in "USV":
-        raise TypeError(f"{what} must be numeric, got an array of dtype {arr.dtype}")
-    if arr.dtype.byteorder == ">":
-        arr = arr.astype(arr.dtype.newbyteorder("="))
-    with warnings.catch_warnings():
-        # a read-only array (np.load(mmap_mode="r")) makes torch warn that writes would be undefined;
-        # nothing here writes to it
-        warnings.simplefilter("ignore", UserWarning)
-        return torch.from_numpy(arr)
 
 
 def _bar(total: int | None, progress: bool | None):
@@ -208,13 +235,21 @@ def _scan_arrays(x: torch.Tensor, y: Any, scan: _Scan, progress) -> None:
         raise ValueError("inputs must have a sample axis first, (N, ...); got a 0-d value")
     n = x.shape[0]
     if y is not None:
-        y = _tensor(y, "labels")
-        if y.dim() == 0 or y.shape[0] != n:
+        try:
+            y = as_tensor(y, "labels")
+        except TypeError:  # class names or mixed objects: reported label by label
+            y = list(y)
+        length = len(y) if isinstance(y, list) else (y.shape[0] if y.dim() else None)
+        if length != n:
+            shape = f"length {length}" if isinstance(y, list) else f"shape {tuple(y.shape)}"
             raise ValueError(
-                f"inputs and labels must have the same length, got {n} inputs and labels of shape "
-                f"{tuple(y.shape)}"
+                f"inputs and labels must have the same length, got {n} inputs and labels of {shape}"
             )
-        scan.labels.add_many(range(n), y)
+        if isinstance(y, list):
+            for j, label in enumerate(y):
+                scan.labels.add(j, label)
+        else:
+            scan.labels.add_many(range(n), y)
     per = max(1, CHUNK_BYTES // max(1, x[0].numel() * x.element_size())) if n else 1
     with _bar(n, progress) as bar:
         for start in range(0, n, per):
@@ -223,72 +258,34 @@ def _scan_arrays(x: torch.Tensor, y: Any, scan: _Scan, progress) -> None:
             bar.update(stop - start)
 
 
-def _split(sample: Any) -> tuple[Any, Any, bool]:
-    """A sample as (input, label, has_label)."""
-    if isinstance(sample, (tuple, list)):
-        if len(sample) == 0:
-            raise ValueError("a sample is an empty tuple")
-        return sample[0], (sample[1] if len(sample) > 1 else None), len(sample) > 1
-    if isinstance(sample, dict):
-        x = next((sample[k] for k in ("image", "input", "x", "volume") if k in sample), None)
-        has = any(k in sample for k in ("label", "target", "y"))
-        y = next((sample[k] for k in ("label", "target", "y") if k in sample), None)
-        if x is None:
-            raise ValueError(
-                f"a dict sample needs an 'image' (or 'input', 'x', 'volume') key, got {list(sample)}"
-            )
-        return x, y, has
-    return sample, None, False
-
-
-def _sample_tensor(x: Any) -> torch.Tensor | None:
-    if isinstance(x, torch.Tensor):
-        return x
-    if isinstance(x, (int, float, np.number)) and not isinstance(x, bool):
-        return torch.tensor(x)
-    try:
-        return _tensor(x, "input")
-    except (TypeError, ValueError):
-        return None
-
-
-def _read(ds, workers: int) -> Iterator[tuple[int, Any]]:
-    if workers == 0:
-        return ((i, ds[i]) for i in range(len(ds)))
-    # batch_size=None turns collation off: workers hand back samples one by one, any shape.
-    loader = DataLoader(ds, batch_size=None, shuffle=False, num_workers=workers, collate_fn=_as_is)
-    return enumerate(loader)
-
-
-def _as_is(sample: Any) -> Any:
-    return sample
-
-
 def _scan_dataset(ds, scan: _Scan, workers: int, progress) -> None:
     chunks = Chunker(scan.chunk, CHUNK_BYTES)
     with _bar(len(ds), progress) as bar:
-        for i, sample in _read(ds, workers):
+        for i, sample in read_samples(ds, workers):
+            bar.update(1)
+            if isinstance(sample, ReadFailure):
+                scan.failed(i, sample)
+                continue
             try:
-                x, y, has_label = _split(sample)
+                x, y, has_label = split_sample(sample)
             except ValueError as e:
                 raise ValueError(f"sample {i} of {type(ds).__name__}: {e}") from e
-            if has_label:
+            if has_label and not scan.unlabelled:
                 scan.labels.add(i, y)
-            t = _sample_tensor(x)
+            t = sample_tensor(x)
             if t is None:
                 chunks.flush()
                 scan.unreadable(i, x)
             else:
                 chunks.add(i, t)
-            bar.update(1)
         chunks.flush()
 
 
 def _scan_batches(loader: DataLoader, scan: _Scan, progress) -> None:
     with _bar(None, progress) as bar:
         for b, batch in enumerate(loader):
-            x, y, has_label = _split(batch)
-            x = _sample_tensor(x)
+            x, y, has_label = split_sample(batch)
+            x = sample_tensor(x)
             if x is None or x.dim() == 0:
                 raise TypeError(
                     f"batch {b} of the DataLoader is not a tensor batch (B, ...): {type(batch).__name__}"
@@ -296,5 +293,5 @@ def _scan_batches(loader: DataLoader, scan: _Scan, progress) -> None:
             names = [f"batch {b} item {j}" for j in range(x.shape[0])]
             scan.chunk(names, x)
             if has_label:
-                scan.labels.add_many(names, _tensor(y, f"labels of batch {b}"))
+                scan.labels.add_many(names, as_tensor(y, f"labels of batch {b}"))
             bar.update(len(names))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -38,11 +39,24 @@ def read_volume(path: str | Path, key: str | None = None) -> np.ndarray:
     suffix = volume_suffix(path)
     if suffix is None:
         raise VolumeReadError(f"{path}: unsupported file type; use one of {', '.join(VOLUME_SUFFIXES)}")
+    errors: tuple[type[BaseException], ...] = (
+        OSError,
+        ValueError,
+        EOFError,
+        zipfile.BadZipFile,
+        RuntimeError,
+    )
     if suffix in (".nii", ".nii.gz"):
         try:
             import nibabel as nib
         except ImportError as e:
             raise ImportError(f"reading {path} needs nibabel: pip install nibabel (or nbtools[nifti])") from e
+        # a cut header raises ImageFileError, a damaged gzip stream zlib.error: neither is an OSError
+        errors += (nib.filebasedimages.ImageFileError, zlib.error)
+    if not path.is_file():
+        raise VolumeReadError(
+            f"{path} does not exist (any more): restore it, or build the dataset again without it"
+        )
     try:
         if suffix == ".npy":
             vol = np.load(path, allow_pickle=False)
@@ -58,7 +72,7 @@ def read_volume(path: str | Path, key: str | None = None) -> np.ndarray:
             vol = nib.load(str(path)).get_fdata(dtype=np.float32)
     except VolumeReadError:
         raise
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, RuntimeError) as e:
+    except errors as e:
         raise VolumeReadError(
             f"cannot read {path} ({type(e).__name__}: {e}); the file is truncated or not a {suffix} volume: "
             f"export it again, or remove it from the folder / CSV"
