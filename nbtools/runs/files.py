@@ -1,13 +1,13 @@
 """The names of the files in a run folder, in one place: whoever writes or reads one uses these.
 
-    config.json                 the TrainConfig of the latest session (JSON round-trip)
-    metrics.json                history, telemetry, findings, the stop, config changes, meta
-    epoch_026.pt                full training state after epoch 26
-    epoch_027_step_0001234.pt   full training state inside epoch 27, after optimizer step 1234
-    best.pt, best_ema.pt        model weights only, at the best epoch (of the EMA copy)
-    last.pt                     model weights only, written when `fit` returns
-    best_val.pt                 validation logits and targets at the best epoch (report figures)
-    *.png                       curves and report figures
+config.json                 the TrainConfig of the latest session (JSON round-trip)
+metrics.json                history, telemetry, findings, the stop, config changes, meta
+epoch_026.pt                full training state after epoch 26
+epoch_027_step_0001234.pt   full training state inside epoch 27, after optimizer step 1234
+best.pt, best_ema.pt        model weights only, at the best epoch (of the EMA copy)
+last.pt                     model weights only, written when `fit` returns
+best_val.pt                 validation logits and targets at the best epoch (report figures)
+*.png                       curves and report figures
 """
 
 from __future__ import annotations
