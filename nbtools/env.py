@@ -95,19 +95,38 @@ def setup(seed: int = 0, device: str | None = None, verbose: bool = True) -> Env
 
 
 def mount_drive(mount_point: str = "/content/drive") -> Path | None:
-    """Mount Google Drive in Colab so run folders survive a disconnect; None outside Colab."""
+    """Mount Google Drive in Colab so run folders survive a disconnect; None outside Colab.
+
+    Safe to call again: Colab leaves a mounted Drive as it is. Raises RuntimeError naming the mount
+    point when Colab cannot mount it (authorisation refused or timed out)."""
     if not is_colab():
         log.info("not in Colab: Google Drive not mounted; run folders stay on local disk")
         return None
     from google.colab import drive  # only importable in Colab
 
-    drive.mount(mount_point)
+    try:
+        drive.mount(mount_point)
+    except Exception as e:  # Colab raises its own MessageError, ValueError or TimeoutError here
+        raise RuntimeError(
+            f"Google Drive did not mount at {mount_point} ({type(e).__name__}: {e}); run the cell again "
+            f"and allow access, or set USE_DRIVE = False to keep run folders in ./runs, which a "
+            f"disconnect deletes"
+        ) from e
     return Path(mount_point) / "MyDrive"
 
 
-def runs_root(use_drive: bool = False, folder: str = "nbtools-runs") -> Path:
-    """Where notebooks keep run folders: Google Drive in Colab when asked (so checkpoints survive a
-    disconnect), else ./runs. Outside Colab `use_drive` is ignored with a log line."""
+def runs_root(use_drive: bool | str = "auto", folder: str = "nbtools-runs") -> Path:
+    """Where notebooks keep run folders, so checkpoints survive a Colab disconnect.
+
+    use_drive: "auto" = Google Drive (MyDrive/`folder`, mounted by mount_drive) in Colab, ./runs
+    elsewhere; True = Drive too, but ./runs with a log line outside Colab; False = ./runs always.
+
+    >>> RUNS = nbt.runs_root("auto")   # doctest: +SKIP
+    """
+    if not (isinstance(use_drive, bool) or use_drive == "auto"):
+        raise ValueError(f"use_drive must be 'auto', True or False, got {use_drive!r}")
+    if use_drive == "auto":
+        use_drive = is_colab()
     if use_drive:
         drive = mount_drive()
         if drive is not None:

@@ -45,6 +45,20 @@ def test_thin_and_ordered(path):
             )
 
 
+def test_one_install_cell_for_all_six():
+    """Each notebook opens with the same install cell (it must run before nbtools exists, so it cannot
+    live in the package); .ci/colab-parity runs it for real in a Colab-like venv."""
+    first = {
+        p.stem: "".join(
+            next(c for c in json.loads(p.read_text())["cells"] if c["cell_type"] == "code")["source"]
+        )
+        for p in NOTEBOOKS
+    }
+    odd = [name for name, cell in first.items() if cell != first["00_setup"]]
+    assert not odd, f"{odd}: the install cell differs from 00_setup's; copy 00_setup's to all six"
+    assert "-c" in first["00_setup"] and "NBTOOLS_SOURCE" in first["00_setup"]
+
+
 @pytest.mark.parametrize("name", ["00_setup", "01_data"])
 def test_runs_under_nbconvert_too(name, tmp_path):
     """Users also run them with `jupyter nbconvert --execute` (nbval covers all six; this checks that path,
