@@ -5,6 +5,7 @@ import torch
 
 import nbtools as nbt
 from nbtools import recipes
+from tests.helpers import StopAfter, assert_same, without_times
 
 
 def _tiny_job(**kw):
@@ -109,8 +110,6 @@ def test_a_recipe_run_resumed_through_load_job_is_bit_identical(recipe, tmp_path
     """The whole pipeline as 02/03 then 04 run it: augmentation (Augment3D on the device, albumentations
     per item), unfreeze, EMA, Focal Loss. 3 epochs straight vs a disconnect at the first batch of epoch 2,
     then load_job and resume="latest"."""
-    from helpers import StopAfter, assert_same, without_times
-
     args = dict(smoke=True, epochs=3, checkpoint_every_minutes=None)
     straight = recipes.make_job(recipe, **args).fit(tmp_path / "straight", verbose=False)
     job = recipes.make_job(recipe, **args)
@@ -130,8 +129,6 @@ def test_a_recipe_run_resumed_through_load_job_is_bit_identical(recipe, tmp_path
 
 
 def test_the_same_arguments_give_the_same_initial_model_whatever_the_global_rng():
-    from helpers import assert_same
-
     a = recipes.make_job("resnet3d", smoke=True)
     torch.rand(100)
     b = recipes.make_job("resnet3d", smoke=True)
