@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 OPTIMIZERS = ("adamw", "adam", "sgd")
 NAN_POLICIES = ("skip", "raise")
 MONITORS = ("val_loss", "val_acc", "val_precision", "val_recall", "val_f1", "val_auc")
+SCHEDULES = ("continue", "restart")
 
 
 @dataclass(frozen=True)
@@ -43,8 +44,11 @@ class TrainConfig:
     optimizer: str = "adamw"
     weight_decay: float = 1e-4
     momentum: float = 0.9  # sgd only
-    warmup_epochs: int = 0
+    warmup_epochs: float = 0  # may be a fraction; on resume, the length of the ramp to a new LR
     min_lr_factor: float = 0.01  # cosine ends at lr * min_lr_factor
+    # how a resume that changes the plan (epochs, LRs) bends the LR curve: "continue" from the LR it is
+    # at (a short ramp to a new LR), or "restart" warm, to the configured LR (nbtools.train.schedule)
+    schedule: str = "continue"
     precision: str = "auto"
     amp_fallback: bool = True  # fp16 falls back to fp32 by itself when the scaler keeps skipping
     grad_accum: int = 1
@@ -138,7 +142,6 @@ def _validate(c: TrainConfig) -> None:
     positive_int("batch_size")
     positive_int("eval_batch_size", allow_none=True)
     positive_int("grad_accum")
-    positive_int("warmup_epochs", allow_zero=True)
     positive_int("patience", allow_none=True)
     positive_int("min_epochs", allow_zero=True)
     positive_int("max_bad_steps")
@@ -150,6 +153,7 @@ def _validate(c: TrainConfig) -> None:
     finite("lr", 0.0, open_lo=True)
     finite("weight_decay", 0.0)
     finite("momentum", 0.0, 1.0)
+    finite("warmup_epochs", 0.0)
     finite("min_lr_factor", 0.0, 1.0)
     finite("clip_norm", 0.0, open_lo=True, allow_none=True)
     finite("ema_decay", 0.0, 1.0, allow_none=True, open_lo=True)
@@ -161,6 +165,7 @@ def _validate(c: TrainConfig) -> None:
         ("optimizer", OPTIMIZERS),
         ("nan_policy", NAN_POLICIES),
         ("monitor", MONITORS),
+        ("schedule", SCHEDULES),
     ):
         v = getattr(c, name)
         if v not in allowed:

@@ -1,40 +1,157 @@
-"""Linear warmup then cosine decay, as a torch.optim.lr_scheduler.LambdaLR stepped per optimizer step."""
+"""The LR plan: linear warmup then cosine decay, and what a resume with a new plan (more epochs, a new
+LR, a warm restart) adds to it, without a jump.
+
+A plan is a list of segments, each `{"start", "end", "kind", "from", "to"}`: from step `start` the
+factor goes from `from` to `to` at step `end` ("linear" or "cosine") and is held after `end`; the
+last segment that has started rules. Factors multiply the group's base LR (the LR the run started
+with). One `Plan` per parameter group sits in a torch.optim.lr_scheduler.LambdaLR stepped per
+optimizer step: a pure function of the step, and a callable object, so LambdaLR's own state_dict
+saves its segments in every checkpoint and a resume of a resume continues the curve it was on.
+"""
 
 from __future__ import annotations
 
-import functools
 import math
 
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
+from nbtools.config import TrainConfig
 
-def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_factor: float) -> float:
-    """LR multiplier at optimizer step `step` (0-based): linear from ~0 to 1 over `warmup_steps`,
-    then cosine from 1 to `min_factor` at `total_steps` (and held there if training runs longer)."""
-    if step < warmup_steps:
-        return (step + 1) / (warmup_steps + 1)
-    span = max(1, total_steps - warmup_steps)
-    progress = min(1.0, (step - warmup_steps) / span)
-    return min_factor + (1.0 - min_factor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+RESUME_RAMP_EPOCHS = 0.25  # a new LR on resume is reached over this, unless warmup_epochs changes too
+PLAN_FIELDS = ("epochs", "lr", "group_lrs", "min_lr_factor", "warmup_epochs", "schedule")
+
+
+def segment(start: int, end: int, kind: str, frm: float, to: float) -> dict:
+    return {"start": int(start), "end": int(end), "kind": kind, "from": float(frm), "to": float(to)}
+
+
+def factor_at(segments: list[dict], step: int) -> float:
+    """The LR factor at optimizer step `step` (0-based)."""
+    seg = segments[0]
+    for s in segments:
+        if s["start"] > step:
+            break
+        seg = s
+    progress = min(1.0, max(0.0, (step - seg["start"]) / max(1, seg["end"] - seg["start"])))
+    frm, to = seg["from"], seg["to"]
+    if seg["kind"] == "linear":
+        return frm + (to - frm) * progress
+    return to + (frm - to) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def warmup_cosine(warmup_steps: int, total_steps: int, min_factor: float) -> list[dict]:
+    """Linear from ~0 to 1 over `warmup_steps` ((step + 1) / (warmup_steps + 1)), then cosine from 1
+    to `min_factor` at `total_steps`, held there if training runs longer."""
+    warmup = [segment(-1, warmup_steps, "linear", 0.0, 1.0)] if warmup_steps > 0 else []
+    return [*warmup, segment(warmup_steps, total_steps, "cosine", 1.0, min_factor)]
+
+
+class Plan:
+    """One parameter group's LR factor as a function of the step (see the module docstring)."""
+
+    def __init__(self, segments: list[dict]):
+        self.segments = list(segments)
+
+    def __call__(self, step: int) -> float:
+        return factor_at(self.segments, step)
 
 
 def build_scheduler(
     optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int, min_factor: float
 ) -> LambdaLR:
-    # A closed form of the step (not a recursion on the current LR): a resumed run, even with a new
-    # base LR, lands exactly on the curve.
-    factor = functools.partial(
-        warmup_cosine, warmup_steps=warmup_steps, total_steps=total_steps, min_factor=min_factor
-    )
-    return LambdaLR(optimizer, factor)
+    plan = warmup_cosine(warmup_steps, total_steps, min_factor)
+    return LambdaLR(optimizer, [Plan(plan) for _ in optimizer.param_groups])
 
 
-def set_base_lrs(scheduler: LambdaLR, base_lrs: list[float]) -> None:
-    """Give a resumed run new base LRs while keeping its place on the schedule."""
-    scheduler.base_lrs = list(base_lrs)
-    step = scheduler.last_epoch
-    for group, base, fn in zip(scheduler.optimizer.param_groups, base_lrs, scheduler.lr_lambdas):
-        group["lr"] = base * fn(step)
-        group["initial_lr"] = base
-    scheduler._last_lr = [g["lr"] for g in scheduler.optimizer.param_groups]
+# --- a resume with a new plan --------------------------------------------------------------------
+
+
+def _lr(x: float) -> str:
+    mantissa, exponent = f"{x:.2e}".split("e")  # 7.52e-4, 1e-5: LRs read best in one form
+    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+
+
+def _span(steps: int, steps_per_epoch: int) -> str:
+    if steps % steps_per_epoch == 0:
+        n = steps // steps_per_epoch
+        return f"{n} epoch" + ("s" if n != 1 else "")
+    return f"{steps} steps ({steps / steps_per_epoch:.2g} epochs)"
+
+
+def _bend(
+    plan: Plan, base: float, step: int, total: int, ramp: int, target: float | None, floor: float, spe: int
+):
+    """New segments for one group from `step` on, and what they do in words. target None: keep the
+    LR where it is (finishing a ramp in progress) and decay from there to `floor` at `total`."""
+    now = plan(step)
+    current = next(s for s in reversed(plan.segments) if s["start"] <= step)
+    if target is None and current["kind"] == "linear" and step < current["end"] < total:
+        cut, new = current["end"], [segment(current["end"], total, "cosine", current["to"], floor)]
+        said = (
+            f"finishes its ramp to {_lr(base * current['to'])} at step {current['end']}, then decays to "
+            f"{_lr(base * floor)} over {_span(total - current['end'], spe)}"
+        )
+    elif target is None:
+        cut, new = step, [segment(step, total, "cosine", now, floor)]
+        said = f"continues from {_lr(base * now)} and decays to {_lr(base * floor)} over {_span(total - step, spe)}"
+    else:
+        ramp = max(1, min(ramp, (total - step) // 2))  # leave steps to decay: the run ends at the floor
+        cut = step
+        new = [segment(step, step + ramp, "linear", now, target)]
+        new.append(segment(step + ramp, total, "cosine", target, floor))
+        said = (
+            f"ramps from {_lr(base * now)} to {_lr(base * target)} over {ramp} step"
+            + ("s" if ramp != 1 else "")
+            + f", then decays to {_lr(base * floor)} over {_span(total - step - ramp, spe)}"
+        )
+    plan.segments = [s for s in plan.segments if s["start"] < cut] + new
+    return new, said
+
+
+def resume_plan(
+    scheduler: LambdaLR, saved: dict, old: TrainConfig, new: TrainConfig, step: int, steps_per_epoch: int
+) -> dict:
+    """After `scheduler.load_state_dict(saved)` at optimizer step `step`: continue the recorded plan,
+    or, when the resumed config changes it, bend it from the LR it is at (no jump, no new warmup):
+
+    - more (or fewer) epochs, or a new min_lr_factor: the LR continues from where it is and decays to
+      the floor (the group's LR x min_lr_factor) at the new last step;
+    - a new LR for a group (`lr`, `group_lrs`): a linear ramp from the current LR to the new one over
+      RESUME_RAMP_EPOCHS (or `warmup_epochs`, if the resume changes it), then cosine to the floor;
+    - `schedule="restart"`: a warm restart, a ramp to the configured LR over `warmup_epochs` (one step
+      if 0), then cosine to the floor.
+
+    The new plan gives the current step the LR it already has: the change starts with the next step.
+    Returns {"lr_plan": [one line per group], "lr_segments": {group: new segments}}, or {} when the
+    plan is unchanged."""
+    spe, plans = steps_per_epoch, scheduler.lr_lambdas
+    if not all(isinstance(d, dict) and "segments" in d for d in saved["lr_lambdas"]):
+        # a checkpoint written before plans were recorded: its plan was the old config's curve
+        legacy = warmup_cosine(round(old.warmup_epochs * spe), old.epochs * spe, old.min_lr_factor)
+        for plan in plans:
+            plan.segments = list(legacy)
+    changed = {k for k in PLAN_FIELDS if getattr(old, k) != getattr(new, k)}
+    total = new.epochs * spe
+    if not changed - {"warmup_epochs"} or step >= total:
+        return {}
+    groups = scheduler.optimizer.param_groups
+    lines, segments = [], {}
+    for group, plan, base in zip(groups, plans, scheduler.base_lrs):
+        name = group.get("name", "default")
+        old_lr, new_lr = old.group_lrs.get(name, old.lr), new.group_lrs.get(name, new.lr)
+        peak = new_lr / base
+        floor = peak * new.min_lr_factor
+        if new.schedule == "restart":
+            ramp_epochs, target, how = new.warmup_epochs, peak, "restarts (schedule='restart'): "
+        elif new_lr != old_lr:
+            ramp_epochs = new.warmup_epochs if "warmup_epochs" in changed else RESUME_RAMP_EPOCHS
+            target, how = peak, ""
+        elif changed & {"epochs", "min_lr_factor"}:
+            ramp_epochs, target, how = 0, None, ""
+        else:
+            continue
+        new_segments, said = _bend(plan, base, step, total, round(ramp_epochs * spe), target, floor, spe)
+        segments[name] = new_segments
+        lines.append(("LR " if len(groups) == 1 else f"LR [{name}] ") + how + said)
+    return {"lr_plan": lines, "lr_segments": segments} if lines else {}

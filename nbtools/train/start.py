@@ -21,6 +21,7 @@ from nbtools.runs import (
 )
 from nbtools.runs.files import RUN_FILES
 from nbtools.step import Distributed
+from nbtools.train.schedule import resume_plan
 from nbtools.train.state import TrainState
 
 
@@ -65,11 +66,15 @@ def start(
     run = Run.from_dict(run_dir, checkpoint["run"], config=cfg)
     run.stop = None
     st = TrainState.create(cfg, model, device, steps_per_epoch, run, dist)
-    changes = st.load_checkpoint(checkpoint).diff(cfg)
+    old = st.load_checkpoint(checkpoint)
+    changes = old.diff(cfg)
+    lr_plan = resume_plan(st.scheduler, checkpoint["scheduler"], old, cfg, st.step, steps_per_epoch)
     where = f"epoch {st.epoch - 1}" + (f" + {st.batch} batches" if st.batch else "")
     progress.message(f"resuming {run_dir} from {info.path.name} ({where}, step {st.step})")
     if changes:
-        run.config_changes.append({"epoch": st.epoch - 1, "step": st.step, "changes": changes})
+        run.config_changes.append({"epoch": st.epoch - 1, "step": st.step, "changes": changes, **lr_plan})
         for k, (a, b) in changes.items():
             progress.message(f"  config change: {k}: {a!r} -> {b!r}")
+        for line in lr_plan.get("lr_plan", []):
+            progress.message(f"  {line}")
     return st, checkpoint

@@ -18,9 +18,9 @@ from nbtools.runs.checkpoints import FORMAT
 from nbtools.step import Distributed, Precision
 from nbtools.train.early_stop import EarlyStopping
 from nbtools.train.ema import build_ema
-from nbtools.train.optim import apply_unfreeze, build_optimizer, group_lr, group_names, sync_trainable
+from nbtools.train.optim import apply_unfreeze, build_optimizer, sync_trainable
 from nbtools.train.rng import capture_rng, restore_rng
-from nbtools.train.schedule import build_scheduler, set_base_lrs
+from nbtools.train.schedule import build_scheduler
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,10 @@ class TrainState:
         apply_unfreeze(model, cfg, 1)
         optimizer = build_optimizer(model, cfg)
         scheduler = build_scheduler(
-            optimizer, cfg.warmup_epochs * steps_per_epoch, cfg.epochs * steps_per_epoch, cfg.min_lr_factor
+            optimizer,
+            round(cfg.warmup_epochs * steps_per_epoch),
+            cfg.epochs * steps_per_epoch,
+            cfg.min_lr_factor,
         )
         return cls(
             cfg=cfg,
@@ -123,10 +126,8 @@ class TrainState:
             group["weight_decay"] = self.cfg.weight_decay
             if self.cfg.optimizer == "sgd":
                 group["momentum"] = self.cfg.momentum
+        # the plan as recorded; a new one (epochs, LRs) is bent from here by schedule.resume_plan
         self.scheduler.load_state_dict(state["scheduler"])
-        base = [group_lr(self.cfg, g) for g in group_names(self.cfg)]
-        if base != list(self.scheduler.base_lrs):
-            set_base_lrs(self.scheduler, base)
         self.precision.load_state_dict(state["precision"])
         if self.ema is not None:
             if state["ema"] is not None:

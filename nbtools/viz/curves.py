@@ -8,6 +8,7 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 from nbtools.runs.files import LEARNING_CURVES_FILE, LOSS_CURVE_FILE
+from nbtools.viz.panels import lr_plan_changes
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,15 @@ def learning_figure(run) -> Figure:
     for name in run.history[0]["lr"] if run.history else []:
         lrs = [(h["epoch"], h["lr"][name]) for h in run.history]
         ax_lr.plot([e for e, _ in lrs], [v for _, v in lrs], "o-", label=name)
+    steps_per_epoch = run.history[0]["step"] / run.history[0]["epoch"] if run.history else 1
+    for j, change in enumerate(lr_plan_changes(run.config_changes)):
+        ax_lr.axvline(
+            change["step"] / steps_per_epoch,
+            color="gray",
+            ls="--",
+            lw=1,
+            label="resumed, new LR plan" if j == 0 else None,
+        )
     ax_lr.set(xlabel="epoch", ylabel="lr (end of epoch)", title="learning rate", yscale="log")
     if run.history:
         ax_lr.legend(fontsize=8)

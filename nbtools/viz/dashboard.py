@@ -44,6 +44,7 @@ class Dashboard:
         self.history: list[dict] = []
         self.findings: list[Finding] = []
         self.messages: list[str] = []
+        self.config_changes: list[dict] = []  # a resume's, for the marks on the LR panel
         self.status = widgets.HTML()
         self.bar = widgets.IntProgress(value=0, min=0, max=1, description="", bar_style="info")
         self.image = widgets.Image(format="png")
@@ -90,6 +91,7 @@ class Dashboard:
     def resumed(self, run) -> None:
         """Start from a resumed run's restored history, telemetry and findings."""
         self.steps, self.history = list(run.steps), list(run.history)
+        self.config_changes = list(run.config_changes)
         for f in run.findings:
             self.finding(f)
         self._update_status()
@@ -143,7 +145,7 @@ class Dashboard:
         self.fig.subplots_adjust(left=0.05, right=0.95, top=0.95, bottom=0.08, wspace=0.4, hspace=0.35)
         panels.loss_panel(axes[0, 0], self.steps, self.history)
         panels.grad_panel(axes[0, 1], self.steps)
-        panels.lr_panel(axes[0, 2], self.steps)
+        panels.lr_panel(axes[0, 2], self.steps, self.config_changes)
         panels.metrics_panel(axes[1, 0], self.history)
         panels.scale_panel(axes[1, 1], self.steps)
         panels.drift_panel(axes[1, 2], self.steps)

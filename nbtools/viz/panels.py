@@ -67,11 +67,21 @@ def grad_panel(ax: Axes, steps: list[dict]) -> None:
         ax.legend(fontsize=7)
 
 
-def lr_panel(ax: Axes, steps: list[dict]) -> None:
-    """Learning rate of each parameter group at the end of each interval, log scale."""
+def lr_plan_changes(config_changes: list[dict]) -> list[dict]:
+    """The run.config_changes entries of resumes that changed the LR plan (see nbtools.train.schedule)."""
+    return [c for c in config_changes if c.get("lr_plan")]
+
+
+def lr_panel(ax: Axes, steps: list[dict], config_changes: list[dict] = ()) -> None:
+    """Learning rate of each parameter group at the end of each interval, log scale; a resume that
+    changed the LR plan is a dashed line at its step."""
     groups = list(steps[-1]["lr"]) if steps else []
     for i, g in enumerate(groups):
         ax.plot(*_positive(steps, lambda r, g=g: r["lr"].get(g)), color=f"C{i}", label=g)
+    for j, change in enumerate(lr_plan_changes(config_changes)):
+        ax.axvline(
+            change["step"], color="gray", ls="--", lw=1, label="resumed, new LR plan" if j == 0 else None
+        )
     ax.set(xlabel="step", ylabel="lr", title="learning rate")
     if groups:
         _log_y(ax)
