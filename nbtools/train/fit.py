@@ -13,6 +13,7 @@ from torch.utils.data import Dataset
 from nbtools.atomic import save_atomic
 from nbtools.config import TrainConfig
 from nbtools.diagnose import rules
+from nbtools.env import sync_drive
 from nbtools.runs import NonFiniteError, Run
 from nbtools.runs.files import CONFIG_FILE, LAST_FILE
 from nbtools.runs.stop import RAISING_CODES
@@ -122,6 +123,11 @@ def fit(
         save_atomic(model.state_dict(), run_dir / LAST_FILE)
         run.save()
         save_curves(run)
+        if sync_drive(run_dir):  # Drive uploads in the background; the notebook keeps it mounted
+            progress.message(
+                f"{run_dir} is on Google Drive, which uploads it in the background; before closing the runtime, "
+                f"google.colab.drive.flush_and_unmount() waits for the upload (and unmounts Drive)"
+            )
     dist.barrier()
     if run.stop is not None:
         progress.message(f"stopped: {run.stop}")
