@@ -24,6 +24,7 @@ from nbtools.train.loader import EvalBatches, TrainBatches, make_loader
 from nbtools.train.optim import check_names, group_names
 from nbtools.train.start import prepare_run_dir, start
 from nbtools.train.telemetry import Telemetry
+from nbtools.train.tensorboard import TensorBoardLog, WithTensorBoard
 from nbtools.viz.curves import save_curves
 from nbtools.viz.progress import make_progress
 
@@ -82,6 +83,7 @@ def fit(
     eval_batches = EvalBatches(len(val_data), cfg.eval_batch_size or cfg.batch_size, dist.rank, dist.world)
     val_loader = make_loader(val_data, eval_batches, cfg.num_workers, device.type == "cuda", cfg.seed)
     progress = make_progress(dashboard, cfg.epochs, verbose and dist.is_main)
+    progress = WithTensorBoard(progress, TensorBoardLog(run_dir, enabled=dist.is_main))
     st, checkpoint = start(
         model, cfg, run_dir, resume, device, -(-n_batches // cfg.grad_accum), progress, dist
     )
