@@ -40,6 +40,16 @@ data = NaNAt()
 data.bad = set(range(48))
 nbt.fit(small_cnn(), data, NoisyBlobs(seed=1), nn.CrossEntropyLoss(), cfg.replace(max_bad_steps=2), "runs/raises")"""
 
+CRASHES = """# a run that an exception cuts short inside the loop (as a CUDA out-of-memory would)
+def out_of_memory_at_batch_5(x, y, seen=[]):
+    seen.append(1)
+    if len(seen) == 5:
+        raise RuntimeError("CUDA out of memory (planted)")
+    return x, y
+
+nbt.fit(small_cnn(), NoisyBlobs(), NoisyBlobs(seed=1), nn.CrossEntropyLoss(), cfg, "runs/crashes",
+        batch_transform=out_of_memory_at_batch_5)"""
+
 
 def _run_and_save(nb, tmp_path: Path, name: str) -> nbformat.NotebookNode:
     """Execute in a fresh kernel (cwd tmp_path), write the .ipynb, and read back what was saved."""
@@ -64,10 +74,10 @@ def _texts(cell) -> str:
     return "\n".join(o.get("data", {}).get("text/plain", "") + o.get("text", "") for o in cell.outputs)
 
 
-def test_a_saved_notebook_shows_the_dashboard_of_a_finished_and_a_failed_run(tmp_path):
-    cells = [nbformat.v4.new_code_cell(c) for c in (SETUP, FINISHES, RAISES)]
+def test_a_saved_notebook_shows_the_dashboard_of_a_finished_a_failed_and_a_crashed_run(tmp_path):
+    cells = [nbformat.v4.new_code_cell(c) for c in (SETUP, FINISHES, RAISES, CRASHES)]
     saved = _run_and_save(nbformat.v4.new_notebook(cells=cells), tmp_path, "tiny.ipynb")
-    setup, finished, failed = saved.cells
+    setup, finished, failed, crashed = saved.cells
     assert not [o for o in setup.outputs if o.output_type == "error"], _texts(setup)
     for cell in (finished, failed):
         (png,) = _pngs(cell)  # one picture: the last frame, left in place of the live one
@@ -79,6 +89,9 @@ def test_a_saved_notebook_shows_the_dashboard_of_a_finished_and_a_failed_run(tmp
     (error,) = [o for o in failed.outputs if o.output_type == "error"]
     assert error.ename == "NonFiniteError"
     assert "stopped: non-finite loss or gradients" in _texts(failed)  # said after the picture was left
+    (png,) = _pngs(crashed)  # the exception went through fit's `finally`: the frame of steps 2 and 4
+    assert len(png) > 10_000 and "step 4" in _texts(crashed)
+    assert [o.ename for o in crashed.outputs if o.output_type == "error"] == ["RuntimeError"]
 
 
 def test_the_saved_02_notebook_shows_a_png_of_the_dashboard(tmp_path, monkeypatch):

@@ -54,9 +54,12 @@ def fit(
     Raises NonFiniteError (with `.run`) when non-finite steps keep coming; checkpoints stay intact,
     and the message names the first module that went non-finite on the last bad step's batch.
     The doctor's rules (nbtools.diagnose.rules) run at each log interval and epoch end; their findings
-    and the guards' land in run.findings and are shown as they appear. dashboard: "auto" (the live
-    widgets dashboard in a Jupyter/Colab kernel, text elsewhere), "text", "widgets", or None / "off"
-    (verbose=False shows nothing either way). meta: plain-JSON facts kept with the run (metrics.json and
+    and the guards' land in run.findings and are shown as they appear. dashboard: "auto" (in a
+    Jupyter/Colab kernel the live dashboard, as widgets where they render and as plain outputs updated
+    in place where not: nbtools.viz.frontend; text elsewhere), "widgets", "image", "text", or None /
+    "off" (verbose=False shows nothing either way); when fit ends, however, the dashboard is left as a
+    plain PNG with the findings as text. With `tensorboard` installed, the telemetry and epoch records
+    also go to TensorBoard event files in run_dir (nbtools.train.tensorboard). meta: plain-JSON facts kept with the run (metrics.json and
     every checkpoint), e.g. the recipe that built the model, so a resume notebook can rebuild it.
     Launched by torchrun, it trains with DistributedDataParallel (see nbtools.step.distributed);
     cfg.batch_size is then per process.
