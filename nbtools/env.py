@@ -15,6 +15,8 @@ import torch
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+DRIVE_FOLDER = "nbtools-runs"  # runs_root's folder in MyDrive
+MOUNTS = "/proc/mounts"  # where the kernel lists mounts; Colab mounts Drive as type fuse.drive
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,32 @@ def is_colab() -> bool:
     return "google.colab" in sys.modules or "COLAB_RELEASE_TAG" in os.environ
 
 
+def device_facts(device: torch.device | str) -> dict:
+    """What decides the precision on `device`, as plain JSON (kept in checkpoints):
+    {"type": "cpu"} or {"type": "cuda", "name": "Tesla T4", "capability": [7, 5], "bf16": False}."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return {"type": device.type}
+    return {
+        "type": "cuda",
+        "name": torch.cuda.get_device_name(device),
+        "capability": list(torch.cuda.get_device_capability(device)),
+        "bf16": bool(torch.cuda.is_bf16_supported()),
+    }
+
+
+def precision_for(requested: str, facts: dict) -> str:
+    """resolve_precision as a pure function of `device_facts` (so GPU cases test without a GPU)."""
+    if requested not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(map(repr, PRECISIONS))}, got {requested!r}")
+    if requested != "auto":
+        return requested
+    if facts["type"] != "cuda":
+        return "fp32"
+    # bf16 is emulated (slow) below sm 8.0 even where torch reports it as supported.
+    return "bf16" if facts["capability"][0] >= 8 and facts["bf16"] else "fp16"
+
+
 def resolve_precision(requested: str, device: torch.device | str) -> str:
     """Turn "auto" into what this device really supports.
 
@@ -52,14 +80,7 @@ def resolve_precision(requested: str, device: torch.device | str) -> str:
     """
     if requested not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(map(repr, PRECISIONS))}, got {requested!r}")
-    if requested != "auto":
-        return requested
-    device = torch.device(device)
-    if device.type != "cuda":
-        return "fp32"
-    major, _ = torch.cuda.get_device_capability(device)
-    # bf16 is emulated (slow) below sm 8.0 even where torch reports it as supported.
-    return "bf16" if major >= 8 and torch.cuda.is_bf16_supported() else "fp16"
+    return requested if requested != "auto" else precision_for(requested, device_facts(device))
 
 
 def seed_everything(seed: int) -> None:
@@ -115,7 +136,7 @@ def mount_drive(mount_point: str = "/content/drive") -> Path | None:
     return Path(mount_point) / "MyDrive"
 
 
-def runs_root(use_drive: bool | str = "auto", folder: str = "nbtools-runs") -> Path:
+def runs_root(use_drive: bool | str = "auto", folder: str = DRIVE_FOLDER) -> Path:
     """Where notebooks keep run folders, so checkpoints survive a Colab disconnect.
 
     use_drive: "auto" = Google Drive (MyDrive/`folder`, mounted by mount_drive) in Colab, ./runs
@@ -132,3 +153,53 @@ def runs_root(use_drive: bool | str = "auto", folder: str = "nbtools-runs") -> P
         if drive is not None:
             return drive / folder
     return Path("runs")
+
+
+def _drive_mounts() -> list[Path]:
+    """Colab's Google Drive mounts (DriveFS: mount type fuse.drive), from the kernel's mount table."""
+    try:
+        lines = Path(MOUNTS).read_text().splitlines()
+    except OSError:
+        return []
+    # /proc/mounts writes a space in a path as \040
+    return [
+        Path(f[1].replace("\\040", " "))
+        for f in map(str.split, lines)
+        if len(f) >= 3 and f[2] == "fuse.drive"
+    ]
+
+
+def drive_mount(path: str | Path) -> Path | None:
+    """The Google Drive mount that holds `path` in Colab, else None."""
+    if not is_colab():
+        return None
+    target = Path(path).absolute().resolve()
+    return next((m for m in _drive_mounts() if target == m or m in target.parents), None)
+
+
+def sync_drive(path: str | Path) -> bool:
+    """Hand every write still pending under a Drive-mounted `path` to Drive; False (and nothing done)
+    when `path` is not on Drive.
+
+    Every checkpoint was already fsynced when it was written (nbtools.atomic); `os.sync()` covers what
+    was only flushed (TensorBoard event files, figures). Drive then uploads in the background. Colab
+    has no call that waits for the upload short of `google.colab.drive.flush_and_unmount()`, which
+    also unmounts Drive, so it is never called here: the notebook goes on reading the run folder."""
+    mount = drive_mount(path)
+    if mount is None:
+        return False
+    os.sync()
+    log.info("%s is on Google Drive (%s): pending writes handed to Drive", path, mount)
+    return True
+
+
+def run_folder_hint() -> str:
+    """Where the notebooks keep run folders, for messages about a run or checkpoint that is not found."""
+    hint = (
+        f'with USE_DRIVE = "auto" the notebooks keep run folders on Google Drive in Colab '
+        f"(MyDrive/{DRIVE_FOLDER}/RUN_NAME) and in ./runs elsewhere: check that RUN_NAME and USE_DRIVE "
+        f"match the notebook that trained it"
+    )
+    if is_colab() and not _drive_mounts():
+        hint += "; Google Drive is not mounted in this runtime: run the cell that calls nbt.runs_root first"
+    return hint

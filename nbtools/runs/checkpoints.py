@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from nbtools.env import run_folder_hint
 from nbtools.runs.files import CHECKPOINT_GLOB, CHECKPOINT_NAME
 
 log = logging.getLogger(__name__)
@@ -161,8 +162,8 @@ def find_checkpoint(run_dir: str | Path, which: str | int | Path) -> CheckpointI
                 return c
             log.warning("skipping %s: %s", c.path, c.error)
         raise FileNotFoundError(
-            f"no valid checkpoint in {run_dir} to resume from ({len(checkpoints)} files found); "
-            f"start a new run with resume=None"
+            f"no valid checkpoint in {run_dir.absolute()} to resume from ({len(checkpoints)} files found); "
+            f"start a new run with resume=None, or point run_dir at the run to resume; {run_folder_hint()}"
         )
     if isinstance(which, bool) or not isinstance(which, (int, str, Path)):
         raise ValueError(

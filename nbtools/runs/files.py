@@ -8,6 +8,7 @@ best.pt, best_ema.pt        model weights only, at the best epoch (of the EMA co
 last.pt                     model weights only, written when `fit` returns
 best_val.pt                 validation logits and targets at the best epoch (report figures)
 *.png                       curves and report figures
+events.out.tfevents.*       TensorBoard scalars (when tensorboard is installed), one file per session
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ BEST_VAL_FILE = "best_val.pt"
 LOSS_CURVE_FILE = "loss_curve.png"
 LEARNING_CURVES_FILE = "learning_curves.png"
 
+TENSORBOARD_GLOB = "events.out.tfevents.*"
 CHECKPOINT_GLOB = "epoch_*.pt"
 CHECKPOINT_NAME = re.compile(r"^epoch_(\d{3,})(?:_step_(\d{7,}))?\.pt$")
 
@@ -36,6 +38,7 @@ RUN_FILES = (
     METRICS_FILE,
     CONFIG_FILE,
     "*.png",
+    TENSORBOARD_GLOB,
 )
 
 

@@ -12,6 +12,7 @@ from torch import nn
 
 from nbtools.atomic import write_json_atomic
 from nbtools.config import TrainConfig
+from nbtools.env import run_folder_hint
 from nbtools.runs.files import METRICS_FILE
 from nbtools.runs.findings import Finding
 from nbtools.runs.stop import Stop, from_legacy_text
@@ -113,7 +114,8 @@ class Run:
         path = Path(run_dir) / METRICS_FILE
         if not path.is_file():
             raise FileNotFoundError(
-                f"{path} not found: {run_dir} is not an nbtools run folder (or no epoch finished)"
+                f"{path.absolute()} not found: {Path(run_dir).absolute()} is not an nbtools run folder (or no "
+                f"epoch finished); {run_folder_hint()}"
             )
         try:
             d = json.loads(path.read_text())

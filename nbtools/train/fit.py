@@ -13,6 +13,7 @@ from torch.utils.data import Dataset
 from nbtools.atomic import save_atomic
 from nbtools.config import TrainConfig
 from nbtools.diagnose import rules
+from nbtools.env import sync_drive
 from nbtools.runs import NonFiniteError, Run
 from nbtools.runs.files import CONFIG_FILE, LAST_FILE
 from nbtools.runs.stop import RAISING_CODES
@@ -23,6 +24,7 @@ from nbtools.train.loader import EvalBatches, TrainBatches, make_loader
 from nbtools.train.optim import check_names, group_names
 from nbtools.train.start import prepare_run_dir, start
 from nbtools.train.telemetry import Telemetry
+from nbtools.train.tensorboard import TensorBoardLog, WithTensorBoard
 from nbtools.viz.curves import save_curves
 from nbtools.viz.progress import make_progress
 
@@ -52,9 +54,12 @@ def fit(
     Raises NonFiniteError (with `.run`) when non-finite steps keep coming; checkpoints stay intact,
     and the message names the first module that went non-finite on the last bad step's batch.
     The doctor's rules (nbtools.diagnose.rules) run at each log interval and epoch end; their findings
-    and the guards' land in run.findings and are shown as they appear. dashboard: "auto" (the live
-    widgets dashboard in a Jupyter/Colab kernel, text elsewhere), "text", "widgets", or None / "off"
-    (verbose=False shows nothing either way). meta: plain-JSON facts kept with the run (metrics.json and
+    and the guards' land in run.findings and are shown as they appear. dashboard: "auto" (in a
+    Jupyter/Colab kernel the live dashboard, as widgets where they render and as plain outputs updated
+    in place where not: nbtools.viz.frontend; text elsewhere), "widgets", "image", "text", or None /
+    "off" (verbose=False shows nothing either way); when fit ends, however, the dashboard is left as a
+    plain PNG with the findings as text. With `tensorboard` installed, the telemetry and epoch records
+    also go to TensorBoard event files in run_dir (nbtools.train.tensorboard). meta: plain-JSON facts kept with the run (metrics.json and
     every checkpoint), e.g. the recipe that built the model, so a resume notebook can rebuild it.
     Launched by torchrun, it trains with DistributedDataParallel (see nbtools.step.distributed);
     cfg.batch_size is then per process.
@@ -81,6 +86,7 @@ def fit(
     eval_batches = EvalBatches(len(val_data), cfg.eval_batch_size or cfg.batch_size, dist.rank, dist.world)
     val_loader = make_loader(val_data, eval_batches, cfg.num_workers, device.type == "cuda", cfg.seed)
     progress = make_progress(dashboard, cfg.epochs, verbose and dist.is_main)
+    progress = WithTensorBoard(progress, TensorBoardLog(run_dir, enabled=dist.is_main))
     st, checkpoint = start(
         model, cfg, run_dir, resume, device, -(-n_batches // cfg.grad_accum), progress, dist
     )
@@ -122,6 +128,11 @@ def fit(
         save_atomic(model.state_dict(), run_dir / LAST_FILE)
         run.save()
         save_curves(run)
+        if sync_drive(run_dir):  # Drive uploads in the background; the notebook keeps it mounted
+            progress.message(
+                f"{run_dir} is on Google Drive, which uploads it in the background; before closing the runtime, "
+                f"google.colab.drive.flush_and_unmount() waits for the upload (and unmounts Drive)"
+            )
     dist.barrier()
     if run.stop is not None:
         progress.message(f"stopped: {run.stop}")

@@ -11,7 +11,8 @@ Redraws are throttled: at a log interval only if max(min_redraw_seconds = 2 s, 2
 time) has passed since the last one, so these redraws take at most ~5 % of the wall time; always
 at the end of an epoch and on close. The progress bar is updated at most every 0.2 s. Outside a notebook,
 `fit` uses the text progress (tqdm bar, postfix per interval, one line per epoch); the choice is
-nbtools.viz.progress.make_progress.
+nbtools.viz.progress.make_progress. Where widgets do not render the same parts are plain outputs
+updated in place, and either way `close` leaves the last frame as a plain PNG (nbtools.viz.snapshot).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import time
 from matplotlib.figure import Figure
 
 from nbtools.runs import Finding
-from nbtools.viz import panels
+from nbtools.viz import panels, snapshot
 
 BAR_SECONDS = 0.2  # the progress bar is updated at most this often
 DRAW_BUDGET = 20  # wait at least this many times the last draw's duration before the next
@@ -34,31 +35,29 @@ def _fmt(v) -> str:
 
 
 class Dashboard:
-    """An ipywidgets panel fed by `fit`; `.widget` is the VBox, displayed on construction."""
+    """The panel fed by `fit`, displayed on construction: ipywidgets (`.widget` is the VBox) or, with
+    view="image", plain outputs updated in place. `close` leaves the last frame as a plain PNG."""
 
-    def __init__(self, epochs: int, min_redraw_seconds: float = 2.0, display: bool = True):
-        import ipywidgets as widgets  # only when a dashboard is shown
-
+    def __init__(
+        self, epochs: int, min_redraw_seconds: float = 2.0, display: bool = True, view: str = "widgets"
+    ):
         self.epochs, self.min_redraw_seconds = epochs, min_redraw_seconds
         self.steps: list[dict] = []
         self.history: list[dict] = []
         self.findings: list[Finding] = []
         self.messages: list[str] = []
         self.config_changes: list[dict] = []  # a resume's, for the marks on the LR panel
-        self.status = widgets.HTML()
-        self.bar = widgets.IntProgress(value=0, min=0, max=1, description="", bar_style="info")
-        self.image = widgets.Image(format="png")
-        self.findings_box = widgets.HTML()
-        self.widget = widgets.VBox([self.status, self.bar, self.image, self.findings_box])
-        self.widget.add_class("nbtools-dashboard")  # a handle for the browser tests' selectors
+        # view: "widgets" (an ipywidgets panel) or "image" (plain outputs updated in place); see snapshot
+        self._use(snapshot.WidgetView(display) if view == "widgets" else snapshot.OutputView(display))
+        self.widget = getattr(self.view, "widget", None)
         self.fig = Figure(figsize=(13, 6.5))
         self.redraws = 0
         self._epoch, self._done, self._bar_at = 0, 0, 0.0
         self._drawn_at, self._draw_seconds, self._drawn_len = -float("inf"), 0.0, (0, 0)
-        if display:
-            from IPython.display import display as show
 
-            show(self.widget)
+    def _use(self, view) -> None:
+        self.view = view
+        self.status, self.bar, self.image, self.findings_box = view.parts()
 
     # --- the progress interface fit calls ------------------------------------------------
     def start_epoch(self, epoch: int, total_batches: int, done_batches: int) -> None:
@@ -116,6 +115,7 @@ class Dashboard:
         if (len(self.steps), len(self.history)) != self._drawn_len:
             self.draw()
         self.bar.bar_style = "success" if not self.findings else "warning"
+        self._use(self.view.leave())  # a plain PNG and text stay in the notebook, whatever ended the run
 
     # --- drawing -------------------------------------------------------------------------
     def _update_status(self) -> None:

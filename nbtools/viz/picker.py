@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from nbtools.env import run_folder_hint
 from nbtools.runs import CheckpointInfo, CheckpointList, list_checkpoints
 
 
@@ -41,8 +42,8 @@ def checkpoint_picker(run_dir: str | Path, value: str | int = "latest"):
     options = checkpoint_options(checkpoints)
     if not options:
         raise FileNotFoundError(
-            f"no loadable checkpoint in {run_dir} ({len(checkpoints)} files); train first (02 or 03), "
-            f"or point RUN_DIR at the run folder you trained into"
+            f"no loadable checkpoint in {Path(run_dir).absolute()} ({len(checkpoints)} files); train first "
+            f"(02 or 03), or point RUN_DIR at the run folder you trained into; {run_folder_hint()}"
         )
     values = [v for _, v in options]
     if value not in values:

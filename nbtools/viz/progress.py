@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 
 from nbtools.runs import Finding
 from nbtools.viz.dashboard import Dashboard
+from nbtools.viz.frontend import widgets_render
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ class TextProgress:
             self.bar = None
 
 
-DASHBOARDS = ("auto", "text", "widgets", "off", None)
+DASHBOARDS = ("auto", "text", "widgets", "image", "off", None)
 
 
 def in_notebook() -> bool:
@@ -86,15 +87,26 @@ def in_notebook() -> bool:
 
 
 def make_progress(dashboard: str | None, epochs: int, enabled: bool = True):
-    """What `fit` shows: "auto" = the widgets dashboard in a notebook kernel with ipywidgets, else the
-    text progress; "text"; "widgets" (text, with a warning, outside a kernel); None or "off" = nothing."""
+    """What `fit` shows. "auto": in a notebook kernel the dashboard, as ipywidgets where they render
+    and as plain outputs updated in place where they do not (the rule: nbtools.viz.frontend); text
+    progress outside a kernel. "widgets" / "image" choose the view (text, with a warning, outside a
+    kernel); "text"; None or "off" = nothing. Either dashboard leaves a plain PNG when training ends."""
     if dashboard not in DASHBOARDS:
         raise ValueError(f"dashboard must be one of {', '.join(map(repr, DASHBOARDS))}, got {dashboard!r}")
     if not enabled or dashboard in (None, "off"):
         return TextProgress(epochs, enabled=False)
-    widgets = importlib.util.find_spec("ipywidgets") is not None
-    if dashboard == "widgets" and not (widgets and in_notebook()):
-        log.warning("dashboard='widgets' needs ipywidgets in a Jupyter/Colab kernel; showing text progress")
-    elif dashboard == "widgets" or (dashboard == "auto" and widgets and in_notebook()):
-        return Dashboard(epochs)
-    return TextProgress(epochs)
+    if dashboard == "text":
+        return TextProgress(epochs)
+    if not in_notebook():
+        if dashboard != "auto":
+            log.warning("dashboard=%r needs a Jupyter/Colab kernel; showing text progress", dashboard)
+        return TextProgress(epochs)
+    if dashboard == "auto":
+        render, why = widgets_render()
+        if not render:
+            log.info("dashboard as an image output: %s", why)
+        dashboard = "widgets" if render else "image"
+    elif dashboard == "widgets" and importlib.util.find_spec("ipywidgets") is None:
+        log.warning("dashboard='widgets' needs ipywidgets; showing the dashboard as an image output")
+        dashboard = "image"
+    return Dashboard(epochs, view=dashboard)

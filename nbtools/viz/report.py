@@ -103,7 +103,7 @@ def report(run_or_dir, save: bool = True) -> Report:
     }
     best_val = Path(run.run_dir) / BEST_VAL_FILE
     if best_val.is_file():
-        best = torch.load(best_val, weights_only=True)
+        best = torch.load(best_val, map_location="cpu", weights_only=True)
         targets, logits = best["targets"].numpy(), best["logits"].float().numpy()
         figures["confusion_matrix"] = confusion_figure(targets, logits, run.config.threshold, best["epoch"])
         figures["roc_curve"] = roc_figure(targets, logits, best["epoch"])

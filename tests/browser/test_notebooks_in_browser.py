@@ -1,6 +1,7 @@
 """The notebooks as a user sees them: JupyterLab in Debian's headless Chromium, Run > Run All Cells, then
 what the page shows — no error output, widgets rendered, a dashboard figure that refreshes while the
-training cell runs, a slice viewer whose image follows its slider. Screenshots go to ARTIFACTS.
+training cell runs and is left as a plain image when it ends, a slice viewer whose image follows its
+slider. Screenshots go to ARTIFACTS.
 
     .ci/install-browser && python -m pytest -q -m browser
 """
@@ -28,6 +29,7 @@ class Dashboard:
     texts: tuple[str, ...]  # text the notebook's outputs show once it has run
     timeout_s: float  # the whole run
     parameters: dict | None = None  # injected into the notebook's `parameters` cell
+    left: str = ".jp-RenderedImage img"  # the plain image/png that replaces the panel when training ends
 
 
 @dataclass(frozen=True)
@@ -123,7 +125,17 @@ def test_dashboard_refreshes_while_training(notebook_page, artifact, nb: Dashboa
     )
     lab.wait_executed(page, max(nb.timeout_s - (time.monotonic() - start), 30))
     assert_no_errors(page, name)
-    assert_widgets_rendered(page, name)
+    # Training is over: the live panel gave way to its last frame as a plain image/png, which a saved
+    # notebook, a reconnected tab or GitHub shows without a kernel or widget state.
+    left = lab.image_digest(page, nb.left)
+    state = lab.widget_state(page)
+    dashboards = page.locator(f"{lab.PANEL} .nbtools-dashboard").count()
+    assert left["bytes"] > 10_000 and dashboards == 0 and not state["problems"], (
+        f"{name}: after training, expected the dashboard as a plain image at {nb.left} and no live panel: "
+        f"image {left}, {dashboards} panels, widgets {state}"
+    )
+    lab.scroll_to_cell(page, nb.left)
+    page.screenshot(path=artifact(f"{nb.notebook.stem}-after.png"))
     assert_texts(page, name, nb.texts)
 
 

@@ -1,0 +1,141 @@
+"""TensorBoard event files in the run folder, so `%tensorboard --logdir runs` shows a run after the
+kernel is gone (optional: without the `tensorboard` package `fit` says so once and goes on).
+
+Written from the records `fit` already makes, never from tensors: each telemetry record (one per log
+interval: losses, grad norms total and per group, LR per group, loss scale, skipped steps, weight
+drift) and each epoch record (train loss, val_* and ema_val_* metrics), at its global optimizer step.
+So TensorBoard costs no host sync.
+
+Across resumes each step shows once. A resumed session opens a new event file that starts with a
+purge at step 0 and writes the restored records again (the checkpoint's run.steps and run.history),
+then goes on: TensorBoard drops what the earlier files hold from step 0 on (SessionLog.START, and
+RustBoard preempts any step not below a new one), so a session killed after its last checkpoint
+shows none of the steps it trained after it, and a run begun without tensorboard installed gets its
+whole history once it is. Only rank 0 writes (fit passes enabled=dist.is_main).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+FLUSH_SECONDS = 10  # a Colab disconnect loses at most this much of the event file
+
+
+@functools.cache
+def _summary_writer():
+    """SummaryWriter, or None (said once per process) when tensorboard is not installed."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as e:
+        log.warning(
+            "skipping TensorBoard event files: %s (pip install tensorboard to get them; Colab has it)", e
+        )
+        return None
+    return SummaryWriter
+
+
+def step_scalars(record: dict) -> dict[str, float | None]:
+    """The TensorBoard scalars of one telemetry record (see nbtools.train.telemetry)."""
+    out = {
+        "train/loss": record["loss"],
+        "train/grad_norm": record["grad_norm"],
+        "train/grad_norm_max": record["grad_norm_max"],
+        "train/skipped_steps": record["skipped"],
+        "amp/scale": record["scale"],
+    }
+    if record["drift"] is not None and record["param_norm"]:
+        out["train/weight_drift_rel"] = record["drift"] / record["param_norm"]
+    out.update({f"grad_norm/{g}": v for g, v in record["group_grad_norm"].items()})
+    out.update({f"lr/{g}": v for g, v in record["lr"].items()})
+    return out
+
+
+def epoch_scalars(record: dict) -> dict[str, float | None]:
+    """The TensorBoard scalars of one epoch record: its train loss and every validation metric."""
+    out = {"epoch/train_loss": record.get("train_loss"), "epoch/epoch": record["epoch"]}
+    for key, value in record.items():
+        for prefix in ("ema_val_", "val_"):
+            if key.startswith(prefix):
+                out[f"{prefix[:-1]}/{key.removeprefix(prefix)}"] = value
+                break
+    return out
+
+
+class TensorBoardLog:
+    """Event files in `run_dir`, written from fit's records; every method is a no-op when disabled."""
+
+    def __init__(self, run_dir: str | Path, enabled: bool = True):
+        self.run_dir, self.enabled = Path(run_dir), enabled
+        self.writer = None
+
+    def _open(self):
+        if self.writer is None and self.enabled:
+            writer = _summary_writer()
+            if writer is None:
+                self.enabled = False
+                return None
+            # purge_step=0: this file holds the whole run from here on (see the module docstring)
+            self.writer = writer(log_dir=str(self.run_dir), purge_step=0, flush_secs=FLUSH_SECONDS)
+        return self.writer
+
+    def _write(self, scalars: dict, step: int) -> None:
+        writer = self._open()
+        if writer is None:
+            return
+        for tag, value in scalars.items():
+            if isinstance(value, (int, float)) and math.isfinite(value):
+                writer.add_scalar(tag, value, step)
+
+    def interval(self, record: dict) -> None:
+        self._write(step_scalars(record), record["step"])
+
+    def epoch(self, record: dict) -> None:
+        self._write(epoch_scalars(record), record["step"])
+        if self.writer is not None:
+            self.writer.flush()
+
+    def restored(self, run) -> None:
+        """Write a resumed run's records again, in step order (epoch records after their intervals)."""
+        for r in sorted(
+            [(r["step"], 0, r) for r in run.steps] + [(h["step"], 1, h) for h in run.history],
+            key=lambda t: t[:2],
+        ):
+            (self.interval if r[1] == 0 else self.epoch)(r[2])
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
+class WithTensorBoard:
+    """fit's progress (text or dashboard) that also writes each record it is shown to TensorBoard."""
+
+    def __init__(self, progress, tensorboard: TensorBoardLog):
+        self.progress, self.tensorboard = progress, tensorboard
+
+    def interval(self, record: dict) -> None:
+        self.tensorboard.interval(record)
+        self.progress.interval(record)
+
+    def end_epoch(self, record: dict) -> None:
+        self.tensorboard.epoch(record)
+        self.progress.end_epoch(record)
+
+    def resumed(self, run) -> None:
+        self.tensorboard.restored(run)
+        self.progress.resumed(run)
+
+    def close(self) -> None:
+        try:
+            self.tensorboard.close()
+        finally:
+            self.progress.close()
+
+    def __getattr__(self, name):  # start_epoch, batches_done, finding, message, ...
+        return getattr(self.progress, name)
