@@ -16,7 +16,7 @@ from nbtools.runs.files import BEST_EMA_FILE, BEST_FILE, BEST_VAL_FILE, epoch_na
 from nbtools.step import train_step
 from nbtools.train.ema import update_ema
 from nbtools.train.evaluate import evaluate
-from nbtools.train.guards import check_interval, nan_policy_stop
+from nbtools.train.guards import check_interval, nan_policy_stop, probe_fp16
 from nbtools.train.loader import TrainBatches, epoch_seed, make_loader
 from nbtools.train.optim import apply_unfreeze, group_names, sync_trainable, train_mode
 from nbtools.train.state import TrainState
@@ -76,10 +76,19 @@ def train_epoch(
             record = telemetry.flush(model, st.epoch, st.step, st.scheduler.get_last_lr(), scale)
             run.steps.append(record)
             progress.interval(record)
-            decision = check_interval(run, record, st.precision.mode, st.bad_streak, st.amp_window)
+            probe = probe_fp16(record, model, micro, loss_fn, st.precision, dist)  # None unless fp16 failed
+            decision = check_interval(
+                run,
+                record,
+                st.precision.mode,
+                st.bad_streak,
+                st.amp_window,
+                fp16_probe=probe,
+                fallback_mode=st.precision.fallback_mode,
+            )
             st.bad_streak, st.amp_window = decision.bad_streak, decision.amp_window
-            if decision.fall_back_to_fp32 is not None:
-                st.precision.fall_back_to_fp32(decision.fall_back_to_fp32)
+            if decision.fall_back is not None:
+                st.precision.fall_back(decision.fall_back)
             report(run, progress, [*decision.findings, *rules.step_findings(run)])
             run.stop = run.stop or decision.stop
             every = cfg.checkpoint_every_steps
