@@ -139,9 +139,22 @@ def test_no_learning_flat_loss_at_chance(tmp_path):
 
 def test_overfitting_val_up_train_down(tmp_path):
     hist = [epoch(e, train=0.6 - 0.05 * e, val=v) for e, v in enumerate([0.6, 0.5, 0.45, 0.52, 0.55, 0.6], 1)]
-    f = rules.overfitting(make_run(tmp_path, history=hist))
+    run = make_run(tmp_path, history=hist)
+    run.best_epoch = 3  # what fit kept in best.pt: the best val_loss (the monitor)
+    f = rules.overfitting(run)
     assert f.code == "overfitting" and "0.45 (epoch 3)" in f.message and "(epoch 6)" in f.message
-    assert "best.pt (epoch 3" in f.fix
+    assert "best.pt (epoch 3, the best val_loss" in f.fix and f.is_open
+    # best.pt holds the monitored best, which need not be the val-loss minimum: the fix says which
+    run = make_run(tmp_path, history=hist, monitor="val_auc")
+    run.best_epoch = 5
+    fix = rules.overfitting(run).fix
+    assert "best.pt holds epoch 5 (the best val_auc), not the val-loss minimum at epoch 3" in fix, fix
+    assert "best.pt (epoch 3" not in fix
+    # nothing recorded about best.pt: no epoch is named for it
+    assert (
+        "best.pt (fit keeps the epoch of the best val_loss"
+        in rules.overfitting(make_run(tmp_path, history=hist)).fix
+    )
     noisy = [
         epoch(e, train=0.6 - 0.05 * e, val=v) for e, v in enumerate([0.6, 0.5, 0.45, 0.52, 0.47, 0.6], 1)
     ]

@@ -10,6 +10,7 @@ import torch
 
 from nbtools.atomic import save_atomic
 from nbtools.diagnose import rules
+from nbtools.diagnose.chance import first_output, task_record
 from nbtools.diagnose.inputs import input_range
 from nbtools.runs import Finding, Run, Stop, prune_checkpoints
 from nbtools.runs.files import BEST_EMA_FILE, BEST_FILE, BEST_VAL_FILE, epoch_name, mid_epoch_name
@@ -59,10 +60,16 @@ def train_epoch(
         for i in range(min(cfg.grad_accum, n_batches - st.batch)):
             x, y = _to_device(next(batches), device, f"training batch {st.batch + i} of epoch {st.epoch}")
             micro.append(batch_transform(x, y) if batch_transform is not None else (x, y))
+        record_task = check_inputs and not run.task  # once per run: a resume keeps the recorded task
         if check_inputs:  # one host sync, once
             report(run, progress, [input_range(micro[0][0], st.epoch, st.step + 1)])
             check_inputs = False
-        result = train_step(forward_model, micro, loss_fn, st.optimizer, st.precision, cfg.clip_norm, dist)
+        with first_output(model, enabled=record_task) as out:
+            result = train_step(
+                forward_model, micro, loss_fn, st.optimizer, st.precision, cfg.clip_norm, dist
+            )
+        if out:
+            run.task = task_record(out[0], loss_fn, data, micro[0][1])
         st.scheduler.step()
         if st.ema is not None:
             update_ema(st.ema, model)
