@@ -4,7 +4,10 @@ overfitting, early stopping too early. Each takes a Run and returns one Finding 
 - `class-collapse`: for COLLAPSE_EPOCHS = 3 consecutive epochs (fewer if the run is shorter), one
   class takes at least COLLAPSE_SHARE = 98 % of the validation predictions while the samples of the
   other classes are recalled at most COLLAPSE_OTHER_RECALL = 5 % (seed 000: recall 99 % at a
-  precision equal to the base rate = "predict positive always").
+  precision equal to the base rate = "predict positive always"). When val AUC stayed above
+  0.5 + NO_LEARN_AUC_BAND through the streak, the scores do rank the classes: the evidence and the
+  fix then name the decision threshold, not a model that ignores its input (seed 004's Focal Loss
+  scores below 0.5).
 - `no-learning`: for NO_LEARN_EPOCHS = 5 consecutive epochs the train loss fell by less than
   NO_LEARN_REL_DROP = 2 % of its value at the window's start, and validation stayed at chance:
   |AUC - 0.5| <= NO_LEARN_AUC_BAND = 0.1 (without an AUC: accuracy <= the majority share + 0.02).
@@ -67,17 +70,31 @@ def class_collapse(run) -> Finding | None:
             streak.append((h, c))
         if len(streak) >= need:
             (h0, _), (h1, (k, share, true, rec, prec, other)) = streak[0], streak[-1]
+            aucs = [h["val_auc"] for h, _ in streak if h.get("val_auc") is not None]
+            ranks = len(aucs) == len(streak) and min(aucs) > 0.5 + NO_LEARN_AUC_BAND
             message = (
                 f"epochs {h0['epoch']}-{h1['epoch']}: {share:.0%} of validation predictions are class {k} "
                 f"(its true share {true:.0%}); its recall {rec:.2f} at precision {prec:.2f} against a base rate "
                 f"of {true:.2f}, the other classes' recall {other:.2f}"
             )
-            fix = (
-                "the model ignores its input and predicts one class (seed 000's 'recall stuck at 99 %'): "
-                "check the LR (nbt.find_lr), the class weighting (FocalLoss alpha weights class 1; "
-                "pos_weight), the decision threshold (TrainConfig.threshold) and that labels match inputs; "
-                "nbt.overfit_batch(model, batch, loss_fn) tells whether it can fit at all."
-            )
+            if ranks:  # the scores separate the classes: the cut puts them all on one side
+                cut = h1.get("val_threshold")
+                message += f", yet val AUC {min(aucs):.2f}-{max(aucs):.2f}: the scores rank the classes" + (
+                    f" and threshold {cut:g} puts them all on one side" if cut is not None else ""
+                )
+                fix = (
+                    "the model does tell the classes apart; the decision threshold does not: set "
+                    "TrainConfig.threshold where the scores are (the threshold finding names the F1-optimal one "
+                    "at the best epoch; nbt.viz.report(run) marks it on the ROC and PR curves), or weight the "
+                    "rare class (FocalLoss alpha, pos_weight) so its scores move up."
+                )
+            else:
+                fix = (
+                    "the model ignores its input and predicts one class (seed 000's 'recall stuck at 99 %'): "
+                    "check the LR (nbt.find_lr), the class weighting (FocalLoss alpha weights class 1; "
+                    "pos_weight), the decision threshold (TrainConfig.threshold) and that labels match inputs; "
+                    "nbt.overfit_batch(model, batch, loss_fn) tells whether it can fit at all."
+                )
             found = Finding("class-collapse", message, fix, epoch=h1["epoch"])
             return status_from(found, run.history, lambda h: _collapse(h) is not None)
     return None

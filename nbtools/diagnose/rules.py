@@ -9,13 +9,14 @@ each rule lives (and importable from here, so a notebook can read them):
 - nbtools.diagnose.step_rules: `frozen-weights`, `exploding-gradients`
 - nbtools.diagnose.chance: `lr-too-high` (against the chance level recorded in run.task)
 - nbtools.diagnose.epoch_rules: `class-collapse`, `no-learning`, `overfitting`, `stopped-too-early`
+- nbtools.diagnose.threshold: `threshold`
 - `input-out-of-range` is not a rule over the history: nbtools.diagnose.inputs checks the first
   training batch once per `fit` (its thresholds are documented there).
 
 Status: a finding is "open" while its condition still holds at the end of the record, "resolved"
 (with the first epoch at which it no longer held) once it passed; each rule's module says when. A
 saved open finding whose rule no longer fires at all (stopped-too-early once the run was resumed)
-is resolved at the first epoch after it.
+is resolved at the first epoch after it (threshold: at the new best epoch).
 
 The guards' findings (`nonfinite-loss`, `nonfinite-grad`, `amp-skipped-steps`, `amp-overflow`) live
 in nbtools.train.guards and are kept in metrics.json; `doctor` reports them from there.
@@ -57,6 +58,7 @@ from nbtools.diagnose.step_rules import (
     exploding_gradients,
     frozen_weights,
 )
+from nbtools.diagnose.threshold import THRESHOLD_F1_GAIN, threshold
 from nbtools.runs.findings import Finding
 
 __all__ = [
@@ -81,6 +83,7 @@ __all__ = [
     "OVERFIT_RISE",
     "STEP_RULES",
     "STOP_TREND_REL",
+    "THRESHOLD_F1_GAIN",
     "class_collapse",
     "epoch_findings",
     "exploding_gradients",
@@ -90,10 +93,11 @@ __all__ = [
     "overfitting",
     "step_findings",
     "stopped_too_early",
+    "threshold",
 ]
 
 STEP_RULES: tuple[Callable, ...] = (frozen_weights, exploding_gradients, lr_too_high)
-EPOCH_RULES: tuple[Callable, ...] = (class_collapse, no_learning, overfitting, stopped_too_early)
+EPOCH_RULES: tuple[Callable, ...] = (class_collapse, no_learning, overfitting, stopped_too_early, threshold)
 CODES = {
     frozen_weights: "frozen-weights",
     exploding_gradients: "exploding-gradients",
@@ -102,6 +106,7 @@ CODES = {
     no_learning: "no-learning",
     overfitting: "overfitting",
     stopped_too_early: "stopped-too-early",
+    threshold: "threshold",
 }
 
 
@@ -110,6 +115,8 @@ def _passed(run, code: str) -> Finding | None:
     saved = next((f for f in run.findings if f.code == code and f.is_open), None)
     if saved is None:
         return None
+    if code == "threshold":
+        return saved.resolved(run.best_epoch)
     later = [h["epoch"] for h in run.history if saved.epoch is None or h["epoch"] > saved.epoch]
     return saved.resolved(later[0] if later else None)
 
