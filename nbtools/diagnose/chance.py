@@ -1,4 +1,4 @@
-"""The chance level of a task, and `lr-too-high`: an early loss far above what an LR cannot change.
+"""The chance level of a task, and `lr-too-high`: an early loss far above references no LR moves.
 
 When `fit` starts it records in `run.task` what the rules need to know about the task, from what it
 sees: the model's output on the first batch (how many outputs) and the training labels.
@@ -18,8 +18,8 @@ the first interval). It fires when, within the first LR_EARLY_EPOCHS = 3 epochs,
 - LR_RISE_INTERVALS = 2 log intervals have a mean train loss above LR_CHANCE_FACTOR = 3 times the
   larger reference (an interval whose every loss was non-finite, after such an interval, counts as
   one): the loss exploded, possibly within the first interval; or
-- (no reference recorded, e.g. an older metrics.json) LR_RISE_INTERVALS intervals have a mean loss
-  above LR_RISE_FACTOR = 2 times the first interval's: the loss rose.
+- LR_RISE_INTERVALS intervals have a mean loss above LR_RISE_FACTOR = 2 times the first interval's:
+  the loss rose (the only test for an older metrics.json, which records no reference).
 It is open while the latest interval is still above that bound (or all non-finite), and resolved at
 the epoch of the first interval of the trailing stretch back below it.
 """
@@ -136,58 +136,58 @@ def _lrs(record: dict) -> str:
     return ", ".join(f"{k} {v:.2g}" for k, v in record.get("lr", {}).items())
 
 
-def _references(run) -> tuple[float | None, str]:
-    """The larger of the chance loss and the first step's loss, and how to say it."""
+def _references(run) -> list[tuple[float, str]]:
+    """The recorded references no LR moves, as (value, how to say it): the chance loss and the
+    first step's loss."""
     task, first = getattr(run, "task", None) or {}, run.steps[0] if run.steps else {}
-    parts = []
+    refs = []
     chance = task.get("chance_loss")
     if chance is not None and chance > 0:
         if task.get("outputs", 1) >= 2:
             what = f"uniform logits over {task['outputs']} outputs"
         else:
             what = f"predicting the training prior, positive rate {_g(task.get('pos_rate'))}"
-        parts.append((chance, f"the chance level {_g(chance)} ({what})"))
+        refs.append((chance, f"the chance level {_g(chance)} ({what})"))
     loss0 = first.get("loss_first")
     if loss0 is not None and math.isfinite(loss0) and loss0 > 0 and first["step"] == first["steps"]:
-        parts.append((loss0, f"the first step's loss {_g(loss0)}"))
-    if not parts:
-        return None, ""
-    return max(v for v, _ in parts), " and ".join(text for _, text in parts)
+        refs.append((loss0, f"the first step's loss {_g(loss0)}"))
+    return refs
 
 
-def lr_too_high(run) -> Finding | None:
-    """`lr-too-high`: early intervals far above the chance level and the first step's loss, or (with
-    no reference recorded) LR_RISE_INTERVALS early intervals above LR_RISE_FACTOR x the first one's."""
-    early = [r for r in run.steps if r["epoch"] <= LR_EARLY_EPOCHS]
-    ref, ref_text = _references(run)
-    nonfinite = sum(r["nonfinite_loss"] for r in early)
-    if ref is not None:
-        bound = LR_CHANCE_FACTOR * ref
-        over, seen = [], False
-        for r in early:
-            exploded = r["loss"] is not None and r["loss"] > bound
-            seen = seen or exploded
-            if exploded or (seen and r["loss"] is None and r["nonfinite_loss"]):
-                over.append(r)
-        if len(over) < LR_RISE_INTERVALS:
-            return None
-        peak = max((r for r in over if r["loss"] is not None), key=lambda r: r["loss"])
-        at = over[LR_RISE_INTERVALS - 1]
-        found = Finding(
-            "lr-too-high",
-            f"the train loss reached {_g(peak['loss'])} (steps up to {peak['step']}), {peak['loss'] / ref:.3g}x "
-            f"{ref_text}, which no LR can change: {len(over)} intervals in the first {LR_EARLY_EPOCHS} epochs "
-            f"above {LR_CHANCE_FACTOR:g}x, {nonfinite} non-finite losses (lr {_lrs(over[0])})",
-            "lower the LR (by 10x or more): nbt.find_lr(model, train_data, loss_fn) suggests one; add "
-            "warmup_epochs and set clip_norm. Do not clamp the loss.",
-            epoch=at["epoch"],
-            step=at["step"],
-        )
-        return status_from(found, run.steps, lambda r: r["loss"] is None or r["loss"] > bound)
+def _exploded(run, early: list[dict], nonfinite: int) -> Finding | None:
+    refs = _references(run)
+    if not refs:
+        return None
+    bound, over, seen = LR_CHANCE_FACTOR * max(v for v, _ in refs), [], False
+    for r in early:
+        exploded = r["loss"] is not None and r["loss"] > bound
+        seen = seen or exploded
+        if exploded or (seen and r["loss"] is None and r["nonfinite_loss"]):
+            over.append(r)
+    if len(over) < LR_RISE_INTERVALS:
+        return None
+    peak = max((r for r in over if r["loss"] is not None), key=lambda r: r["loss"])
+    at = over[LR_RISE_INTERVALS - 1]
+    found = Finding(
+        "lr-too-high",
+        f"the train loss reached {_g(peak['loss'])} (steps up to {peak['step']}): "
+        + " and ".join(f"{peak['loss'] / v:.3g}x {text}" for v, text in refs)
+        + f", levels no LR moves; {len(over)} intervals in the first {LR_EARLY_EPOCHS} epochs above "
+        f"{LR_CHANCE_FACTOR:g}x the larger, {nonfinite} non-finite losses (lr {_lrs(over[0])})",
+        "lower the LR (by 10x or more): nbt.find_lr(model, train_data, loss_fn) suggests one; add "
+        "warmup_epochs and set clip_norm. Do not clamp the loss.",
+        epoch=at["epoch"],
+        step=at["step"],
+    )
+    return status_from(found, run.steps, lambda r: r["loss"] is None or r["loss"] > bound)
+
+
+def _rose(run, early: list[dict], nonfinite: int) -> Finding | None:
     start = next((r for r in early if r["loss"] is not None), None)
     if start is None or start["loss"] <= 0:
         return None
-    rising = [r for r in early if r["loss"] is not None and r["loss"] > LR_RISE_FACTOR * start["loss"]]
+    bound = LR_RISE_FACTOR * start["loss"]
+    rising = [r for r in early if r["loss"] is not None and r["loss"] > bound]
     if len(rising) < LR_RISE_INTERVALS:
         return None
     peak = max(rising, key=lambda r: r["loss"])
@@ -201,5 +201,12 @@ def lr_too_high(run) -> Finding | None:
         epoch=rising[LR_RISE_INTERVALS - 1]["epoch"],
         step=rising[LR_RISE_INTERVALS - 1]["step"],
     )
-    bound = LR_RISE_FACTOR * start["loss"]
     return status_from(found, run.steps, lambda r: r["loss"] is None or r["loss"] > bound)
+
+
+def lr_too_high(run) -> Finding | None:
+    """`lr-too-high`: early intervals far above the chance level and the first step's loss, else
+    LR_RISE_INTERVALS early intervals above LR_RISE_FACTOR x the first one's."""
+    early = [r for r in run.steps if r["epoch"] <= LR_EARLY_EPOCHS]
+    nonfinite = sum(r["nonfinite_loss"] for r in early)
+    return _exploded(run, early, nonfinite) or _rose(run, early, nonfinite)
