@@ -124,9 +124,10 @@ def _fp16_range_decision(
         f"'{fallback_mode}'. {keep}",
         **at,
     )
+    where = " in the forward pass" if probe.report is not None and probe.report.where == "forward" else ""
     stop = Stop(
         "amp",
-        f"fp16 overflow in the forward pass: {evidence}. Set amp_fallback=True or precision='{fallback_mode}'"
+        f"fp16 overflow{where}: {evidence}. Set amp_fallback=True or precision='{fallback_mode}'"
         " (or bring the values into fp16's range); lowering the LR or clipping will not help.",
     )
     return GuardDecision(bad_streak, amp_window, [finding], stop=stop)
