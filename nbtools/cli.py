@@ -3,7 +3,7 @@
 python -m nbtools train resnet3d --run-dir runs/demo
 python -m nbtools train resnet3d --run-dir runs/demo --resume latest --epochs 10
 python -m nbtools checkpoints runs/demo
-python -m nbtools doctor runs/demo      # exit code 0: no findings, 1: findings printed, 2: no run
+python -m nbtools doctor runs/demo      # exit code 0: none open, 1: open findings printed, 2: no run
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import sys
 from nbtools import recipes
 from nbtools.diagnose import doctor
 from nbtools.env import setup
-from nbtools.runs import NonFiniteError, RunExistsError, list_checkpoints
+from nbtools.runs import NonFiniteError, RunExistsError, list_checkpoints, open_first
 
 
 def _resume(value: str | None):
@@ -77,9 +77,17 @@ def _train(args: argparse.Namespace) -> int:
             if best.get(k) is not None
         )
     )
-    for f in run.findings:
-        print(f)
+    print_findings(run.findings)
     return 0
+
+
+def print_findings(findings: list) -> None:
+    """The end summary's findings: how many are open, then the open ones, then the resolved ones."""
+    if findings:
+        n_open = sum(f.is_open for f in findings)
+        print(f"findings: {n_open} open, {len(findings) - n_open} resolved")
+    for f in open_first(findings):
+        print(f)
 
 
 def _doctor(run_dir: str) -> int:
@@ -88,11 +96,11 @@ def _doctor(run_dir: str) -> int:
     except (FileNotFoundError, ValueError) as e:  # not a run folder, or an unreadable metrics.json
         print(f"error: {e}", file=sys.stderr)
         return 2
-    for f in findings:
+    for f in findings:  # open first, resolved ones marked
         print(f)
     if not findings:
         print(f"{run_dir}: no findings")
-    return 1 if findings else 0
+    return 1 if any(f.is_open for f in findings) else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--smoke", action="store_true", help="tiny sizes, for a seconds-long check")
     ls = sub.add_parser("checkpoints", help="list a run folder's checkpoints and whether each loads")
     ls.add_argument("run_dir")
-    doc = sub.add_parser("doctor", help="print a run folder's findings (exit code 1 if there are any)")
+    doc = sub.add_parser("doctor", help="print a run folder's findings (exit code 1 if any is open)")
     doc.add_argument("run_dir")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

@@ -67,8 +67,25 @@ def precision_for(requested: str, facts: dict) -> str:
         return requested
     if facts["type"] != "cuda":
         return "fp32"
-    # bf16 is emulated (slow) below sm 8.0 even where torch reports it as supported.
-    return "bf16" if facts["capability"][0] >= 8 and facts["bf16"] else "fp16"
+    return "bf16" if _native_bf16(facts) else "fp16"
+
+
+def _native_bf16(facts: dict) -> bool:
+    # bf16 is emulated (slow) below sm 8.0 even where torch reports it as supported; CPU autocast
+    # runs bf16 too, but the auto rule keeps CPUs in fp32
+    return facts["type"] == "cuda" and facts["capability"][0] >= 8 and facts["bf16"]
+
+
+def fallback_for(facts: dict) -> str:
+    """Where fp16 goes when it fails on the device of `device_facts` (its GradScaler keeps skipping,
+    or its range overflows): bf16 where the device really has it (the rule "auto" uses), else fp32;
+    on CPU always fp32."""
+    return "bf16" if _native_bf16(facts) else "fp32"
+
+
+def fallback_precision(device: torch.device | str) -> str:
+    """`fallback_for` this device."""
+    return fallback_for(device_facts(device))
 
 
 def resolve_precision(requested: str, device: torch.device | str) -> str:

@@ -1,5 +1,7 @@
 """Each finding provoked on purpose in a tiny fit, live in run.findings and again from the run folder."""
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -126,3 +128,64 @@ def test_the_rules_cost_little_per_interval(tmp_path):
     t0 = time.perf_counter()
     rules.step_findings(run)
     assert time.perf_counter() - t0 < 0.25  # 4000 intervals = 40,000 steps; about 20 ms on an idle core
+
+
+def test_an_lr_that_explodes_within_the_first_interval_is_caught(tmp_path):
+    # Adam at lr 10: the first interval's mean loss is already hundreds of times the chance level, so
+    # nothing "rises" after it; against the chance level (ln 2) and the first step's loss it is plain
+    run = train(tmp_path, lr=10.0, epochs=3, log_every=3)
+    assert run.task["outputs"] == 2 and run.task["chance_loss"] == pytest.approx(math.log(2), rel=1e-6)
+    assert run.steps[0]["loss"] > 100 * math.log(2) and run.steps[0]["loss_first"] < 2 * math.log(2)
+    [lr] = [f for f in run.findings if f.code == "lr-too-high"]
+    peak = max(r["loss"] for r in run.steps[:6] if r["loss"] is not None)
+    assert (
+        f"reached {peak:.3g}" in lr.message
+        and "the chance level 0.693 (uniform logits over 2 outputs)" in lr.message
+    )
+    assert f"the first step's loss {run.steps[0]['loss_first']:.3g}" in lr.message
+    assert nbt.doctor(tmp_path) == nbt.runs.open_first(run.findings)
+
+
+def test_the_chance_level_of_one_logit_is_the_priors_loss(tmp_path):
+    from torch.utils.data import TensorDataset
+
+    from nbtools.diagnose.chance import task_record
+
+    y = (torch.arange(40) % 4 == 0).float()  # positive rate 0.25
+    p = 0.25
+    entropy = -(p * math.log(p) + (1 - p) * math.log(1 - p))
+    data = TensorDataset(torch.zeros(40, 3), y)
+    task = task_record(torch.zeros(8), nn.BCEWithLogitsLoss(), data, y[:8])
+    assert task == {
+        "outputs": 1,
+        "pos_rate": 0.25,
+        "chance_loss": pytest.approx(entropy),
+        "labels": "dataset",
+    }
+    focal = nbt.losses.FocalLoss(gamma=2.0, alpha=0.25)
+    logit = torch.full((40, 1), math.log(p / (1 - p)))
+    want = float(focal(logit, y.long()))
+    assert task_record(torch.zeros(8, 1), focal, data, y[:8].long())["chance_loss"] == pytest.approx(want)
+    # a model of 2 outputs trained with cross-entropy: ln 2, whatever the prior
+    ce = task_record(torch.zeros(8, 2), nn.CrossEntropyLoss(), data, y[:8].long())
+    assert ce["chance_loss"] == pytest.approx(math.log(2)) and ce["pos_rate"] == 0.25
+
+
+def test_overfitting_names_the_epoch_best_pt_really_holds(tmp_path):
+    # 24 noisy training samples memorised: val loss is lowest at epoch 1, val_acc best at epoch 4
+    g = torch.Generator().manual_seed(3)
+    torch.rand(16, generator=g)
+    base = NoisyBlobs(n=24, seed=4, augment=False)
+    y = base.y.clone()
+    flip = torch.rand(24, generator=g) < 0.3
+    y[flip] = 1 - y[flip]
+    from torch.utils.data import TensorDataset
+
+    run = train(tmp_path, data=TensorDataset(base.x, y), epochs=10, lr=3e-2, monitor="val_acc", log_every=2)
+    losses = [h["val_loss"] for h in run.history]
+    lowest = 1 + losses.index(min(losses))
+    assert (lowest, run.best_epoch) == (1, 4)  # the two disagree, as they may
+    assert torch.load(tmp_path / "best_val.pt", weights_only=True)["epoch"] == run.best_epoch
+    [over] = [f for f in run.findings if f.code == "overfitting"]
+    assert "best.pt holds epoch 4 (the best val_acc), not the val-loss minimum at epoch 1" in over.fix
+    assert "best.pt (epoch 1" not in over.fix

@@ -65,7 +65,7 @@ def test_the_state_records_request_resolution_device_and_fallback():
     state = p.state_dict()
     assert state["requested"] == "fp16" and state["resolved"] == "fp16" and state["device"] == CPU
     assert state["fallback"] is None and state["scaler"]
-    p.fall_back_to_fp32("planted")
+    p.fall_back("planted")
     state = p.state_dict()
     assert state["mode"] == "fp32" and state["fallback"] == {
         "from": "fp16",

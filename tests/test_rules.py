@@ -139,9 +139,22 @@ def test_no_learning_flat_loss_at_chance(tmp_path):
 
 def test_overfitting_val_up_train_down(tmp_path):
     hist = [epoch(e, train=0.6 - 0.05 * e, val=v) for e, v in enumerate([0.6, 0.5, 0.45, 0.52, 0.55, 0.6], 1)]
-    f = rules.overfitting(make_run(tmp_path, history=hist))
+    run = make_run(tmp_path, history=hist)
+    run.best_epoch = 3  # what fit kept in best.pt: the best val_loss (the monitor)
+    f = rules.overfitting(run)
     assert f.code == "overfitting" and "0.45 (epoch 3)" in f.message and "(epoch 6)" in f.message
-    assert "best.pt (epoch 3" in f.fix
+    assert "best.pt (epoch 3, the best val_loss" in f.fix and f.is_open
+    # best.pt holds the monitored best, which need not be the val-loss minimum: the fix says which
+    run = make_run(tmp_path, history=hist, monitor="val_auc")
+    run.best_epoch = 5
+    fix = rules.overfitting(run).fix
+    assert "best.pt holds epoch 5 (the best val_auc), not the val-loss minimum at epoch 3" in fix, fix
+    assert "best.pt (epoch 3" not in fix
+    # nothing recorded about best.pt: no epoch is named for it
+    assert (
+        "best.pt (fit keeps the epoch of the best val_loss"
+        in rules.overfitting(make_run(tmp_path, history=hist)).fix
+    )
     noisy = [
         epoch(e, train=0.6 - 0.05 * e, val=v) for e, v in enumerate([0.6, 0.5, 0.45, 0.52, 0.47, 0.6], 1)
     ]
@@ -191,3 +204,32 @@ def test_doctor_keeps_saved_guard_findings_and_re_derives_the_rest(tmp_path):
     found = nbt.doctor(tmp_path)
     assert [f.code for f in found] == ["nonfinite-loss", "class-collapse"]
     assert found[0] == guard and "epochs 6-8" in found[1].message
+
+
+def test_lr_too_high_against_the_chance_level_and_the_first_step(tmp_path):
+    def run_of(losses, nonfinite=()):
+        steps = [step(i, loss=v, nonfinite=10 if i in nonfinite else 0) for i, v in enumerate(losses, 1)]
+        steps[0]["loss_first"] = 0.7  # the loss before any update
+        run = make_run(tmp_path, steps)
+        run.task = {"outputs": 2, "pos_rate": 0.4, "chance_loss": math.log(2), "labels": "dataset"}
+        return run
+
+    # exploded within the first interval and stayed there: nothing "rises" after the first interval
+    f = rules.lr_too_high(run_of([600.0, 400.0, 500.0]))
+    assert (
+        f.code == "lr-too-high" and "reached 600" in f.message and "866x the chance level 0.693" in f.message
+    )
+    assert (
+        f.is_open
+        and rules.lr_too_high(
+            make_run(tmp_path, [step(i, loss=v) for i, v in enumerate([600.0, 400.0, 500.0], 1)])
+        )
+        is None
+    )
+    # one exploded interval and then only non-finite losses counts twice; non-finite from the start does not
+    assert rules.lr_too_high(run_of([600.0, None], nonfinite={2})) is not None
+    assert rules.lr_too_high(run_of([None, None, None], nonfinite={1, 2, 3})) is None
+    # back below the bound: resolved at the first interval of the trailing stretch
+    gone = rules.lr_too_high(run_of([600.0, 400.0, 0.6, 0.5]))
+    assert gone.status == "resolved" and gone.resolved_epoch == 1
+    assert rules.lr_too_high(run_of([0.7, 0.6, 0.5, 0.4])) is None  # healthy

@@ -95,8 +95,8 @@ def test_fp16_monitor_decides_a_fallback_or_a_stop(tmp_path):
     overflowing = record(50, steps=50, skipped=range(1, 51))
     run = Run(tmp_path, nbt.TrainConfig(), steps=[overflowing])
     fall = check_interval(run, overflowing, "fp16", 0, [])
-    assert fall.fall_back_to_fp32 and fall.stop is None and fall.amp_window == [] and fall.bad_streak == 0
+    assert fall.fall_back and fall.stop is None and fall.amp_window == [] and fall.bad_streak == 0
     strict = Run(tmp_path, nbt.TrainConfig(amp_fallback=False), steps=[overflowing])
     stop = check_interval(strict, overflowing, "fp16", 0, [])
-    assert stop.fall_back_to_fp32 is None and stop.stop.code == "amp"
+    assert stop.fall_back is None and stop.stop.code == "amp"
     assert [f.code for f in stop.findings] == ["amp-skipped-steps"]

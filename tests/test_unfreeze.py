@@ -255,3 +255,53 @@ def test_bad_unfreeze_part_loses_nothing(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == before
     assert [c.epoch for c in nbt.list_checkpoints(tmp_path)] == [1]
     assert all(p.requires_grad for p in model.parameters())  # nothing frozen by a fit that never ran
+
+
+# --- the same under fp16 (GradScaler on CPU): frozen groups join a scaled optimizer mid-run ------
+
+FP16 = CFG.replace(precision="fp16")
+
+
+@pytest.fixture(scope="module")
+def straight_fp16(tmp_path_factory):
+    d = tmp_path_factory.mktemp("straight_fp16")
+    model = tiny_net()
+    dtypes = []
+    handle = model.classifier[1].register_forward_hook(lambda m, a, out: dtypes.append(out.dtype))
+    try:
+        run = _fit(d, FP16, model=model)
+    finally:
+        handle.remove()
+    return d, run, dtypes
+
+
+def test_unfreezing_under_fp16_neither_raises_nor_skips_a_step(straight_fp16):
+    d, run, dtypes = straight_fp16
+    assert set(dtypes) == {torch.float16}  # autocast really ran in fp16
+    assert [r["epoch"] for r in run.steps] == [1, 1, 2, 2, 3, 3, 4, 4] and run.stop is None
+    assert all(r["skipped"] == 0 and r["scale"] is not None for r in run.steps), run.steps
+    assert not [f for f in run.findings if f.code.startswith(("amp", "nonfinite"))], run.findings
+    for epoch, part in ((2, "layer2"), (3, "layer1")):
+        state = load_checkpoint(d / f"epoch_{epoch:03d}.pt")
+        assert state["precision"]["mode"] == "fp16" and state["precision"]["scaler"]["scale"] > 0
+        assert part in {_part(n) for n in state["trainable"]}
+    exp = _layer2_exp_avg(load_checkpoint(d / "epoch_004.pt"))
+    assert len(exp) == 4 and all(t.abs().sum() > 0 for t in exp)  # layer2 really stepped once unfrozen
+
+
+@pytest.mark.parametrize("where", ["before-unfreeze", "mid-unfreeze-epoch"])
+def test_resume_across_the_unfreeze_under_fp16_is_bit_identical(straight_fp16, tmp_path, where):
+    d, ref, _ = straight_fp16
+    if where == "before-unfreeze":  # epoch 1's checkpoint: layer2 still frozen, unfreezes after resume
+        shutil.copy(d / "epoch_001.pt", tmp_path / "epoch_001.pt")
+        run = _fit(tmp_path, FP16, resume=1)
+    else:  # dies 3 batches into epoch 2, the epoch layer2 joined the scaled optimizer
+        with pytest.raises(StopAfter.Disconnect):
+            _fit(tmp_path, FP16, batch_transform=StopAfter(STEPS_PER_EPOCH + 3))
+        assert nbt.list_checkpoints(tmp_path)[-1].mid_epoch
+        run = _fit(tmp_path, FP16, resume="latest")
+    a, b = load_checkpoint(d / "epoch_004.pt"), load_checkpoint(tmp_path / "epoch_004.pt")
+    for key in ("model", "optimizer", "scheduler", "ema", "rng", "trainable", "precision", "step"):
+        assert_same(a[key], b[key], key)
+    assert without_times(ref.history) == without_times(run.history)
+    assert without_times(ref.steps) == without_times(run.steps)

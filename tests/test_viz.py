@@ -39,12 +39,12 @@ def run_dir(tmp_path_factory):
 
 def test_report_writes_and_returns_the_figures(run_dir):
     rep = nbt.viz.report(run_dir)
-    names = ["loss_curve", "learning_curves", "grad_norms", "confusion_matrix", "roc_curve"]
+    names = ["loss_curve", "learning_curves", "grad_norms", "confusion_matrix", "roc_curve", "pr_curve"]
     assert list(rep.figures) == names
     for name in names:
         assert rep.paths[name] == run_dir / f"{name}.png" and rep.paths[name].stat().st_size > 1000
     html = rep._repr_html_()
-    assert html.count("data:image/png;base64,") == 5
+    assert html.count("data:image/png;base64,") == 6
     # the confusion matrix is the best epoch's: its counts are the validation set's
     cm_text = [t.get_text() for t in rep.figures["confusion_matrix"].axes[0].texts]
     assert sum(int(t) for t in cm_text) == len(NoisyBlobs(seed=1))

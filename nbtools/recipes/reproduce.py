@@ -94,6 +94,40 @@ def frozen_fp16(run_dir: str | Path) -> Reproduction:
     )
 
 
+class _RawUnits(Dataset):
+    """Volumes never normalized: scanner units up to ~1e5, beyond fp16's 65504."""
+
+    def __init__(self, base: Dataset, scale: float = 2e4):
+        self.base, self.scale = base, scale
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i):
+        x, y = self.base[i]
+        return x * self.scale, y
+
+
+def fp16_forward_overflow(run_dir: str | Path) -> Reproduction:
+    """Seed 000: "Conv3d produces NaN/Inf in fp16"; the fix was AMP off for good. Here the volumes
+    are in raw units: every fp16 forward overflows at the first Conv3d while fp32 computes the same
+    batch finitely. fit re-runs the bad step in fp32, names the layer, switches and keeps training,
+    instead of stopping on 'NaN' with advice to lower the LR."""
+    train, val = _data()
+    cfg = TrainConfig(epochs=3, batch_size=4, precision="fp16", log_every=2, checkpoint_every_minutes=None)
+    run = _fit(_tiny(), nn.CrossEntropyLoss(), cfg, Path(run_dir), _RawUnits(train), _RawUnits(val))
+    amp = [f for f in run.findings if f.code == "amp-overflow"]
+    moved = all(r["drift"] > 0 for r in run.steps[-3:])
+    wrong_advice = [f.code for f in run.findings if f.code.startswith("nonfinite")]
+    done = run.stop is None and len(run.history) == cfg.epochs
+    return Reproduction(
+        "seed 000: Conv3d produced NaN/Inf in fp16 (AMP turned off for good)",
+        bool(amp) and "Conv3d" in amp[0].message and moved and done and not wrong_advice,
+        [str(f) for f in amp]
+        + [f"trained all {len(run.history)} epochs after the switch, weights moving: {moved}"],
+    )
+
+
 def logcosh_overflow() -> Reproduction:
     """Seed 001: log(cosh(x)) overflowed to inf/NaN; the fix was a clamp. log_cosh is exact instead."""
     x = torch.tensor([0.5, 2.0, 50.0, 100.0, 1000.0], requires_grad=True)
@@ -212,6 +246,7 @@ def all_seed_failures(run_dir: str | Path = "runs/seed-failures") -> list[Reprod
     run_dir = Path(run_dir)
     return [
         frozen_fp16(run_dir / "frozen-fp16"),
+        fp16_forward_overflow(run_dir / "fp16-forward-overflow"),
         logcosh_overflow(),
         focal_nan(run_dir / "focal-nan"),
         gamma_on_zscore(),

@@ -14,7 +14,7 @@ from nbtools.runs.checkpoints import (
     load_checkpoint,
     prune_checkpoints,
 )
-from nbtools.runs.findings import Finding
+from nbtools.runs.findings import Finding, open_first
 from nbtools.runs.metrics import classification_metrics, probabilities
 from nbtools.runs.run import NonFiniteError, Run, RunExistsError
 from nbtools.runs.stop import STOP_CODES, Stop
@@ -34,6 +34,7 @@ __all__ = [
     "find_checkpoint",
     "list_checkpoints",
     "load_checkpoint",
+    "open_first",
     "probabilities",
     "prune_checkpoints",
 ]

@@ -53,6 +53,9 @@ class Run:
     config_changes: list[dict[str, Any]] = field(default_factory=list)
     # plain-JSON facts about the run, e.g. the recipe that built its model and data
     meta: dict[str, Any] = field(default_factory=dict)
+    # what fit saw of the task when it started (outputs, positive rate, chance-level loss), for the
+    # rules; see nbtools.diagnose.chance
+    task: dict[str, Any] = field(default_factory=dict)
     model: nn.Module | None = field(default=None, repr=False)
 
     @property
@@ -68,12 +71,13 @@ class Run:
         return next((h for h in self.history if h["epoch"] == self.best_epoch), None)
 
     def add_finding(self, finding: Finding) -> bool:
-        """Record a finding; a later finding with the same code replaces the earlier one's evidence.
-        Returns True when the code is new (so the caller shows it once, not at every interval)."""
+        """Record a finding; a later finding with the same code replaces the earlier one's evidence
+        and status. Returns True when the code is new or its status changed (open -> resolved, or
+        back), so the caller shows it then, not at every interval."""
         for i, f in enumerate(self.findings):
             if f.code == finding.code:
                 self.findings[i] = finding
-                return False
+                return f.status != finding.status
         self.findings.append(finding)
         return True
 
@@ -88,6 +92,7 @@ class Run:
             "findings": [f.to_dict() for f in self.findings],
             "config_changes": self.config_changes,
             "meta": self.meta,
+            "task": self.task,
         }
 
     def save(self) -> None:
@@ -106,6 +111,7 @@ class Run:
             stop=Stop.from_dict(d["stop"]) if "stop" in d else from_legacy_text(d.get("stopped", "")),
             config_changes=list(d.get("config_changes", [])),
             meta=dict(d.get("meta", {})),
+            task=dict(d.get("task") or {}),
         )
 
     @classmethod

@@ -4,7 +4,8 @@ Code decides behaviour (whether `fit` raises, which doctor rule applies); the me
 and may be reworded freely. Codes:
 
     nonfinite    non-finite losses or gradients kept coming (max_bad_steps in a row, or nan_policy="raise")
-    amp          fp16 loss scaling kept skipping steps or froze the weights, and amp_fallback was off
+    amp          fp16 failed and amp_fallback was off: loss scaling kept skipping steps or froze the
+                 weights, or the forward pass overflowed fp16's range (the same batch is finite in fp32)
     early-stop   the monitored metric stopped improving (patience, min_delta, min_epochs)
 """
 

@@ -4,10 +4,11 @@ A checkpoint records what precision was requested, what it resolved to, on which
 compute capability) and whether fp16 fell back to fp32 there. A resume decides again
 (`resume_precision`): it takes what the new config asks for on the device it runs on, so a run begun
 on a CPU (fp32) continues in bf16 on an A100 and in fp16 on a T4, and a run moved from a GPU to a
-CPU continues in fp32. An fp32 fallback is kept only where it would recur: the same precision
+CPU continues in fp32. A fallback is kept only where it would recur: the same precision
 requested, on a device that would pick the precision that fell back (fp16's overflow comes from the
 model's values, so a T4's fallback holds on a V100, not on a bf16 GPU, and not once the config asks
-for another precision).
+for another precision). Where it holds, the run continues in that device's fallback precision
+(`fallback_for`: bf16 where the GPU really has it, else fp32; fp32 on CPU).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import logging
 
 import torch
 
-from nbtools.env import device_facts, precision_for
+from nbtools.env import device_facts, fallback_for, precision_for
 
 log = logging.getLogger(__name__)
 
@@ -47,14 +48,16 @@ def resume_precision(saved: dict, requested: str, facts: dict) -> tuple[str, dic
     fallback = saved.get("fallback")
     same_request = saved.get("requested") == requested
     if fallback and same_request and fallback["from"] == fresh:
+        target = fallback_for(facts)
+        before = fallback_for(fallback["device"]) if fallback.get("device") else "fp32"
         note = None
-        if saved.get("mode") != "fp32" or saved.get("device") != facts:
+        if saved.get("mode") != target or saved.get("device") != facts:
             note = (
-                f"continuing in fp32: {fresh} fell back to fp32 on {_where(fallback.get('device'))} "
+                f"continuing in {target}: {fresh} fell back to {before} on {_where(fallback.get('device'))} "
                 f"({fallback['reason']}) and {_where(facts)} would run {fresh} again; "
                 f"set precision='bf16' on an Ampere or newer GPU, or 'fp32', to choose"
             )
-        return "fp32", fallback, note
+        return target, fallback, note
     saved_mode = saved.get("mode")
     note = None
     if saved_mode is not None and saved_mode != fresh:
@@ -69,8 +72,10 @@ def resume_precision(saved: dict, requested: str, facts: dict) -> tuple[str, dic
 class Precision:
     """The precision a run uses right now: "fp32", "bf16" or "fp16" (+ GradScaler).
 
-    bf16 never uses a scaler (its exponent range is fp32's). fp16 always does, and may fall back to
-    fp32 during a run (`fall_back_to_fp32`), which is recorded in checkpoints (see `resume_precision`).
+    bf16 never uses a scaler (its exponent range is fp32's). fp16 always does, and may fall back
+    during a run (`fall_back`) to `fallback_mode`: bf16 where the device really has it (CUDA
+    sm >= 8.0), else fp32 (on CPU always fp32, as "auto" picks there). The fallback is recorded in
+    checkpoints (see `resume_precision`).
     """
 
     def __init__(self, requested: str, device: torch.device):
@@ -79,7 +84,7 @@ class Precision:
         self.facts = device_facts(self.device)
         self.resolved = precision_for(requested, self.facts)  # before any fallback
         self.mode = self.resolved
-        self.fallback: dict | None = None  # {"from", "reason", "device"} once fp16 fell back to fp32
+        self.fallback: dict | None = None  # {"from", "reason", "device"} once fp16 fell back
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.mode == "fp16")
 
     @property
@@ -89,10 +94,17 @@ class Precision:
     def autocast(self) -> contextlib.AbstractContextManager:
         return torch.autocast(self.device.type, dtype=self.dtype, enabled=self.mode != "fp32")
 
-    def fall_back_to_fp32(self, reason: str) -> None:
-        log.warning("precision %s -> fp32: %s", self.mode, reason)
+    @property
+    def fallback_mode(self) -> str:
+        """What `fall_back` switches fp16 to on this device: "bf16" or "fp32"."""
+        return fallback_for(self.facts)
+
+    def fall_back(self, reason: str) -> str:
+        """Switch fp16 to `fallback_mode` (logged with `reason`, recorded); returns the new mode."""
+        log.warning("precision %s -> %s: %s", self.mode, self.fallback_mode, reason)
         self.fallback = {"from": self.mode, "reason": reason, "device": self.facts}
-        self._set_mode("fp32")
+        self._set_mode(self.fallback_mode)
+        return self.mode
 
     def _set_mode(self, mode: str) -> None:
         self.mode = mode

@@ -10,13 +10,14 @@ import torch
 
 from nbtools.atomic import save_atomic
 from nbtools.diagnose import rules
+from nbtools.diagnose.chance import first_output, task_record
 from nbtools.diagnose.inputs import input_range
 from nbtools.runs import Finding, Run, Stop, prune_checkpoints
 from nbtools.runs.files import BEST_EMA_FILE, BEST_FILE, BEST_VAL_FILE, epoch_name, mid_epoch_name
 from nbtools.step import train_step
 from nbtools.train.ema import update_ema
 from nbtools.train.evaluate import evaluate
-from nbtools.train.guards import check_interval, nan_policy_stop
+from nbtools.train.guards import check_interval, nan_policy_stop, probe_fp16
 from nbtools.train.loader import TrainBatches, epoch_seed, make_loader
 from nbtools.train.optim import apply_unfreeze, group_names, sync_trainable, train_mode
 from nbtools.train.state import TrainState
@@ -59,10 +60,16 @@ def train_epoch(
         for i in range(min(cfg.grad_accum, n_batches - st.batch)):
             x, y = _to_device(next(batches), device, f"training batch {st.batch + i} of epoch {st.epoch}")
             micro.append(batch_transform(x, y) if batch_transform is not None else (x, y))
+        record_task = check_inputs and not run.task  # once per run: a resume keeps the recorded task
         if check_inputs:  # one host sync, once
             report(run, progress, [input_range(micro[0][0], st.epoch, st.step + 1)])
             check_inputs = False
-        result = train_step(forward_model, micro, loss_fn, st.optimizer, st.precision, cfg.clip_norm, dist)
+        with first_output(model, enabled=record_task) as out:
+            result = train_step(
+                forward_model, micro, loss_fn, st.optimizer, st.precision, cfg.clip_norm, dist
+            )
+        if out:
+            run.task = task_record(out[0], loss_fn, data, micro[0][1])
         st.scheduler.step()
         if st.ema is not None:
             update_ema(st.ema, model)
@@ -76,10 +83,19 @@ def train_epoch(
             record = telemetry.flush(model, st.epoch, st.step, st.scheduler.get_last_lr(), scale)
             run.steps.append(record)
             progress.interval(record)
-            decision = check_interval(run, record, st.precision.mode, st.bad_streak, st.amp_window)
+            probe = probe_fp16(record, model, micro, loss_fn, st.precision, dist)  # None unless fp16 failed
+            decision = check_interval(
+                run,
+                record,
+                st.precision.mode,
+                st.bad_streak,
+                st.amp_window,
+                fp16_probe=probe,
+                fallback_mode=st.precision.fallback_mode,
+            )
             st.bad_streak, st.amp_window = decision.bad_streak, decision.amp_window
-            if decision.fall_back_to_fp32 is not None:
-                st.precision.fall_back_to_fp32(decision.fall_back_to_fp32)
+            if decision.fall_back is not None:
+                st.precision.fall_back(decision.fall_back)
             report(run, progress, [*decision.findings, *rules.step_findings(run)])
             run.stop = run.stop or decision.stop
             every = cfg.checkpoint_every_steps

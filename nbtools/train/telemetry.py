@@ -2,7 +2,8 @@
 
 Each interval becomes one record in `run.steps`:
     epoch, step (global optimizer step at the end), steps (in the interval), loss (mean over good
-    steps), loss_last, grad_norm (mean over good steps), grad_norm_max, group_grad_norm {group: mean},
+    steps), loss_first and loss_last (the interval's first and last step; the run's very first step
+    is its loss before any update, a reference no LR moves), grad_norm (mean over good steps), grad_norm_max, group_grad_norm {group: mean},
     lr {group: lr}, scale (fp16 GradScaler scale, else None), skipped (count), skipped_steps [...],
     nonfinite_loss (count of skipped steps whose loss itself was non-finite), drift (L2 distance the
     model's parameters moved over the interval, measured on the model itself, never on the EMA
@@ -63,6 +64,7 @@ class Telemetry:
             "step": step,
             "steps": len(rows),
             "loss": _mean([r[0] for r in good]),
+            "loss_first": rows[0][0],
             "loss_last": rows[-1][0],
             "grad_norm": _mean([r[2] for r in good]),
             "grad_norm_max": max((r[2] for r in good), default=None),

@@ -3,7 +3,7 @@
 `Dashboard` has TextProgress's interface (start_epoch, batches_done, interval, end_epoch, finding,
 message, close) and shows an ipywidgets panel: a status line, a batch progress bar, one figure
 (loss, gradient norms total and per group, LR, loss scale and skipped steps, weight drift,
-validation metrics) and the findings as they are raised.
+validation metrics) and the findings as they are raised, open ones first, resolved ones marked.
 
 Cost: the figure is drawn with matplotlib's Agg renderer into PNG bytes and assigned to an
 `ipywidgets.Image`, replacing the last one (no flicker, no output that grows with every redraw).
@@ -23,7 +23,7 @@ import time
 
 from matplotlib.figure import Figure
 
-from nbtools.runs import Finding
+from nbtools.runs import Finding, open_first
 from nbtools.viz import panels, snapshot
 
 BAR_SECONDS = 0.2  # the progress bar is updated at most this often
@@ -32,6 +32,17 @@ DRAW_BUDGET = 20  # wait at least this many times the last draw's duration befor
 
 def _fmt(v) -> str:
     return "-" if v is None else f"{v:.4g}"
+
+
+def _finding_html(f: Finding) -> str:
+    where = "" if f.epoch is None else f" (epoch {f.epoch})"
+    text = (
+        f"<b>[{html.escape(f.code)}]</b>{where} {html.escape(f.message)}<br><i>fix:</i> {html.escape(f.fix)}"
+    )
+    if f.is_open:
+        return f"<li>{text}</li>"
+    at = "" if f.resolved_epoch is None else f" at epoch {f.resolved_epoch}"
+    return f"<li style='color:#777'><b>resolved{at}:</b> {text}</li>"
 
 
 class Dashboard:
@@ -97,14 +108,12 @@ class Dashboard:
         self.draw()
 
     def finding(self, finding: Finding) -> None:
-        self.findings.append(finding)
-        items = "".join(
-            f"<li><b>[{html.escape(f.code)}]</b>{'' if f.epoch is None else f' (epoch {f.epoch})'} "
-            f"{html.escape(f.message)}<br><i>fix:</i> {html.escape(f.fix)}</li>"
-            for f in self.findings
-        )
+        """Show a new finding, or a known one again with its new status (open ones first)."""
+        self.findings = [f for f in self.findings if f.code != finding.code] + [finding]
+        self.findings = open_first(self.findings)
         self.findings_box.value = (
-            f"<div style='border:1px solid #c33;padding:4px 8px'><b>findings</b><ul>{items}</ul></div>"
+            "<div style='border:1px solid #c33;padding:4px 8px'><b>findings</b>"
+            f"<ul>{''.join(map(_finding_html, self.findings))}</ul></div>"
         )
 
     def message(self, text: str) -> None:
@@ -114,7 +123,7 @@ class Dashboard:
     def close(self) -> None:
         if (len(self.steps), len(self.history)) != self._drawn_len:
             self.draw()
-        self.bar.bar_style = "success" if not self.findings else "warning"
+        self.bar.bar_style = "warning" if any(f.is_open for f in self.findings) else "success"
         self._use(self.view.leave())  # a plain PNG and text stay in the notebook, whatever ended the run
 
     # --- drawing -------------------------------------------------------------------------

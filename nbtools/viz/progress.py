@@ -58,11 +58,14 @@ class TextProgress:
     def resumed(self, run) -> None:
         if self.enabled and run.history:
             best = f", best epoch {run.best_epoch}" if run.best_epoch else ""
+            n_open = sum(f.is_open for f in run.findings)
             tqdm.write(
-                f"restored {len(run.history)} epochs of history{best}; {len(run.findings)} findings so far"
+                f"restored {len(run.history)} epochs of history{best}; findings so far: {n_open} open, "
+                f"{len(run.findings) - n_open} resolved"
             )
 
     def finding(self, finding: Finding) -> None:
+        """A new finding, or a known one whose status changed (str shows "resolved at epoch N")."""
         if self.enabled:
             tqdm.write(str(finding))
 

@@ -2,7 +2,9 @@
 
 loss_curve.png and learning_curves.png (nbtools.viz.curves), grad_norms.png (total and per group,
 log scale, skipped steps marked; loss scale and skips per interval), and from best_val.pt (the
-validation logits at the best epoch) confusion_matrix.png and roc_curve.png.
+validation logits at the best epoch) confusion_matrix.png, roc_curve.png and, for binary tasks,
+pr_curve.png; both curves mark the configured threshold and the F1-optimal one (the `threshold`
+finding's numbers).
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from matplotlib.figure import Figure
-from sklearn.metrics import auc, roc_curve
+from sklearn.metrics import auc, precision_recall_curve, roc_curve
 
 from nbtools.runs import Run, classification_metrics, probabilities
 from nbtools.runs.files import BEST_VAL_FILE
+from nbtools.runs.metrics import f1_optimal_threshold
 from nbtools.viz import panels
 from nbtools.viz.curves import learning_figure, loss_figure
 
@@ -71,11 +74,32 @@ def confusion_figure(targets: np.ndarray, logits: np.ndarray, threshold: float, 
     return fig
 
 
-def roc_figure(targets: np.ndarray, logits: np.ndarray, epoch: int) -> Figure:
-    """Binary: the positive class's ROC. More classes: one-vs-rest per class."""
-    y = np.asarray(targets).astype(np.int64).reshape(-1)
+def _positive_score(logits: np.ndarray) -> np.ndarray | None:
+    """The positive class's probability for a binary task (one logit or two classes), else None."""
     p = probabilities(logits)
-    scores = {1: p if p.ndim == 1 else p[:, 1]} if p.ndim == 1 or p.shape[1] == 2 else dict(enumerate(p.T))
+    return p if p.ndim == 1 else p[:, 1] if p.shape[1] == 2 else None
+
+
+def _operating_points(y: np.ndarray, score: np.ndarray, threshold: float | None) -> list[tuple]:
+    """(label, threshold, fpr, tpr, precision) at the configured and at the F1-optimal threshold."""
+    opt = f1_optimal_threshold(y, score)
+    marks = [("threshold", threshold)] if threshold is not None else []
+    marks += [("F1-optimal", opt[0])] if opt is not None else []
+    points = []
+    for label, t in marks:
+        pred, pos = score >= t, y == 1
+        tp, fp = int((pred & pos).sum()), int((pred & ~pos).sum())
+        precision = tp / (tp + fp) if tp + fp else 1.0
+        points.append((label, t, fp / max(1, int((~pos).sum())), tp / max(1, int(pos.sum())), precision))
+    return points
+
+
+def roc_figure(targets: np.ndarray, logits: np.ndarray, epoch: int, threshold: float | None = None) -> Figure:
+    """Binary: the positive class's ROC, with the configured and the F1-optimal thresholds marked.
+    More classes: one-vs-rest per class."""
+    y = np.asarray(targets).astype(np.int64).reshape(-1)
+    p, binary = probabilities(logits), _positive_score(logits)
+    scores = {1: binary} if binary is not None else dict(enumerate(p.T))
     fig = Figure(figsize=(4.5, 4), layout="constrained")
     ax = fig.add_subplot()
     for k, score in scores.items():
@@ -84,8 +108,29 @@ def roc_figure(targets: np.ndarray, logits: np.ndarray, epoch: int) -> Figure:
             continue
         fpr, tpr, _ = roc_curve(y == k, score)
         ax.plot(fpr, tpr, label=f"class {k} (AUC {auc(fpr, tpr):.3f})")
+        if binary is not None:
+            for (label, t, x, yy, _), m in zip(_operating_points(y, score, threshold), "os"):
+                ax.plot([x], [yy], m, ms=7, mfc="none", label=f"{label} {t:.3g}")
     ax.plot([0, 1], [0, 1], ls=":", color="gray")
     ax.set(xlabel="false positive rate", ylabel="true positive rate", title=f"ROC, best epoch {epoch}")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def pr_figure(targets: np.ndarray, logits: np.ndarray, epoch: int, threshold: float) -> Figure | None:
+    """Binary tasks: precision against recall, with the configured and the F1-optimal thresholds
+    marked (the `threshold` finding's two numbers). None for more classes or one class only."""
+    y, score = np.asarray(targets).astype(np.int64).reshape(-1), _positive_score(logits)
+    if score is None or len(np.unique(y)) < 2:
+        return None
+    precision, recall, _ = precision_recall_curve(y, score)
+    fig = Figure(figsize=(4.5, 4), layout="constrained")
+    ax = fig.add_subplot()
+    ax.plot(recall, precision, label=f"class 1 (positive rate {np.mean(y == 1):.2f})")
+    for (label, t, _, tpr, prec), m in zip(_operating_points(y, score, threshold), "os"):
+        f1 = 2 * prec * tpr / (prec + tpr) if prec + tpr else 0.0
+        ax.plot([tpr], [prec], m, ms=7, mfc="none", label=f"{label} {t:.3g} (F1 {f1:.3f})")
+    ax.set(xlabel="recall", ylabel="precision", title=f"precision-recall, best epoch {epoch}", ylim=(0, 1.02))
     ax.legend(fontsize=8)
     return fig
 
@@ -106,7 +151,10 @@ def report(run_or_dir, save: bool = True) -> Report:
         best = torch.load(best_val, map_location="cpu", weights_only=True)
         targets, logits = best["targets"].numpy(), best["logits"].float().numpy()
         figures["confusion_matrix"] = confusion_figure(targets, logits, run.config.threshold, best["epoch"])
-        figures["roc_curve"] = roc_figure(targets, logits, best["epoch"])
+        figures["roc_curve"] = roc_figure(targets, logits, best["epoch"], run.config.threshold)
+        pr = pr_figure(targets, logits, best["epoch"], run.config.threshold)
+        if pr is not None:
+            figures["pr_curve"] = pr
     else:
         log.info("%s not found: no confusion matrix or ROC (no epoch has finished)", best_val)
     paths = {}
