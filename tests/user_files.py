@@ -49,9 +49,7 @@ def write_nifti_csv(root: Path, n: int = 12, shape=(10, 10, 10), seed: int = 0) 
     return root / "labels.csv"
 
 
-def write_png_folder(
-    root: Path, n: dict[str, int] | None = None, size: int = 20, seed: int = 0
-) -> Path:
+def write_png_folder(root: Path, n: dict[str, int] | None = None, size: int = 20, seed: int = 0) -> Path:
     """root/<class>/page_XXX.png, RGB at size x size + a few pixels (the job resizes them)."""
     from PIL import Image
 

@@ -213,19 +213,11 @@ def focal2d_job(
         pages = SyntheticDocuments(n=n_train, size=size, forged_fraction=0.3, seed=1, raw=True)
         valset, prior, record = SyntheticDocuments(n=n_val, size=size, forged_fraction=0.3, seed=2), 0.3, None
     else:
-        user = build_user_data(
-            lambda path, classes: ImageFolder(path, size, raw=True, classes=classes),
-            data,
-            val,
-            positive,
-            val_fraction,
-            cfg["seed"],
-        )
-        if len(user.classes) != 2:
-            raise ValueError(
-                f"focal2d is a two-class recipe (one logit, Focal Loss); {data} has {len(user.classes)} "
-                f"classes {user.classes}: keep two class folders, or use resnet3d-style cross-entropy"
-            )
+
+        def open_folder(path, classes):
+            return ImageFolder(path, size, raw=True, classes=classes)
+
+        user = build_user_data(open_folder, data, val, positive, val_fraction, cfg["seed"], "focal2d", True)
         pages, record = user.train, user.record
         valset = AlbumentationsDataset(user.val, None)  # normalised as the training pages, no random op
         prior = float(user.train_labels.mean())

@@ -83,16 +83,24 @@ def build_user_data(
     positive: str | None,
     fraction: float,
     seed: int,
+    recipe: str = "",
+    two_classes: bool = False,
 ) -> UserData:
     """Read `data` (and `val`) with open_folder(path, classes) -> a VolumeFolder / ImageFolder, order the
-    classes (see class_order; `val` is pinned to them) and split: `val` given, it is the validation set;
+    classes (see class_order; `val` is pinned to them; `two_classes`: exactly two, or an error naming
+    `recipe`) and split: `val` given, it is the validation set;
     None, a stratified hold-out of `fraction` of `data` with `seed` (nbt.data.holdout_split)."""
     folder = open_folder(data, None)
     classes, pos = class_order([str(c) for c in folder.classes], positive, str(data))
+    if two_classes and len(classes) != 2:
+        raise ValueError(
+            f"{recipe} is a two-class recipe (one logit, Focal Loss); {data} has {len(classes)} classes "
+            f"{classes}: keep two class folders (or two labels in the CSV)"
+        )
     if classes != list(folder.classes):  # the positive class becomes label 1
         folder = open_folder(data, classes)
     if val is None:
-        tr, va = holdout_split(folder.labels, fraction, seed)
+        tr, va = holdout_split(np.asarray(classes)[folder.labels], fraction, seed)  # names in messages
         train, val_part, val_folder = Subset(folder, tr.tolist()), Subset(folder, va.tolist()), None
         split = {"kind": "holdout", "fraction": fraction, "seed": seed, "val_sha256": index_digest(va)}
     else:
