@@ -174,3 +174,20 @@ def test_a_demo_run_keeps_its_meta_and_refuses_a_data_location(tmp_path):
     job.fit(tmp_path, verbose=False)
     with pytest.raises(ValueError, match="embedded demo data; drop data="):
         recipes.load_job(tmp_path, data="somewhere")
+
+
+def test_a_plain_fit_run_is_told_to_resume_with_fit_and_its_own_objects(tmp_path):
+    from torch import nn
+
+    from tests.helpers import NoisyBlobs, small_cnn
+
+    cfg = nbt.TrainConfig(epochs=1, batch_size=16, checkpoint_every_minutes=None)
+    args = (small_cnn(), NoisyBlobs(32), NoisyBlobs(16, seed=1), nn.CrossEntropyLoss(), cfg, tmp_path)
+    nbt.fit(*args, verbose=False)
+    with pytest.raises(nbt.runs.RunExistsError) as e:
+        nbt.fit(*args, verbose=False)
+    assert 'call fit(..., resume="latest") with your own objects again' in str(e.value)
+    with pytest.raises(
+        ValueError, match=r"not trained from a recipe.*resume='latest'\) with the same model, data"
+    ):
+        recipes.load_job(tmp_path)
