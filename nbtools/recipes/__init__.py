@@ -13,11 +13,12 @@ from nbtools.recipes.jobs import (
     Job,
     focal2d_job,
     make_job,
+    recorded_job,
     resnet3d_job,
     scaled_unfreeze,
     smoke_mode,
 )
-from nbtools.recipes.resume import load_job, recorded_job
+from nbtools.recipes.resume import load_job
 from nbtools.recipes.user_data import describe_data
 
 __all__ = [

@@ -33,7 +33,7 @@ from nbtools.jsonsafe import to_jsonable
 from nbtools.losses import FocalLoss
 from nbtools.models import resnet2d_attention, resnet3d
 from nbtools.recipes.user_data import VAL_FRACTION, build_user_data, describe_data
-from nbtools.runs import Run
+from nbtools.runs import Run, list_checkpoints, load_checkpoint
 from nbtools.train import fit
 
 
@@ -251,3 +251,25 @@ def make_job(recipe: str, **args: Any) -> Job:
         job.meta["data"] = job.data_record
         print(describe_data(job.data_record))
     return job
+
+
+def recorded_job(run_dir: str | Path) -> tuple[dict[str, Any], TrainConfig]:
+    """The {"recipe", "args"} a run folder was built from and the config it last trained with: from
+    the newest valid checkpoint (written before metrics.json), else metrics.json. Raises ValueError if
+    the run did not record a recipe."""
+    valid = list_checkpoints(run_dir).valid()
+    if valid:
+        state = load_checkpoint(valid[-1].path, mmap=True)
+        meta, cfg = state["run"].get("meta", {}), TrainConfig.from_dict(state["config"])
+    else:
+        run = Run.load(run_dir)
+        meta, cfg = run.meta, run.config
+    if "recipe" not in meta:
+        raise ValueError(
+            f"{run_dir} was not trained from a recipe (its meta is {meta}), so its model, data and loss "
+            f"cannot be rebuilt from the folder (load_job, 04_resume and --resume rebuild recipe runs only). "
+            f"A run of plain nbt.fit resumes where its objects are built: call nbt.fit(model, train_data, "
+            f"val_data, loss_fn, cfg, run_dir, resume='latest') with the same model, data and loss as its "
+            f"first session"
+        )
+    return meta, cfg
