@@ -3,8 +3,8 @@
 A recipe is a function returning a `Job`; `make_job` builds one by name and records how (the recipe
 and its arguments) in `job.meta`, which `fit` keeps with the run, so `load_job(run_dir)` can rebuild
 the same job after a Colab disconnect. `data=None` trains on the recipe's embedded demo set; a folder or
-`path,label` CSV trains on the user's files, and the run records them (see user_data, data_check). `smoke=True` shrinks a job to seconds for CI (the notebooks
-set it from NBTOOLS_SMOKE=1).
+`path,label` CSV trains on the user's files, and the run records them (see user_data, data_check).
+`smoke=True` shrinks a job to seconds for CI (the notebooks set it from NBTOOLS_SMOKE=1).
 """
 
 from __future__ import annotations
@@ -117,11 +117,8 @@ def resnet3d_job(
     cfg.update(config)
     if data is None:
         train = SyntheticVolumes(n=n_train, shape=(size,) * 3, positive_fraction=0.3, seed=1)
-        valset, classes, record = (
-            SyntheticVolumes(n=n_val, shape=(size,) * 3, positive_fraction=0.3, seed=2),
-            2,
-            None,
-        )
+        valset = SyntheticVolumes(n=n_val, shape=(size,) * 3, positive_fraction=0.3, seed=2)
+        classes, record = 2, None
     else:
         shape = tuple(int(s) for s in (shape or (size,) * 3))
 
