@@ -32,7 +32,7 @@ from nbtools.data import (
 from nbtools.jsonsafe import to_jsonable
 from nbtools.losses import FocalLoss
 from nbtools.models import resnet2d_attention, resnet3d
-from nbtools.recipes.user_data import VAL_FRACTION, build_user_data, describe_data
+from nbtools.recipes.user_data import VAL_FRACTION, build_user_data, describe_data, say
 from nbtools.runs import Run, list_checkpoints, load_checkpoint
 from nbtools.train import fit
 
@@ -246,7 +246,7 @@ def make_job(recipe: str, **args: Any) -> Job:
     job.meta = {"recipe": recipe, "args": to_jsonable(args)}
     if job.data_record is not None:
         job.meta["data"] = job.data_record
-        print(describe_data(job.data_record))
+        say(describe_data(job.data_record))
     return job
 
 

@@ -10,6 +10,7 @@ from typing import Any
 from nbtools.config import TrainConfig
 from nbtools.recipes.data_check import check_data, locate
 from nbtools.recipes.jobs import Job, make_job, recorded_job
+from nbtools.recipes.user_data import say
 
 INIT_ONLY = {"weights"}  # recipe arguments that only initialise the model; a resume does without them
 
@@ -56,7 +57,7 @@ def load_job(
     job.config = replace(cfg, **overrides)
     if recorded is not None:
         keep, lines = check_data(run_dir, recorded, job.data_record, allow_changed_data)
-        print("\n".join(lines))
+        say("\n".join(lines))
         moved = {k: args[k] for k in ("data", "val") if k in args}
         meta = {**meta, "args": {**meta["args"], **moved}, "data": keep}
         job.data_record = keep

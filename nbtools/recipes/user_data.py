@@ -12,6 +12,7 @@ found the folder moved or was allowed changed data appends to "moves" / "changes
 from __future__ import annotations
 
 import hashlib
+import os
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -149,3 +150,9 @@ def describe_data(record: dict[str, Any]) -> str:
     else:
         lines.append(f"validation: {src['val']} ({fp['val']['n_files']} files: {_counts(fp['val'])})")
     return "\n".join(lines)
+
+
+def say(text: str) -> None:
+    """Print what a recipe found about the data, once: under torchrun only rank 0 prints."""
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(text)
