@@ -2,6 +2,9 @@
 
 python -m nbtools train resnet3d --run-dir runs/demo
 python -m nbtools train resnet3d --run-dir runs/demo --resume latest --epochs 10
+python -m nbtools train resnet3d --data volumes/ --shape 64 64 64 --run-dir runs/mine   # your files
+python -m nbtools train focal2d --data pages.csv --val val_pages/ --size 224 --run-dir runs/pages
+python -m nbtools train resnet3d --run-dir runs/mine --resume latest   # the same files, checked
 python -m nbtools checkpoints runs/demo
 python -m nbtools doctor runs/demo      # exit code 0: none open, 1: open findings printed, 2: no run
 """
@@ -33,15 +36,46 @@ def _train(args: argparse.Namespace) -> int:
     env = setup(seed=args.seed, verbose=main_rank)
     overrides = {
         k: v
-        for k, v in (("epochs", args.epochs), ("precision", args.precision), ("lr", args.lr))
+        for k, v in (
+            ("epochs", args.epochs),
+            ("precision", args.precision),
+            ("lr", args.lr),
+            ("batch_size", args.batch_size),
+        )
         if v is not None
     }
+    if args.shape and args.job != "resnet3d":
+        print(
+            f"error: --shape is for resnet3d; {args.job} takes --size (images become size x size)",
+            file=sys.stderr,
+        )
+        return 2
     if args.resume is None:
-        job = recipes.make_job(args.job, smoke=args.smoke, seed=args.seed, **overrides)
-    else:  # the run's own recipe arguments and config, with the options given on top
         try:
-            job = recipes.load_job(args.run_dir, **overrides)
-        except (FileNotFoundError, ValueError) as e:  # not a run folder, or not trained from a recipe
+            job = recipes.make_job(
+                args.job, smoke=args.smoke, seed=args.seed, **_data_args(args), **overrides
+            )
+        except (FileNotFoundError, ValueError) as e:  # a missing folder, a bad layout or CSV, a bad option
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+    else:  # the run's own recipe arguments, config and data, with the options given on top
+        fixed = [f"--{k.replace('_', '-')}" for k, v in _data_args(args).items() if k not in ("data", "val")]
+        if fixed:
+            print(
+                f"error: {', '.join(fixed)}: the run fixes them; a resume takes only --data/--val (where its "
+                f"files are now)",
+                file=sys.stderr,
+            )
+            return 2
+        try:
+            job = recipes.load_job(
+                args.run_dir,
+                data=args.data,
+                val=args.val,
+                allow_changed_data=args.allow_changed_data,
+                **overrides,
+            )
+        except (FileNotFoundError, ValueError) as e:  # not a run folder, no recipe, other data
             print(f"error: cannot resume {args.run_dir}: {e}", file=sys.stderr)
             return 2
         if job.meta["recipe"] != args.job:
@@ -77,8 +111,30 @@ def _train(args: argparse.Namespace) -> int:
             if best.get(k) is not None
         )
     )
+    data = run.meta.get("data")
+    if data:
+        pos = data["positive"]
+        print(
+            "classes: "
+            + ", ".join(
+                f"{i} {c}" + (" (positive)" if c == pos else "") for i, c in enumerate(data["classes"])
+            )
+        )
     print_findings(run.findings)
     return 0
+
+
+def _data_args(args: argparse.Namespace) -> dict:
+    """The recipe arguments for the user's data, those given on the command line."""
+    given = {
+        "data": args.data,
+        "val": args.val,
+        "positive": args.positive,
+        "val_fraction": args.val_fraction,
+        "shape": args.shape and tuple(args.shape),
+        "size": args.size,
+    }
+    return {k: v for k, v in given.items() if v is not None}
 
 
 def print_findings(findings: list) -> None:
@@ -106,14 +162,28 @@ def _doctor(run_dir: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m nbtools", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    train = sub.add_parser("train", help="train a recipe on its embedded dataset")
+    train = sub.add_parser(
+        "train", help="train a recipe on your folder/CSV (--data) or its embedded demo set"
+    )
     train.add_argument("job", choices=sorted(recipes.RECIPES))
+    train.add_argument(
+        "--data", help="a folder of class sub-folders, or a path,label CSV (default: the demo set)"
+    )
+    train.add_argument("--val", help="a validation folder/CSV (default: a stratified hold-out of --data)")
+    train.add_argument("--val-fraction", type=float, help="the hold-out's share of --data (default 0.2)")
+    train.add_argument("--positive", help="the positive class of two (default: the second in sorted order)")
+    train.add_argument("--shape", type=int, nargs=3, metavar=("D", "H", "W"), help="resnet3d: volume shape")
+    train.add_argument("--size", type=int, help="focal2d: images become size x size; resnet3d: a cube side")
+    train.add_argument(
+        "--allow-changed-data", action="store_true", help="resume on changed files (the change is recorded)"
+    )
     train.add_argument("--run-dir", required=True, help="folder for checkpoints, metrics.json and figures")
     train.add_argument("--resume", help='"latest", an epoch number, or a checkpoint path')
     train.add_argument("--overwrite", action="store_true", help="delete the run in --run-dir and start again")
     train.add_argument("--epochs", type=int)
     train.add_argument("--lr", type=float)
     train.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"])
+    train.add_argument("--batch-size", type=int)
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--smoke", action="store_true", help="tiny sizes, for a seconds-long check")
     ls = sub.add_parser("checkpoints", help="list a run folder's checkpoints and whether each loads")

@@ -7,21 +7,25 @@ how a run folder rebuilds its job for a resume, and our users' failures reproduc
 >>> run = job.fit("runs/demo", resume="latest")                  # doctest: +SKIP
 """
 
+from nbtools.recipes.data_check import DataChangedError
 from nbtools.recipes.jobs import (
     RECIPES,
     Job,
     focal2d_job,
-    load_job,
     make_job,
     recorded_job,
     resnet3d_job,
     scaled_unfreeze,
     smoke_mode,
 )
+from nbtools.recipes.resume import load_job
+from nbtools.recipes.user_data import describe_data
 
 __all__ = [
     "RECIPES",
+    "DataChangedError",
     "Job",
+    "describe_data",
     "focal2d_job",
     "load_job",
     "make_job",

@@ -2,15 +2,16 @@
 
 A recipe is a function returning a `Job`; `make_job` builds one by name and records how (the recipe
 and its arguments) in `job.meta`, which `fit` keeps with the run, so `load_job(run_dir)` can rebuild
-the same job after a Colab disconnect. `smoke=True` shrinks a job to seconds for CI (the notebooks
-set it from NBTOOLS_SMOKE=1).
+the same job after a Colab disconnect. `data=None` trains on the recipe's embedded demo set; a folder or
+`path,label` CSV trains on the user's files, and the run records them (see user_data, data_check).
+`smoke=True` shrinks a job to seconds for CI (the notebooks set it from NBTOOLS_SMOKE=1).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +23,16 @@ from nbtools.config import TrainConfig
 from nbtools.data import (
     AlbumentationsDataset,
     Augment3D,
+    ImageFolder,
     SyntheticDocuments,
     SyntheticVolumes,
+    VolumeFolder,
     document_augmentation,
 )
 from nbtools.jsonsafe import to_jsonable
 from nbtools.losses import FocalLoss
 from nbtools.models import resnet2d_attention, resnet3d
+from nbtools.recipes.user_data import VAL_FRACTION, build_user_data, describe_data, say
 from nbtools.runs import Run, list_checkpoints, load_checkpoint
 from nbtools.train import fit
 
@@ -41,7 +45,8 @@ class Job:
     loss_fn: nn.Module
     config: TrainConfig
     batch_transform: Callable | None = None  # runs on the device on each training batch
-    meta: dict[str, Any] = field(default_factory=dict)  # how to rebuild it: {"recipe", "args"}
+    meta: dict[str, Any] = field(default_factory=dict)  # how to rebuild it: {"recipe", "args"[, "data"]}
+    data_record: dict[str, Any] | None = None  # the user's data (meta["data"]), None for the demo set
 
     def fit(self, run_dir: str | Path, resume: str | int | Path | None = None, **fit_kwargs: Any) -> Run:
         """`nbt.fit` on this job's parts; fit_kwargs: overwrite, device, verbose, dashboard."""
@@ -72,10 +77,22 @@ def resnet3d_job(
     depth: int = 10,
     width: float = 0.25,
     augment: bool = True,
+    data: str | Path | None = None,
+    val: str | Path | None = None,
+    positive: str | None = None,
+    shape: tuple[int, int, int] | None = None,
+    val_fraction: float = VAL_FRACTION,
+    cache_dir: str | Path | None = None,
     **config: Any,
 ) -> Job:
     """A 3D ResNet-10 (width 0.25) on SyntheticVolumes: 256 train and 128 val volumes at 32^3
     (smoke: 32 and 16 at 16^3, 2 epochs; explicit arguments win), a few minutes on a 2-core CPU.
+
+    data: your volumes instead, a folder of class sub-folders or a `path,label` CSV (VolumeFolder:
+    .npy/.npz/.nii/.nii.gz, z-scored, cropped or padded to `shape`, default (size,) * 3; cache_dir keeps
+    them preprocessed); val: a second folder/CSV, or None for a stratified `val_fraction` hold-out of
+    data (seed: the config's). positive: the positive class of two (label 1; default the second in
+    sorted order). One output per class.
 
     Train and val volumes come from different seeds (no sample is in both); training batches are
     augmented on the device by Augment3D (flips, small rotations, zoom, intensity) when `augment`.
@@ -98,13 +115,26 @@ def resnet3d_job(
         seed=0,
     )
     cfg.update(config)
+    if data is None:
+        train = SyntheticVolumes(n=n_train, shape=(size,) * 3, positive_fraction=0.3, seed=1)
+        valset = SyntheticVolumes(n=n_val, shape=(size,) * 3, positive_fraction=0.3, seed=2)
+        classes, record = 2, None
+    else:
+        shape = tuple(int(s) for s in (shape or (size,) * 3))
+
+        def open_folder(path, classes):
+            return VolumeFolder(path, shape=shape, classes=classes, cache_dir=cache_dir)
+
+        user = build_user_data(open_folder, data, val, positive, val_fraction, cfg["seed"])
+        train, valset, classes, record = user.train, user.val, len(user.classes), user.record
     return Job(
-        model=resnet3d(depth=depth, in_channels=1, num_classes=2, dropout=0.1, width=width),
-        train_data=SyntheticVolumes(n=n_train, shape=(size,) * 3, positive_fraction=0.3, seed=1),
-        val_data=SyntheticVolumes(n=n_val, shape=(size,) * 3, positive_fraction=0.3, seed=2),
+        model=resnet3d(depth=depth, in_channels=1, num_classes=classes, dropout=0.1, width=width),
+        train_data=train,
+        val_data=valset,
         loss_fn=nn.CrossEntropyLoss(),
         config=TrainConfig(**cfg),
         batch_transform=Augment3D() if augment else None,
+        data_record=record,
     )
 
 
@@ -136,6 +166,10 @@ def focal2d_job(
     attention: str = "se",
     gamma: float = 2.0,
     alpha: float = 0.7,
+    data: str | Path | None = None,
+    val: str | Path | None = None,
+    positive: str | None = None,
+    val_fraction: float = VAL_FRACTION,
     **config: Any,
 ) -> Job:
     """Seed 004's fine-tuning on SyntheticDocuments (about 30 % forged): a ResNet-18 + SE attention
@@ -149,6 +183,10 @@ def focal2d_job(
     pages at 32 px, 2 epochs; explicit arguments win): a from-scratch ResNet-18 needs a few thousand pages
     (see SyntheticDocuments). Train pages are augmented with `document_augmentation()` on uint8,
     before normalization. alpha=0.7 weights the positives (30 %) about as much as the negatives.
+
+    data: your images instead (ImageFolder: class sub-folders of PNG/JPEG or a `path,label` CSV, two
+    classes, resized to size x size); val, positive, val_fraction: as in resnet3d_job. The classifier's
+    prior is then the positive rate of your training part.
     """
     n_train = n_train or (24 if smoke else 2048)
     n_val = n_val or (16 if smoke else 256)
@@ -168,18 +206,29 @@ def focal2d_job(
         seed=0,
     )
     cfg.update(config)
-    pages = SyntheticDocuments(n=n_train, size=size, forged_fraction=0.3, seed=1, raw=True)
+    if data is None:
+        pages = SyntheticDocuments(n=n_train, size=size, forged_fraction=0.3, seed=1, raw=True)
+        valset, prior, record = SyntheticDocuments(n=n_val, size=size, forged_fraction=0.3, seed=2), 0.3, None
+    else:
+
+        def open_folder(path, classes):
+            return ImageFolder(path, size, raw=True, classes=classes)
+
+        user = build_user_data(open_folder, data, val, positive, val_fraction, cfg["seed"], "focal2d", True)
+        pages, record = user.train, user.record
+        valset = AlbumentationsDataset(user.val, None)  # normalised as the training pages, no random op
+        prior = float(user.train_labels.mean())
     return Job(
-        model=resnet2d_attention(backbone, num_classes=1, weights=weights, attention=attention, prior=0.3),
+        model=resnet2d_attention(backbone, num_classes=1, weights=weights, attention=attention, prior=prior),
         train_data=AlbumentationsDataset(pages, document_augmentation(train=True)),
-        val_data=SyntheticDocuments(n=n_val, size=size, forged_fraction=0.3, seed=2),
+        val_data=valset,
         loss_fn=FocalLoss(gamma=gamma, alpha=alpha),
         config=TrainConfig(**cfg),
+        data_record=record,
     )
 
 
 RECIPES: dict[str, Callable[..., Job]] = {"resnet3d": resnet3d_job, "focal2d": focal2d_job}
-INIT_ONLY = {"weights"}  # recipe arguments that only initialise the model; a resume does without them
 
 
 def make_job(recipe: str, **args: Any) -> Job:
@@ -195,6 +244,9 @@ def make_job(recipe: str, **args: Any) -> Job:
         torch.manual_seed(args.get("seed", 0))
         job = RECIPES[recipe](**args)
     job.meta = {"recipe": recipe, "args": to_jsonable(args)}
+    if job.data_record is not None:
+        job.meta["data"] = job.data_record
+        say(describe_data(job.data_record))
     return job
 
 
@@ -211,28 +263,10 @@ def recorded_job(run_dir: str | Path) -> tuple[dict[str, Any], TrainConfig]:
         meta, cfg = run.meta, run.config
     if "recipe" not in meta:
         raise ValueError(
-            f"{run_dir} was not trained from a recipe (its meta is {meta}); rebuild the model, data and "
-            f"loss yourself and call nbt.fit(..., resume='latest')"
+            f"{run_dir} was not trained from a recipe (its meta is {meta}), so its model, data and loss "
+            f"cannot be rebuilt from the folder (load_job, 04_resume and --resume rebuild recipe runs only). "
+            f"A run of plain nbt.fit resumes where its objects are built: call nbt.fit(model, train_data, "
+            f"val_data, loss_fn, cfg, run_dir, resume='latest') with the same model, data and loss as its "
+            f"first session"
         )
     return meta, cfg
-
-
-def load_job(run_dir: str | Path, **overrides: Any) -> Job:
-    """Rebuild the job a run folder was trained with (see `make_job`): the same model, data and loss,
-    and the config it trained with (not the recipe's current defaults: a schedule derived from
-    `epochs`, like focal2d's unfreeze, stays as the run had it), with `overrides` on top for the
-    resumed run, e.g. load_job("runs/demo", lr=1e-4, clip_norm=0.5, epochs=20)."""
-    unknown = set(overrides) - {f.name for f in fields(TrainConfig)}
-    if unknown:
-        raise ValueError(
-            f"load_job overrides are TrainConfig fields; {sorted(unknown)} are not "
-            f"(the data and model must stay as the run was trained)"
-        )
-    meta, cfg = recorded_job(run_dir)
-    # The checkpoint holds the weights: a pretrained file need not exist any more (Colab's /content
-    # does not survive a disconnect) and ImageNet weights need not be downloaded again.
-    args = {k: v for k, v in meta["args"].items() if k not in INIT_ONLY}
-    job = make_job(meta["recipe"], **args)
-    job.config = replace(cfg, **overrides)
-    job.meta = meta
-    return job

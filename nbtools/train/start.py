@@ -32,9 +32,11 @@ def prepare_run_dir(run_dir: Path, resume, overwrite: bool, dist: Distributed) -
     if found and resume is None and not overwrite:
         raise RunExistsError(
             f"{run_dir} already holds a run ({describe_epochs(found)}, newest {found[-1].path.name}); "
-            f'fit will not train over it. Choose one: resume="latest" (or an epoch number) to continue it '
-            f"(in the notebooks: run 04_resume), a new run_dir to start another, or overwrite=True to delete "
-            f"it and start again."
+            f'fit will not train over it. Choose one: resume="latest" (or an epoch number) to continue it, '
+            f"with the same model, data and loss as the run started with (a recipe run, from 02/03 or the CLI: "
+            f"04_resume or --resume latest rebuild them; a run of plain nbt.fit: call fit(..., "
+            f'resume="latest") with your own objects again); a new run_dir to start another; or '
+            f"overwrite=True to delete it and start again."
         )
     if dist.is_main:
         if overwrite and resume is None:

@@ -58,7 +58,14 @@ def grad_norm_figure(run: Run) -> Figure:
     return fig
 
 
-def confusion_figure(targets: np.ndarray, logits: np.ndarray, threshold: float, epoch: int) -> Figure:
+def _name(classes: list[str] | None, k: int) -> str:
+    return f"class {k}" if not classes or k >= len(classes) else f"{classes[k]} ({k})"
+
+
+def confusion_figure(
+    targets: np.ndarray, logits: np.ndarray, threshold: float, epoch: int, classes: list[str] | None = None
+) -> Figure:
+    """classes: the class names of labels 0, 1, ... (a run on a folder records them), for the ticks."""
     cm = np.asarray(classification_metrics(targets, logits, threshold)["confusion"])
     fig = Figure(figsize=(4.5, 4), layout="constrained")
     ax = fig.add_subplot()
@@ -67,6 +74,9 @@ def confusion_figure(targets: np.ndarray, logits: np.ndarray, threshold: float, 
         ax.text(j, i, str(v), ha="center", va="center", color="white" if v > cm.max() / 2 else "black")
     ticks = range(len(cm))
     ax.set(xticks=ticks, yticks=ticks, xlabel="predicted", ylabel="true")
+    if classes and len(classes) == len(cm):
+        ax.set_xticklabels(classes, rotation=30 if max(map(len, classes)) > 6 else 0)
+        ax.set_yticklabels(classes)
     ax.set_title(
         f"confusion matrix, best epoch {epoch}" + (f" (threshold {threshold:g})" if len(cm) == 2 else "")
     )
@@ -94,7 +104,13 @@ def _operating_points(y: np.ndarray, score: np.ndarray, threshold: float | None)
     return points
 
 
-def roc_figure(targets: np.ndarray, logits: np.ndarray, epoch: int, threshold: float | None = None) -> Figure:
+def roc_figure(
+    targets: np.ndarray,
+    logits: np.ndarray,
+    epoch: int,
+    threshold: float | None = None,
+    classes: list[str] | None = None,
+) -> Figure:
     """Binary: the positive class's ROC, with the configured and the F1-optimal thresholds marked.
     More classes: one-vs-rest per class."""
     y = np.asarray(targets).astype(np.int64).reshape(-1)
@@ -107,7 +123,7 @@ def roc_figure(targets: np.ndarray, logits: np.ndarray, epoch: int, threshold: f
             log.info("ROC for class %d skipped: the validation set has only one of its two sides", k)
             continue
         fpr, tpr, _ = roc_curve(y == k, score)
-        ax.plot(fpr, tpr, label=f"class {k} (AUC {auc(fpr, tpr):.3f})")
+        ax.plot(fpr, tpr, label=f"{_name(classes, k)} (AUC {auc(fpr, tpr):.3f})")
         if binary is not None:
             for (label, t, x, yy, _), m in zip(_operating_points(y, score, threshold), "os"):
                 ax.plot([x], [yy], m, ms=7, mfc="none", label=f"{label} {t:.3g}")
@@ -117,7 +133,9 @@ def roc_figure(targets: np.ndarray, logits: np.ndarray, epoch: int, threshold: f
     return fig
 
 
-def pr_figure(targets: np.ndarray, logits: np.ndarray, epoch: int, threshold: float) -> Figure | None:
+def pr_figure(
+    targets: np.ndarray, logits: np.ndarray, epoch: int, threshold: float, classes: list[str] | None = None
+) -> Figure | None:
     """Binary tasks: precision against recall, with the configured and the F1-optimal thresholds
     marked (the `threshold` finding's two numbers). None for more classes or one class only."""
     y, score = np.asarray(targets).astype(np.int64).reshape(-1), _positive_score(logits)
@@ -126,7 +144,7 @@ def pr_figure(targets: np.ndarray, logits: np.ndarray, epoch: int, threshold: fl
     precision, recall, _ = precision_recall_curve(y, score)
     fig = Figure(figsize=(4.5, 4), layout="constrained")
     ax = fig.add_subplot()
-    ax.plot(recall, precision, label=f"class 1 (positive rate {np.mean(y == 1):.2f})")
+    ax.plot(recall, precision, label=f"{_name(classes, 1)} (positive rate {np.mean(y == 1):.2f})")
     for (label, t, _, tpr, prec), m in zip(_operating_points(y, score, threshold), "os"):
         f1 = 2 * prec * tpr / (prec + tpr) if prec + tpr else 0.0
         ax.plot([tpr], [prec], m, ms=7, mfc="none", label=f"{label} {t:.3g} (F1 {f1:.3f})")
@@ -150,9 +168,12 @@ def report(run_or_dir, save: bool = True) -> Report:
     if best_val.is_file():
         best = torch.load(best_val, map_location="cpu", weights_only=True)
         targets, logits = best["targets"].numpy(), best["logits"].float().numpy()
-        figures["confusion_matrix"] = confusion_figure(targets, logits, run.config.threshold, best["epoch"])
-        figures["roc_curve"] = roc_figure(targets, logits, best["epoch"], run.config.threshold)
-        pr = pr_figure(targets, logits, best["epoch"], run.config.threshold)
+        classes = (run.meta.get("data") or {}).get("classes")  # a run on the user's folder names them
+        figures["confusion_matrix"] = confusion_figure(
+            targets, logits, run.config.threshold, best["epoch"], classes
+        )
+        figures["roc_curve"] = roc_figure(targets, logits, best["epoch"], run.config.threshold, classes)
+        pr = pr_figure(targets, logits, best["epoch"], run.config.threshold, classes)
         if pr is not None:
             figures["pr_curve"] = pr
     else:
