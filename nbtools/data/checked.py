@@ -7,7 +7,9 @@ dataset's classes (or the -1 of an unlabelled dataset, in training) raise `Sampl
 sample's index and file. The checks run where the batch is put together (in the loader's worker under
 num_workers > 0), on the CPU, before anything reaches the device: on a GPU a label out of range is a
 device-side assert in the loss, which leaves the CUDA context unusable until the runtime restarts.
-They cost one shape comparison and one label comparison per sample.
+Where the dataset lists its labels (`.labels`, as the folder datasets do), they are all checked when
+the loader is built, before the first step. The checks cost one shape and one label comparison per
+sample.
 """
 
 from __future__ import annotations
@@ -45,6 +47,9 @@ class CheckedSamples(Dataset):
         self.num_classes = num_classes_of(data)
         self.unlabelled = is_unlabelled(data)
         self.need_labels = need_labels
+        listed = getattr(data, "labels", None)  # VolumeFolder, ImageFolder: every label, without reading
+        if need_labels and isinstance(listed, (list, np.ndarray, torch.Tensor)) and len(listed) == len(data):
+            self._check_labels(range(len(data)), [(None, y) for y in np.asarray(listed).tolist()])
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -53,7 +58,19 @@ class CheckedSamples(Dataset):
         return self.__getitems__([index])[0]
 
     def __getitems__(self, indices: Sequence[int]) -> list:
-        samples = [self._load(i) for i in indices]
+        samples, failed = [], []
+        for i in indices:
+            try:
+                samples.append(self.dataset[i])
+            except Exception as e:  # whatever a user's dataset raises gets the sample's index and file
+                failed.append((i, e))
+        if failed:
+            listed = "\n  ".join(f"{self.name(i)}: {type(e).__name__}: {e}" for i, e in failed[:_SHOW])
+            more = f"\n  ... and {len(failed) - _SHOW} more in this batch" if len(failed) > _SHOW else ""
+            raise SampleError(
+                f"{len(failed)} sample{'s' * (len(failed) > 1)} could not be loaded:\n  {listed}{more}\n"
+                f"Fix or remove {'those files' if len(failed) > 1 else 'that file'} ({_FIND_ALL})."
+            ) from failed[0][1]
         self._check_shapes(indices, samples)
         if self.need_labels:
             self._check_labels(indices, samples)
@@ -63,15 +80,6 @@ class CheckedSamples(Dataset):
         """ "sample 3 (data/pos/a.png)", or "sample 3" when the dataset does not know its files."""
         path = self.paths[index] if self.paths is not None and 0 <= index < len(self.paths) else None
         return f"sample {index}" + (f" ({path})" if path is not None else "")
-
-    def _load(self, index: int) -> Any:
-        try:
-            return self.dataset[index]
-        except Exception as e:  # whatever a user's dataset raises gets the sample's index and file
-            raise SampleError(
-                f"{self.name(index)} could not be loaded: {type(e).__name__}: {e}\n"
-                f"Fix or remove that file ({_FIND_ALL})."
-            ) from e
 
     def _check_shapes(self, indices: Sequence[int], samples: list) -> None:
         shapes = [_input_shape(s) for s in samples]
