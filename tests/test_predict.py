@@ -144,6 +144,8 @@ def test_unlabelled_folder_and_label_free_csv(run3d, tmp_path):
     from_csv = nbt.predict(run_dir, listing)
     assert from_csv.labels is None and len(from_csv) == 2
     np.testing.assert_array_equal(from_csv.probs, preds.probs[:2])
+    from_run = nbt.predict(run3d[1], tmp_path / "new")  # the Run of a recipe job: rebuilt from its folder
+    np.testing.assert_array_equal(from_run.probs, preds.probs)
 
 
 def test_focal2d_run_predicts_png_files_with_horizontal_tta(tmp_path):
@@ -186,6 +188,8 @@ def test_a_model_or_a_plain_fit_run_with_a_dataset(tmp_path):
     ]
     as_is = nbt.predict(run.model, val)  # a module: the weights it has (the last epoch's)
     assert as_is.weights is None and len(as_is) == 12
+    loader = torch.utils.data.DataLoader(val, batch_size=5)
+    np.testing.assert_array_equal(nbt.predict(run.model, loader).probs, as_is.probs)
     with pytest.raises(ValueError, match=r"not trained from a recipe.*nbt\.predict\(model, dataset\)"):
         nbt.predict(tmp_path, val)
     with pytest.raises(ValueError, match="pass a Dataset instead"):

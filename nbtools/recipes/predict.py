@@ -11,7 +11,6 @@ the validation set reproduces the recorded validation metrics.
 from __future__ import annotations
 
 import copy
-import itertools
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,12 +22,12 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from nbtools.config import TrainConfig
-from nbtools.data import Augment3D, ImageFolder, VolumeFolder
+from nbtools.data import ImageFolder, VolumeFolder
 from nbtools.data.checked import CheckedSamples, collate_checked
 from nbtools.data.samples import is_unlabelled, sample_paths, split_sample
-from nbtools.losses import main_output
 from nbtools.recipes.jobs import INIT_ONLY, Job, make_job
 from nbtools.recipes.predictions import Predictions
+from nbtools.recipes.tta import FlipAverage, flip_dims
 from nbtools.runs import Run, list_checkpoints, load_checkpoint
 from nbtools.runs.files import BEST_EMA_FILE, BEST_FILE, LAST_FILE
 from nbtools.step import Precision
@@ -101,7 +100,8 @@ def predict(
     )
     model = source.model.to(device)
     if tta:
-        model = FlipAverage(model, _flip_dims(ds, source))
+        aug = source.job.batch_transform if source.job is not None else None
+        model = FlipAverage(model, flip_dims(split_sample(ds[0])[0].dim(), aug))
     logits, targets, _ = predict_logits(model, loader, precision)
     logits = logits.numpy().reshape(len(logits), -1)
     probs = _probabilities(logits)
@@ -119,31 +119,6 @@ def predict(
         tta=tta,
         weights=weights if source.config is not None else None,
     )
-
-
-class FlipAverage(nn.Module):
-    """model(x) averaged over flips of x: every combination of `dims` (the identity included), in
-    probability space (sigmoid for one logit, softmax for more), returned as logits again (the logit
-    of the mean probability, or its log) so that everything downstream reads it like a model output."""
-
-    def __init__(self, model: nn.Module, dims: tuple[int, ...]) -> None:
-        super().__init__()
-        self.model, self.dims = model, tuple(dims)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        combos = [c for r in range(len(self.dims) + 1) for c in itertools.combinations(self.dims, r)]
-        total = None
-        for flip in combos:
-            out = main_output(self.model(x.flip(flip) if flip else x))
-            with torch.autocast(x.device.type, enabled=False):
-                z = out.float()
-                p = torch.sigmoid(z) if z.dim() == 1 or z.shape[1] == 1 else torch.softmax(z, dim=1)
-                total = p if total is None else total + p
-        with torch.autocast(x.device.type, enabled=False):
-            mean = total / len(combos)
-            if mean.dim() == 1 or mean.shape[1] == 1:
-                return torch.log(mean) - torch.log1p(-mean)
-            return torch.log(mean)
 
 
 def _probabilities(logits: np.ndarray) -> np.ndarray:
@@ -174,7 +149,7 @@ def _source(obj: Any, weights: str) -> _Source:
     if isinstance(obj, nn.Module):
         return _Source(obj, f"the {type(obj).__name__} passed in")
     if isinstance(obj, Run):
-        if obj.model is not None:  # a run from fit in this session, recipe or not
+        if obj.model is not None and "recipe" not in obj.meta:  # a plain fit's run, in this session
             model = copy.deepcopy(obj.model).cpu()
             model.load_state_dict(_weights(obj.run_dir, weights))
             meta, cfg, prec = _run_record(obj.run_dir)
@@ -231,6 +206,8 @@ def _weights(run_dir: Path, weights: str) -> dict:
 
 
 def _dataset(data: Any, source: _Source) -> Dataset:
+    if isinstance(data, DataLoader):
+        return data.dataset
     if not isinstance(data, (str, Path)):
         if not (hasattr(data, "__getitem__") and hasattr(data, "__len__")):
             raise TypeError(f"data must be a folder, a CSV or a Dataset, got {type(data).__name__}")
@@ -249,17 +226,6 @@ def _dataset(data: Any, source: _Source) -> Dataset:
         return VolumeFolder(data, shape=shape, labels="auto", classes=classes, **options)
     size = int(args["size"]) if args.get("size") else int(x.shape[-1])
     return ImageFolder(data, size=size, labels="auto", classes=classes)
-
-
-def _flip_dims(ds: Dataset, source: _Source) -> tuple[int, ...]:
-    """Batch dims to flip for TTA: the axes the run's Augment3D flipped (all three without one) for
-    volumes (B, C, D, H, W); the width for images (B, C, H, W)."""
-    x = split_sample(ds[0])[0]
-    if x.dim() == 4:
-        aug = source.job.batch_transform if source.job is not None else None
-        axes = aug.flip_axes if isinstance(aug, Augment3D) and aug.probs["p_flip"] > 0 else (0, 1, 2)
-        return tuple(2 + a for a in axes)
-    return (x.dim(),)  # the last axis of (B, C, H, W)
 
 
 def _recorded_classes(meta: dict) -> list[str] | None:
