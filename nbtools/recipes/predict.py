@@ -68,13 +68,16 @@ def predict(
     """Class probabilities of a trained run (or a model) on `data`, one row per sample.
 
     run_or_dir_or_model: a run folder trained from a recipe (the model is rebuilt from it), the `Run`
-    that `fit` returned (its model, with the run's weights loaded into a copy), or an nn.Module, used
-    with the weights it has. data: a folder (class sub-folders, or unlabelled files directly in it), a
-    CSV (`path` and, if known, `label` columns) or a Dataset (a folder or CSV needs a recipe run, which
-    says how inputs were read). weights: "best", "best_ema" or "last" (ignored for a module).
-    tta: average the probabilities over flips: every combination of the axes Augment3D flipped in
-    training (2^3 passes for the 3D recipe), horizontal for 2D images (2 passes). batch_size: default
-    the run's eval batch size. Class names: the run's (meta "classes"), else the data's, else "0", "1".
+    that `fit` returned (a recipe run is rebuilt from its folder; a plain fit's model is copied and the
+    run's weights loaded into the copy), or an nn.Module, used with the weights it has (and moved to
+    `device`). data: a folder (class sub-folders, or unlabelled files directly in it), a CSV (`path`
+    and, if known, `label` columns), a Dataset or a DataLoader's dataset; a folder or CSV needs a
+    recipe run, which says how its inputs were read. weights: "best", "best_ema" or "last" (the newer
+    of last.pt and the newest checkpoint); ignored for a module. tta: average the probabilities over
+    flips: every combination of the axes Augment3D flipped in training (8 passes for the 3D recipe),
+    the width for 2D images (2 passes). batch_size: default the run's eval batch size. Class names:
+    the run's (meta "classes"), else the data's, else "0", "1", ... Binary tasks predict class 1 at
+    the run's `threshold`. A bad file raises SampleError naming it.
 
     >>> preds = nbt.predict("runs/mine", "drive/MyDrive/new_volumes", tta=True)   # doctest: +SKIP
     >>> preds.to_csv("predictions.csv")                                          # doctest: +SKIP
@@ -107,7 +110,8 @@ def predict(
     probs = _probabilities(logits)
     labels = targets.numpy().astype(np.int64)
     classes, agree = _class_names(source.meta, ds, probs.shape[1])
-    known = agree and not is_unlabelled(ds) and labels.min() >= 0 and labels.max() < len(classes)
+    scalar = labels.ndim == 1  # one whole-number label per sample, not a mask or a soft target
+    known = agree and scalar and not is_unlabelled(ds) and labels.min() >= 0 and labels.max() < len(classes)
     paths = sample_paths(ds)
     return Predictions(
         probs=probs,
