@@ -47,9 +47,8 @@ class CheckedSamples(Dataset):
         self.num_classes = num_classes_of(data)
         self.unlabelled = is_unlabelled(data)
         self.need_labels = need_labels
-        listed = getattr(data, "labels", None)  # VolumeFolder, ImageFolder: every label, without reading
-        if need_labels and isinstance(listed, (list, np.ndarray, torch.Tensor)) and len(listed) == len(data):
-            self._check_labels(range(len(data)), [(None, y) for y in np.asarray(listed).tolist()])
+        if need_labels:
+            self._check_listed_labels(getattr(data, "labels", None))
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -95,6 +94,20 @@ class CheckedSamples(Dataset):
             f"samples of one batch have different input shapes: {listed}{more}, while "
             f"{self.name(ok[0])} and {len(ok) - 1} others are {common}. {_fix_for(common)} ({_FIND_ALL})."
         )
+
+    def _check_listed_labels(self, listed: Any) -> None:
+        """Up front, without reading a sample: an unlabelled dataset, and the labels a dataset lists
+        (`.labels`, one whole number per sample: VolumeFolder, ImageFolder)."""
+        if self.unlabelled:
+            self._check_labels([0], [])
+        if not isinstance(listed, (list, np.ndarray, torch.Tensor)) or len(listed) != len(self.dataset):
+            return
+        arr = np.asarray(listed)
+        if arr.ndim != 1 or arr.dtype.kind not in "iu":
+            return
+        n = self.num_classes
+        bad = np.flatnonzero((arr < 0) | (arr >= n if n is not None else False))
+        self._check_labels(bad.tolist(), [(None, int(arr[i])) for i in bad])
 
     def _check_labels(self, indices: Sequence[int], samples: list) -> None:
         if self.unlabelled:
