@@ -12,11 +12,13 @@ from nbtools.data.augcheck import check_augmentation
 from nbtools.data.validate import validate_dataset
 from nbtools.diagnose import doctor, find_lr, find_nonfinite, overfit_batch
 from nbtools.env import Env, mount_drive, runs_root, seed_everything, setup
+from nbtools.recipes import Predictions, predict
 from nbtools.runs import Run, find_checkpoint, list_checkpoints
 from nbtools.train import fit
 
 __all__ = [
     "Env",
+    "Predictions",
     "Run",
     "TrainConfig",
     "check_augmentation",
@@ -32,6 +34,7 @@ __all__ = [
     "models",
     "mount_drive",
     "overfit_batch",
+    "predict",
     "recipes",
     "runs",
     "runs_root",

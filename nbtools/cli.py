@@ -1,10 +1,11 @@
-"""`python -m nbtools ...`: train a recipe, list checkpoints.
+"""`python -m nbtools ...`: train a recipe, predict with a run, list checkpoints, run the doctor.
 
 python -m nbtools train resnet3d --run-dir runs/demo
 python -m nbtools train resnet3d --run-dir runs/demo --resume latest --epochs 10
 python -m nbtools train resnet3d --data volumes/ --shape 64 64 64 --run-dir runs/mine   # your files
 python -m nbtools train focal2d --data pages.csv --val val_pages/ --size 224 --run-dir runs/pages
 python -m nbtools train resnet3d --run-dir runs/mine --resume latest   # the same files, checked
+python -m nbtools predict runs/demo --data new_volumes --out predictions.csv --tta
 python -m nbtools checkpoints runs/demo
 python -m nbtools doctor runs/demo      # exit code 0: none open, 1: open findings printed, 2: no run
 """
@@ -19,7 +20,7 @@ import sys
 from nbtools import recipes
 from nbtools.diagnose import doctor
 from nbtools.env import setup
-from nbtools.runs import NonFiniteError, RunExistsError, list_checkpoints, open_first
+from nbtools.runs import CheckpointError, NonFiniteError, RunExistsError, list_checkpoints, open_first
 
 
 def _resume(value: str | None):
@@ -146,6 +147,27 @@ def print_findings(findings: list) -> None:
         print(f)
 
 
+def _predict(args: argparse.Namespace) -> int:
+    try:
+        preds = recipes.predict(
+            args.run_dir,
+            args.data,
+            weights=args.weights,
+            tta=args.tta,
+            batch_size=args.batch_size,
+            device=args.device,
+        )
+        out = preds.to_csv(args.out)
+    except (OSError, ValueError, CheckpointError) as e:  # no run, no data, a bad file (named), no weights
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {len(preds)} rows to {out}: {preds!r}")
+    if preds.labels is not None:
+        m = preds.metrics()
+        print(", ".join(f"{k} {m[k]:.4f}" for k in ("acc", "f1", "auc") if m.get(k) is not None))
+    return 0
+
+
 def _doctor(run_dir: str) -> int:
     try:
         findings = doctor(run_dir)
@@ -186,6 +208,14 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--batch-size", type=int)
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--smoke", action="store_true", help="tiny sizes, for a seconds-long check")
+    pred = sub.add_parser("predict", help="apply a run's model to a folder or CSV of files; write a CSV")
+    pred.add_argument("run_dir")
+    pred.add_argument("--data", required=True, help="folder (class sub-folders or files directly) or CSV")
+    pred.add_argument("--out", required=True, help="the CSV to write: path, label, predicted, prob_<class>")
+    pred.add_argument("--weights", choices=["best", "best_ema", "last"], default="best")
+    pred.add_argument("--tta", action="store_true", help="average over flips (3D: D/H/W, 2D: horizontal)")
+    pred.add_argument("--batch-size", type=int)
+    pred.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when there is one)")
     ls = sub.add_parser("checkpoints", help="list a run folder's checkpoints and whether each loads")
     ls.add_argument("run_dir")
     doc = sub.add_parser("doctor", help="print a run folder's findings (exit code 1 if any is open)")
@@ -194,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.command == "train":
         return _train(args)
+    if args.command == "predict":
+        return _predict(args)
     if args.command == "doctor":
         return _doctor(args.run_dir)
     print(list_checkpoints(args.run_dir))

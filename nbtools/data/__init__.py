@@ -6,6 +6,7 @@ from nbtools.data.augment2d import AlbumentationsDataset, document_augmentation
 from nbtools.data.augment3d import Augment3D
 from nbtools.data.augreport import AugIssue, AugReport
 from nbtools.data.cache import VolumeCache
+from nbtools.data.checked import SampleError
 from nbtools.data.documents import SyntheticDocuments
 from nbtools.data.fingerprint import DataChange, compare_fingerprints, data_fingerprint
 from nbtools.data.folders import VolumeFolder
@@ -26,6 +27,7 @@ __all__ = [
     "DataReport",
     "ImageFolder",
     "ImageReadError",
+    "SampleError",
     "SyntheticDocuments",
     "SyntheticVolumes",
     "VolumeCache",

@@ -57,13 +57,17 @@ def _as_is(sample: Any) -> Any:
 
 
 def sample_paths(ds) -> list | None:
-    """The file behind each index of `ds` (its `.paths`), through Subsets and same-length wrappers
-    such as AlbumentationsDataset (`.dataset`); None when unknown."""
+    """The file behind each index of `ds` (its `.paths`, or the paths of torchvision's `.samples`),
+    through Subsets and same-length wrappers such as AlbumentationsDataset (`.dataset`); None when
+    unknown."""
     try:
         n = len(ds)
     except TypeError:
         return None
     paths = getattr(ds, "paths", None)
+    samples = getattr(ds, "samples", None)  # torchvision's DatasetFolder / ImageFolder: [(path, label)]
+    if paths is None and isinstance(samples, list) and all(isinstance(s, tuple) for s in samples[:1]):
+        paths = [s[0] for s in samples]
     if paths is not None and not callable(paths):
         try:
             if len(paths) == n:

@@ -1,10 +1,11 @@
 """Ready-made jobs (the data, model, loss and config the CLI, the notebooks and the benchmarks share),
-how a run folder rebuilds its job for a resume, and our users' failures reproduced on purpose.
+how a run folder rebuilds its job for a resume or for `predict`, and our users' failures reproduced on purpose.
 
 >>> job = nbt.recipes.make_job("resnet3d", epochs=4)
 >>> run = job.fit("runs/demo")                                   # doctest: +SKIP
 >>> job = nbt.recipes.load_job("runs/demo", lr=1e-3)             # doctest: +SKIP
 >>> run = job.fit("runs/demo", resume="latest")                  # doctest: +SKIP
+>>> preds = nbt.predict("runs/demo", "new_volumes", tta=True)    # doctest: +SKIP
 """
 
 from nbtools.recipes.data_check import DataChangedError
@@ -18,6 +19,8 @@ from nbtools.recipes.jobs import (
     scaled_unfreeze,
     smoke_mode,
 )
+from nbtools.recipes.predict import predict
+from nbtools.recipes.predictions import Predictions
 from nbtools.recipes.resume import load_job
 from nbtools.recipes.user_data import describe_data
 
@@ -25,10 +28,12 @@ __all__ = [
     "RECIPES",
     "DataChangedError",
     "Job",
+    "Predictions",
     "describe_data",
     "focal2d_job",
     "load_job",
     "make_job",
+    "predict",
     "recorded_job",
     "resnet3d_job",
     "scaled_unfreeze",

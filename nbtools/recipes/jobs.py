@@ -83,6 +83,7 @@ def resnet3d_job(
     shape: tuple[int, int, int] | None = None,
     val_fraction: float = VAL_FRACTION,
     cache_dir: str | Path | None = None,
+    num_classes: int | None = None,
     **config: Any,
 ) -> Job:
     """A 3D ResNet-10 (width 0.25) on SyntheticVolumes: 256 train and 128 val volumes at 32^3
@@ -92,7 +93,8 @@ def resnet3d_job(
     .npy/.npz/.nii/.nii.gz, z-scored, cropped or padded to `shape`, default (size,) * 3; cache_dir keeps
     them preprocessed); val: a second folder/CSV, or None for a stratified `val_fraction` hold-out of
     data (seed: the config's). positive: the positive class of two (label 1; default the second in
-    sorted order). One output per class.
+    sorted order). One output per class; num_classes sets it for the embedded demo (predict rebuilds
+    a data run's model that way, without its data).
 
     Train and val volumes come from different seeds (no sample is in both); training batches are
     augmented on the device by Augment3D (flips, small rotations, zoom, intensity) when `augment`.
@@ -118,7 +120,7 @@ def resnet3d_job(
     if data is None:
         train = SyntheticVolumes(n=n_train, shape=(size,) * 3, positive_fraction=0.3, seed=1)
         valset = SyntheticVolumes(n=n_val, shape=(size,) * 3, positive_fraction=0.3, seed=2)
-        classes, record = 2, None
+        classes, record = num_classes or 2, None
     else:
         shape = tuple(int(s) for s in (shape or (size,) * 3))
 

@@ -10,6 +10,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torch.utils.data.distributed import DistributedSampler
 
+from nbtools.data.checked import CheckedSamples, collate_checked
+
 
 def epoch_seed(seed: int, epoch: int, stream: int = 0) -> int:
     """An independent 63-bit seed per (run seed, epoch, stream)."""
@@ -68,9 +70,12 @@ def make_loader(data: Dataset, batches: Sampler, num_workers: int, pin_memory: b
             "fit takes a Dataset, not a DataLoader: it builds the loader itself from TrainConfig.batch_size "
             "and num_workers so that a resumed run sees the same batches; pass loader.dataset"
         )
+    # CheckedSamples: a file that fails to load, a batch of mixed shapes or a label outside the classes
+    # is an error naming the sample's index and file (nbtools.data.checked)
     return DataLoader(
-        data,
+        CheckedSamples(data),
         batch_sampler=batches,
+        collate_fn=collate_checked,
         num_workers=num_workers,
         pin_memory=pin_memory,
         # The loader draws worker seeds from this generator, not from the global RNG that a
