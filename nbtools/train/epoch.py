@@ -72,7 +72,7 @@ def train_epoch(
             run.task = task_record(out[0], loss_fn, data, micro[0][1])
         st.scheduler.step()
         if st.ema is not None:
-            update_ema(st.ema, model)
+            update_ema(st.ema, model, result.bad)
         st.step, st.batch = st.step + 1, st.batch + len(micro)
         telemetry.record(result)
         progress.batches_done(len(micro))
