@@ -58,6 +58,9 @@ def classification_metrics(targets: np.ndarray, logits: np.ndarray, threshold: f
         score, pred = p, p.argmax(axis=1)
         avg, labels = "macro", list(range(p.shape[1]))
     try:
+        # one class only: undefined (newer scikit-learn returns NaN with a warning instead of raising)
+        if len(np.unique(y)) < 2:
+            raise ValueError("one class")
         auc = float(roc_auc_score(y, score, multi_class="ovr", labels=labels if not binary else None))
     except ValueError:  # one class only in y, or a class missing for one-vs-rest
         auc = None

@@ -19,6 +19,7 @@ from nbtools.train.ema import update_ema
 from nbtools.train.evaluate import evaluate
 from nbtools.train.guards import check_interval, nan_policy_stop, probe_fp16
 from nbtools.train.loader import TrainBatches, epoch_seed, make_loader
+from nbtools.train.monitor import best_text
 from nbtools.train.optim import apply_unfreeze, group_names, sync_trainable, train_mode
 from nbtools.train.state import TrainState
 
@@ -142,7 +143,7 @@ def end_epoch(st: TrainState, val_loader, loss_fn, run_dir: Path, t_epoch: float
         run.stop = Stop(
             "early-stop",
             f"early stopping: {cfg.monitor} did not improve by more than {cfg.min_delta} for {cfg.patience} "
-            f"epochs (best {st.early.best:.4g} at epoch {st.early.best_epoch})",
+            f"epochs ({best_text(st.early.best, st.early.best_epoch)})",
         )
     if st.ema_best is not None:
         if st.ema_best.improved(record["ema_" + cfg.monitor]):

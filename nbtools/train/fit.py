@@ -21,6 +21,7 @@ from nbtools.step import Distributed
 from nbtools.train.epoch import end_epoch, report, train_epoch
 from nbtools.train.guards import locate_first_nonfinite
 from nbtools.train.loader import EvalBatches, TrainBatches, make_loader
+from nbtools.train.monitor import epoch_finding, preflight_finding
 from nbtools.train.optim import check_names, group_names
 from nbtools.train.start import prepare_run_dir, start
 from nbtools.train.telemetry import Telemetry
@@ -101,6 +102,7 @@ def fit(
         progress.resumed(run)  # the dashboard starts from the restored history
         st.restore_rng(checkpoint)  # last: nothing from here to the first batch draws random numbers
         del checkpoint
+    report(run, progress, [preflight_finding(cfg, val_data)])
     last_step: list = []  # the micro-batches of the last step, for the non-finite diagnosis
     try:
         while st.epoch <= cfg.epochs and run.stop is None:
@@ -113,7 +115,7 @@ def fit(
                 break
             end_epoch(st, val_loader, loss_fn, run_dir, t_epoch)
             progress.end_epoch(run.history[-1])
-            report(run, progress, rules.epoch_findings(run))
+            report(run, progress, [*rules.epoch_findings(run), epoch_finding(cfg, run.history[-1])])
     finally:
         progress.close()
     raises = run.stop is not None and run.stop.code in RAISING_CODES
