@@ -18,6 +18,7 @@ from nbtools.runs.checkpoints import FORMAT
 from nbtools.step import Distributed, Precision
 from nbtools.train.early_stop import EarlyStopping
 from nbtools.train.ema import build_ema
+from nbtools.train.interrupt import Interrupts
 from nbtools.train.optim import apply_unfreeze, build_optimizer, sync_trainable
 from nbtools.train.rng import capture_rng, restore_rng
 from nbtools.train.schedule import build_scheduler
@@ -42,6 +43,7 @@ class TrainState:
     bad_streak: int = 0  # skipped steps in a row (see guards)
     amp_window: list[bool] = field(default_factory=list)  # fp16 skip flags of the last steps
     dist: Distributed = field(default_factory=Distributed)
+    interrupts: Interrupts = field(default_factory=Interrupts)  # the stop button (see interrupt)
 
     @classmethod
     def create(
