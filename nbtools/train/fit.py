@@ -91,7 +91,7 @@ def fit(
     progress = make_progress(dashboard, cfg.epochs, verbose and dist.is_main)
     progress = WithTensorBoard(progress, TensorBoardLog(run_dir, enabled=dist.is_main))
     st, checkpoint = start(
-        model, cfg, run_dir, resume, device, -(-n_batches // cfg.grad_accum), progress, dist
+        model, cfg, run_dir, resume, device, -(-n_batches // cfg.grad_accum), progress, dist, len(train_data)
     )
     run = st.run
     run.model = model
