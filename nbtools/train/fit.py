@@ -20,7 +20,7 @@ from nbtools.runs.stop import RAISING_CODES
 from nbtools.step import Distributed
 from nbtools.train.epoch import end_epoch, report, train_epoch
 from nbtools.train.guards import locate_first_nonfinite
-from nbtools.train.interrupt import keep_interrupted
+from nbtools.train.interrupt import keep_last_step
 from nbtools.train.loader import EvalBatches, TrainBatches, make_loader
 from nbtools.train.monitor import epoch_finding, preflight_finding
 from nbtools.train.optim import check_names, group_names
@@ -107,7 +107,7 @@ def fit(
     report(run, progress, [preflight_finding(cfg, val_data)])
     last_step: list = []  # the micro-batches of the last step, for the non-finite diagnosis
     try:
-        with st.interrupts:  # the stop button keeps the last completed step (nbtools.train.interrupt)
+        with keep_last_step(st, progress):  # the stop button keeps the last completed step
             while st.epoch <= cfg.epochs and run.stop is None:
                 t_epoch = time.perf_counter()
                 check_inputs = not last_step  # the first epoch of this call
@@ -128,9 +128,6 @@ def fit(
                 progress.end_epoch(run.history[-1])
                 findings = [*not_written, *rules.epoch_findings(run), epoch_finding(cfg, run.history[-1])]
                 report(run, progress, findings)
-    except KeyboardInterrupt:
-        keep_interrupted(st, st.interrupts, progress)
-        raise
     finally:
         progress.close()
     raises = run.stop is not None and run.stop.code in RAISING_CODES

@@ -114,3 +114,15 @@ def keep_interrupted(st, interrupts: Interrupts, progress) -> None:
     if st.dist.is_main:
         run.save()
     progress.message(run.stop.message)
+
+
+@contextmanager
+def keep_last_step(st, progress):
+    """`with` this around fit's loop: SIGINT is st.interrupts' (held back in critical stretches), and a
+    KeyboardInterrupt runs `keep_interrupted` (a press during its write still held back) and re-raises."""
+    with st.interrupts:
+        try:
+            yield
+        except KeyboardInterrupt:
+            keep_interrupted(st, st.interrupts, progress)
+            raise
