@@ -65,40 +65,52 @@ def train_epoch(
                     where = f"training batch {st.batch + i} of epoch {st.epoch}"
                     x, y = _to_device(next(batches), device, where)
                     micro.append(batch_transform(x, y) if batch_transform is not None else (x, y))
-                record_task = check_inputs and not run.task  # once per run: a resume keeps the recorded task
-                if check_inputs:  # one host sync, once
-                    report(run, progress, [input_range(micro[0][0], st.epoch, st.step + 1)])
-                    check_inputs = False
-                with first_output(model, enabled=record_task) as out:
-                    result = train_step(
-                        forward_model, micro, loss_fn, st.optimizer, st.precision, cfg.clip_norm, dist
-                    )
-                if out:
-                    run.task = task_record(out[0], loss_fn, data, micro[0][1])
-                st.scheduler.step()
-                if st.ema is not None:
-                    update_ema(st.ema, model, result.bad)
-                st.step, st.batch = st.step + 1, st.batch + len(micro)
+                result = _step(st, forward_model, micro, data, loss_fn, progress, check_inputs)
+                check_inputs = False
                 telemetry.record(result)
-                progress.batches_done(len(micro))
                 if cfg.nan_policy == "raise" and result.bad.item():
                     run.stop = nan_policy_stop(st.step)
                 if len(telemetry) == cfg.log_every or st.batch == n_batches or run.stop is not None:
                     end_interval(st, telemetry, progress, micro, loss_fn)
-                    every, minutes = cfg.checkpoint_every_steps, cfg.checkpoint_every_minutes
-                    due = (every and st.step - last_save[1] >= every) or (
-                        minutes and time.monotonic() - last_save[0] >= 60 * minutes
-                    )
-                    if dist.agree(bool(due)) and st.batch < n_batches and run.stop is None:
-                        path = st.run.run_dir / mid_epoch_name(st.epoch, st.step)
-                        report(run, progress, [save_checkpoint(st, path)])
-                        last_save = (time.monotonic(), st.step)
+                    last_save = _checkpoint_if_due(st, progress, last_save, n_batches)
     except KeyboardInterrupt:
         if len(telemetry) and not st.interrupts.partial:
             with st.interrupts.critical():  # the steps since the last read become a record
                 end_interval(st, telemetry, progress, micro, loss_fn)
         raise
     return micro
+
+
+def _step(st: TrainState, forward_model, micro: list, data, loss_fn, progress, check_inputs: bool):
+    """One optimizer step on `micro`, then the scheduler, the EMA and the counters."""
+    run, model = st.run, st.model
+    record_task = check_inputs and not run.task  # once per run: a resume keeps the recorded task
+    if check_inputs:  # one host sync, once
+        report(run, progress, [input_range(micro[0][0], st.epoch, st.step + 1)])
+    with first_output(model, enabled=record_task) as out:
+        result = train_step(
+            forward_model, micro, loss_fn, st.optimizer, st.precision, st.cfg.clip_norm, st.dist
+        )
+    if out:
+        run.task = task_record(out[0], loss_fn, data, micro[0][1])
+    st.scheduler.step()
+    if st.ema is not None:
+        update_ema(st.ema, model, result.bad)
+    st.step, st.batch = st.step + 1, st.batch + len(micro)
+    progress.batches_done(len(micro))
+    return result
+
+
+def _checkpoint_if_due(st: TrainState, progress, last_save: tuple[float, int], n_batches: int):
+    """The mid-epoch checkpoint every checkpoint_every_steps / _minutes; returns (time, step) of the last."""
+    every, minutes = st.cfg.checkpoint_every_steps, st.cfg.checkpoint_every_minutes
+    due = (every and st.step - last_save[1] >= every) or (
+        minutes and time.monotonic() - last_save[0] >= 60 * minutes
+    )
+    if not (st.dist.agree(bool(due)) and st.batch < n_batches and st.run.stop is None):
+        return last_save
+    report(st.run, progress, [save_checkpoint(st, st.run.run_dir / mid_epoch_name(st.epoch, st.step))])
+    return time.monotonic(), st.step
 
 
 def end_interval(st: TrainState, telemetry, progress, micro: list, loss_fn) -> None:

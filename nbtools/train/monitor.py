@@ -52,7 +52,6 @@ def preflight_finding(cfg: TrainConfig, val_data: Dataset) -> Finding | None:
         f"monitor='val_auc' is undefined on this validation set: its {len(labels)} samples are all class "
         f"{classes[0]}, and AUC needs both classes; every epoch will count as no improvement",
         _fix(cfg),
-        epoch=0,
     )
 
 
