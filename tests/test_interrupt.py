@@ -78,21 +78,24 @@ class PressStop:
         return x, y
 
 
-@pytest.mark.parametrize("at", [13, 15])  # the first micro-batch of epoch 3's first / second step
+# at: the batch (1-based) whose loading the press comes in; the press waits for that step to end.
+# 13, 15: the first micro-batch of epoch 3's first / second step; 11: epoch 2's last step, before
+# its validation (the checkpoint then holds all 6 batches, and the resume validates epoch 2)
+@pytest.mark.parametrize(
+    "at, epoch, batch, step", [(13, 3, 2, 7), (15, 3, 4, 8), (11, 2, 6, 6)], ids=["13", "15", "11"]
+)
 def test_stop_button_writes_the_last_completed_step_and_resumes_bit_identically(
-    straight, tmp_path, at, capsys
+    straight, tmp_path, at, epoch, batch, step, capsys
 ):
     model = small_cnn()
     with pytest.raises(KeyboardInterrupt):
         _train(tmp_path, model, batch_transform=PressStop(at), verbose=True, dashboard="text")
     said = capsys.readouterr()
     said = said.out + said.err
-    # the press waited for its step to end: step 7 (batch 14) or 8 (batch 16) of epoch 3
-    step = 6 + (at - 13) // 2 + 1
-    name = f"epoch_003_step_{step:07d}.pt"
+    name = f"epoch_{epoch:03d}_step_{step:07d}.pt"
     latest = nbt.list_checkpoints(tmp_path)[-1]
-    assert latest.path.name == name and latest.valid and latest.batch == 2 * (step - 6), latest
-    assert f"kept the last completed step (epoch 3, batch {latest.batch}, step {step}) in {name}" in said
+    assert latest.path.name == name and latest.valid and latest.batch == batch, latest
+    assert f"kept the last completed step (epoch {epoch}, batch {batch}, step {step}) in {name}" in said
     assert 'resume="latest"' in said
     assert nbt.runs.Run.load(tmp_path).stop.code == "interrupted"
     # the same kernel, the same model object (its .grad from the interrupted session left on it)
