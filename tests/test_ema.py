@@ -78,3 +78,22 @@ def test_fit_skips_the_ema_update_on_a_nan_batch(tmp_path):
     steps = state["step"]
     assert sum(r["skipped"] for r in run.steps) == 1
     assert int(state["ema"]["n_averaged"]) == steps - 1
+
+
+def test_the_update_reads_nothing_back_to_the_host():
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Ops(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.names = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.names.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    model = small_cnn()
+    ema = build_ema(model, 0.999)
+    with Ops() as ops:
+        update_ema(ema, model, torch.tensor(False))
+    assert not [n for n in ops.names if "local_scalar_dense" in n or "item" in n], ops.names
