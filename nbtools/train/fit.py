@@ -100,11 +100,11 @@ def fit(
     if dist.is_main:
         cfg.to_json(run_dir / CONFIG_FILE)
     telemetry = Telemetry(group_names(cfg), reduce=dist.mean)
+    report(run, progress, [preflight_finding(cfg, val_data)])  # a monitor the validation set cannot define
     if checkpoint is not None:
         progress.resumed(run)  # the dashboard starts from the restored history
         st.restore_rng(checkpoint)  # last: nothing from here to the first batch draws random numbers
         del checkpoint
-    report(run, progress, [preflight_finding(cfg, val_data)])
     last_step: list = []  # the micro-batches of the last step, for the non-finite diagnosis
     try:
         with keep_last_step(st, progress):  # the stop button keeps the last completed step
