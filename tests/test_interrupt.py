@@ -133,6 +133,17 @@ def test_an_interrupt_inside_a_step_writes_nothing_and_resume_in_the_same_kernel
     _same_as_straight(straight, tmp_path, run)
 
 
+def test_an_interrupt_before_anything_was_kept_leaves_no_run_behind(tmp_path, capsys):
+    model = small_cnn()
+    handle = model.register_forward_hook(RaiseInside(step=1))
+    with pytest.raises(KeyboardInterrupt):
+        _train(tmp_path, model, verbose=True, dashboard="text")
+    handle.remove()
+    said = capsys.readouterr()
+    assert "nothing to resume, run fit again as before" in said.out + said.err
+    assert not nbt.list_checkpoints(tmp_path) and not (tmp_path / "metrics.json").exists()
+
+
 def test_a_second_press_during_the_interrupt_checkpoint_corrupts_nothing(tmp_path, monkeypatch):
     real = nbtools.atomic._torch_save
 

@@ -79,11 +79,12 @@ class Interrupts:
             self.deferring, self.pending = False, False
 
 
-def _resume_hint(run_dir) -> str:
+def _resume_hint(run_dir) -> tuple[str, bool]:
+    """How to go on, and whether there is a checkpoint to go on from."""
     found = list_checkpoints(run_dir).valid()
     if not found:
-        return f"no checkpoint in {run_dir} yet: nothing to resume, start the run again"
-    return f'the newest checkpoint is {found[-1].path.name}: to continue, fit(..., resume="latest")'
+        return f"no checkpoint in {run_dir} yet: nothing to resume, run fit again as before", False
+    return f'the newest checkpoint is {found[-1].path.name}: to continue, fit(..., resume="latest")', True
 
 
 def keep_interrupted(st, interrupts: Interrupts, progress) -> None:
@@ -110,8 +111,9 @@ def keep_interrupted(st, interrupts: Interrupts, progress) -> None:
             if not path.exists():
                 interrupts.save(st.to_checkpoint(), path)
             kept = f"interrupted: kept the last completed step ({where}) in {path.name}"
-    run.stop = Stop("interrupted", f"{kept}; {_resume_hint(run_dir)}")
-    if st.dist.is_main:
+    hint, resumable = _resume_hint(run_dir)
+    run.stop = Stop("interrupted", f"{kept}; {hint}")
+    if st.dist.is_main and resumable:  # with nothing to resume, leave no run file behind
         run.save()
     progress.message(run.stop.message)
 
