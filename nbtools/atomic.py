@@ -47,9 +47,20 @@ def replace_atomic(path: str | Path, write: Callable[[IO[bytes]], Any]) -> Path:
     return path
 
 
+def _torch_save(obj: Any, f: IO[bytes]) -> None:
+    try:
+        torch.save(obj, f)
+    except RuntimeError as e:
+        # torch's zip writer reports an exception raised in its write callback (the stop button's
+        # KeyboardInterrupt) as a RuntimeError ("unexpected pos"): give the interrupt back as itself.
+        if isinstance(e.__context__, KeyboardInterrupt):
+            raise e.__context__ from None
+        raise
+
+
 def save_atomic(obj: Any, path: str | Path) -> Path:
-    """torch.save, atomically."""
-    return replace_atomic(path, lambda f: torch.save(obj, f))
+    """torch.save, atomically. A KeyboardInterrupt during the write surfaces as KeyboardInterrupt."""
+    return replace_atomic(path, lambda f: _torch_save(obj, f))
 
 
 def write_json_atomic(path: str | Path, obj: Any) -> Path:

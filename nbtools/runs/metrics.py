@@ -28,9 +28,10 @@ def probabilities(logits: np.ndarray) -> np.ndarray:
 
 def f1_optimal_threshold(targets: np.ndarray, score: np.ndarray) -> tuple[float, float] | None:
     """(threshold, F1) of the threshold that maximises F1 when `score >= threshold` predicts class 1,
-    from scikit-learn's precision_recall_curve; None when the targets hold one class only."""
+    from scikit-learn's precision_recall_curve; None when the targets hold one class only, or a score
+    is not finite (a model with NaN weights: there is no threshold to speak of)."""
     y = np.asarray(targets).astype(np.int64).reshape(-1)
-    if len(np.unique(y)) < 2:
+    if len(np.unique(y)) < 2 or not np.isfinite(score).all():
         return None
     precision, recall, thresholds = precision_recall_curve(y, score)
     p, r = precision[:-1], recall[:-1]  # the last point (recall 0) has no threshold
@@ -58,6 +59,9 @@ def classification_metrics(targets: np.ndarray, logits: np.ndarray, threshold: f
         score, pred = p, p.argmax(axis=1)
         avg, labels = "macro", list(range(p.shape[1]))
     try:
+        # one class only: undefined (newer scikit-learn returns NaN with a warning instead of raising)
+        if len(np.unique(y)) < 2:
+            raise ValueError("one class")
         auc = float(roc_auc_score(y, score, multi_class="ovr", labels=labels if not binary else None))
     except ValueError:  # one class only in y, or a class missing for one-vs-rest
         auc = None

@@ -7,13 +7,14 @@ and may be reworded freely. Codes:
     amp          fp16 failed and amp_fallback was off: loss scaling kept skipping steps or froze the
                  weights, or the forward pass overflowed fp16's range (the same batch is finite in fp32)
     early-stop   the monitored metric stopped improving (patience, min_delta, min_epochs)
+    interrupted  the stop button (KeyboardInterrupt): `fit` kept the last completed step and re-raised
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-STOP_CODES = ("nonfinite", "amp", "early-stop")
+STOP_CODES = ("nonfinite", "amp", "early-stop", "interrupted")
 RAISING_CODES = ("nonfinite", "amp")  # `fit` raises NonFiniteError after saving the run
 
 

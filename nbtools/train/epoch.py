@@ -12,14 +12,16 @@ from nbtools.atomic import save_atomic
 from nbtools.diagnose import rules
 from nbtools.diagnose.chance import first_output, task_record
 from nbtools.diagnose.inputs import input_range
-from nbtools.runs import Finding, Run, Stop, prune_checkpoints
+from nbtools.runs import Finding, Run, Stop
 from nbtools.runs.files import BEST_EMA_FILE, BEST_FILE, BEST_VAL_FILE, epoch_name, mid_epoch_name
 from nbtools.step import train_step
 from nbtools.train.ema import update_ema
 from nbtools.train.evaluate import evaluate
 from nbtools.train.guards import check_interval, nan_policy_stop, probe_fp16
 from nbtools.train.loader import TrainBatches, epoch_seed, make_loader
+from nbtools.train.monitor import best_text
 from nbtools.train.optim import apply_unfreeze, group_names, sync_trainable, train_mode
+from nbtools.train.saving import save_checkpoint
 from nbtools.train.state import TrainState
 
 
@@ -55,63 +57,94 @@ def train_epoch(
     progress.start_epoch(st.epoch, n_batches, st.batch)
     last_save = (time.monotonic(), st.step)
     micro: list = []
-    while st.batch < n_batches and run.stop is None:
-        micro = []
-        for i in range(min(cfg.grad_accum, n_batches - st.batch)):
-            x, y = _to_device(next(batches), device, f"training batch {st.batch + i} of epoch {st.epoch}")
-            micro.append(batch_transform(x, y) if batch_transform is not None else (x, y))
-        record_task = check_inputs and not run.task  # once per run: a resume keeps the recorded task
-        if check_inputs:  # one host sync, once
-            report(run, progress, [input_range(micro[0][0], st.epoch, st.step + 1)])
-            check_inputs = False
-        with first_output(model, enabled=record_task) as out:
-            result = train_step(
-                forward_model, micro, loss_fn, st.optimizer, st.precision, cfg.clip_norm, dist
-            )
-        if out:
-            run.task = task_record(out[0], loss_fn, data, micro[0][1])
-        st.scheduler.step()
-        if st.ema is not None:
-            update_ema(st.ema, model)
-        st.step, st.batch = st.step + 1, st.batch + len(micro)
-        telemetry.record(result)
-        progress.batches_done(len(micro))
-        if cfg.nan_policy == "raise" and result.bad.item():
-            run.stop = nan_policy_stop(st.step)
-        if len(telemetry) == cfg.log_every or st.batch == n_batches or run.stop is not None:
-            scale = st.precision.scaler.get_scale() if st.precision.scaler.is_enabled() else None
-            record = telemetry.flush(model, st.epoch, st.step, st.scheduler.get_last_lr(), scale)
-            run.steps.append(record)
-            progress.interval(record)
-            probe = probe_fp16(record, model, micro, loss_fn, st.precision, dist)  # None unless fp16 failed
-            decision = check_interval(
-                run,
-                record,
-                st.precision.mode,
-                st.bad_streak,
-                st.amp_window,
-                fp16_probe=probe,
-                fallback_mode=st.precision.fallback_mode,
-            )
-            st.bad_streak, st.amp_window = decision.bad_streak, decision.amp_window
-            if decision.fall_back is not None:
-                st.precision.fall_back(decision.fall_back)
-            report(run, progress, [*decision.findings, *rules.step_findings(run)])
-            run.stop = run.stop or decision.stop
-            every = cfg.checkpoint_every_steps
-            minutes = cfg.checkpoint_every_minutes
-            due = (every and st.step - last_save[1] >= every) or (
-                minutes and time.monotonic() - last_save[0] >= 60 * minutes
-            )
-            if dist.agree(bool(due)) and st.batch < n_batches and run.stop is None:
-                state = st.to_checkpoint()
-                if dist.is_main:
-                    save_atomic(state, st.run.run_dir / mid_epoch_name(st.epoch, st.step))
-                last_save = (time.monotonic(), st.step)
+    try:
+        while st.batch < n_batches and run.stop is None:
+            with st.interrupts.critical():  # the stop button waits for this step (nbtools.train.interrupt)
+                micro = []
+                for i in range(min(cfg.grad_accum, n_batches - st.batch)):
+                    where = f"training batch {st.batch + i} of epoch {st.epoch}"
+                    x, y = _to_device(next(batches), device, where)
+                    micro.append(batch_transform(x, y) if batch_transform is not None else (x, y))
+                result = _step(st, forward_model, micro, data, loss_fn, progress, check_inputs)
+                check_inputs = False
+                telemetry.record(result)
+                if cfg.nan_policy == "raise" and result.bad.item():
+                    run.stop = nan_policy_stop(st.step)
+                if len(telemetry) == cfg.log_every or st.batch == n_batches or run.stop is not None:
+                    end_interval(st, telemetry, progress, micro, loss_fn)
+                    last_save = _checkpoint_if_due(st, progress, last_save, n_batches)
+    except KeyboardInterrupt:
+        if len(telemetry) and not st.interrupts.partial:
+            with st.interrupts.critical():  # the steps since the last read become a record
+                end_interval(st, telemetry, progress, micro, loss_fn)
+        raise
     return micro
 
 
-def end_epoch(st: TrainState, val_loader, loss_fn, run_dir: Path, t_epoch: float) -> None:
+def _step(st: TrainState, forward_model, micro: list, data, loss_fn, progress, check_inputs: bool):
+    """One optimizer step on `micro`, then the scheduler, the EMA and the counters."""
+    run, model = st.run, st.model
+    record_task = check_inputs and not run.task  # once per run: a resume keeps the recorded task
+    if check_inputs:  # one host sync, once
+        report(run, progress, [input_range(micro[0][0], st.epoch, st.step + 1)])
+    with first_output(model, enabled=record_task) as out:
+        result = train_step(
+            forward_model, micro, loss_fn, st.optimizer, st.precision, st.cfg.clip_norm, st.dist
+        )
+    if out:
+        run.task = task_record(out[0], loss_fn, data, micro[0][1])
+    st.scheduler.step()
+    if st.ema is not None:
+        update_ema(st.ema, model, result.bad)
+    st.step, st.batch = st.step + 1, st.batch + len(micro)
+    progress.batches_done(len(micro))
+    return result
+
+
+def _checkpoint_if_due(st: TrainState, progress, last_save: tuple[float, int], n_batches: int):
+    """The mid-epoch checkpoint every checkpoint_every_steps / _minutes; returns (time, step) of the last."""
+    every, minutes = st.cfg.checkpoint_every_steps, st.cfg.checkpoint_every_minutes
+    due = (every and st.step - last_save[1] >= every) or (
+        minutes and time.monotonic() - last_save[0] >= 60 * minutes
+    )
+    if not (st.dist.agree(bool(due)) and st.batch < n_batches and st.run.stop is None):
+        return last_save
+    report(st.run, progress, [save_checkpoint(st, st.run.run_dir / mid_epoch_name(st.epoch, st.step))])
+    return time.monotonic(), st.step
+
+
+def end_interval(st: TrainState, telemetry, progress, micro: list, loss_fn) -> None:
+    """Read the interval's telemetry into run.steps, apply the guards and the step rules."""
+    run = st.run
+    scale = st.precision.scaler.get_scale() if st.precision.scaler.is_enabled() else None
+    record = telemetry.flush(st.model, st.epoch, st.step, st.scheduler.get_last_lr(), scale)
+    run.steps.append(record)
+    progress.interval(record)
+    probe = probe_fp16(record, st.model, micro, loss_fn, st.precision, st.dist)  # None unless fp16 failed
+    decision = check_interval(
+        run,
+        record,
+        st.precision.mode,
+        st.bad_streak,
+        st.amp_window,
+        fp16_probe=probe,
+        fallback_mode=st.precision.fallback_mode,
+    )
+    st.bad_streak, st.amp_window = decision.bad_streak, decision.amp_window
+    if decision.fall_back is not None:
+        st.precision.fall_back(decision.fall_back)
+    report(run, progress, [*decision.findings, *rules.step_findings(run)])
+    run.stop = run.stop or decision.stop
+
+
+def end_epoch(st: TrainState, val_loader, loss_fn, run_dir: Path, t_epoch: float) -> list[Finding | None]:
+    """Validate, track the best epochs, check early stopping, write the epoch checkpoint and metrics.
+    The stop button waits for all of it (nbtools.train.interrupt). Returns findings to report."""
+    with st.interrupts.critical():
+        return _end_epoch(st, val_loader, loss_fn, run_dir, t_epoch)
+
+
+def _end_epoch(st: TrainState, val_loader, loss_fn, run_dir: Path, t_epoch: float) -> list[Finding | None]:
     """Validate, track the best epochs, check early stopping, write the epoch checkpoint and metrics."""
     cfg, run, epoch, dist = st.cfg, st.run, st.epoch, st.dist
     # The epoch's train loss from its telemetry intervals (mean over good steps), so a mid-epoch
@@ -142,7 +175,7 @@ def end_epoch(st: TrainState, val_loader, loss_fn, run_dir: Path, t_epoch: float
         run.stop = Stop(
             "early-stop",
             f"early stopping: {cfg.monitor} did not improve by more than {cfg.min_delta} for {cfg.patience} "
-            f"epochs (best {st.early.best:.4g} at epoch {st.early.best_epoch})",
+            f"epochs ({best_text(st.early.best, st.early.best_epoch)})",
         )
     if st.ema_best is not None:
         if st.ema_best.improved(record["ema_" + cfg.monitor]):
@@ -151,8 +184,7 @@ def end_epoch(st: TrainState, val_loader, loss_fn, run_dir: Path, t_epoch: float
                 save_atomic(st.ema.module.state_dict(), run_dir / BEST_EMA_FILE)
         st.ema_best.update(record["ema_" + cfg.monitor], epoch)
     st.epoch, st.batch = epoch + 1, 0
-    state = st.to_checkpoint()
+    not_written = save_checkpoint(st, run_dir / epoch_name(epoch), prune=True)
     if save:
-        save_atomic(state, run_dir / epoch_name(epoch))
-        prune_checkpoints(run_dir, cfg.keep_last)
         run.save()
+    return [not_written]

@@ -14,14 +14,17 @@ from nbtools.atomic import save_atomic
 from nbtools.config import TrainConfig
 from nbtools.diagnose import rules
 from nbtools.env import sync_drive
-from nbtools.runs import NonFiniteError, Run
+from nbtools.runs import NonFiniteError, Run, Stop
 from nbtools.runs.files import CONFIG_FILE, LAST_FILE
 from nbtools.runs.stop import RAISING_CODES
 from nbtools.step import Distributed
 from nbtools.train.epoch import end_epoch, report, train_epoch
 from nbtools.train.guards import locate_first_nonfinite
+from nbtools.train.interrupt import keep_last_step
 from nbtools.train.loader import EvalBatches, TrainBatches, make_loader
+from nbtools.train.monitor import epoch_finding, preflight_finding
 from nbtools.train.optim import check_names, group_names
+from nbtools.train.saving import newest_clean
 from nbtools.train.start import prepare_run_dir, start
 from nbtools.train.telemetry import Telemetry
 from nbtools.train.tensorboard import TensorBoardLog, WithTensorBoard
@@ -88,7 +91,7 @@ def fit(
     progress = make_progress(dashboard, cfg.epochs, verbose and dist.is_main)
     progress = WithTensorBoard(progress, TensorBoardLog(run_dir, enabled=dist.is_main))
     st, checkpoint = start(
-        model, cfg, run_dir, resume, device, -(-n_batches // cfg.grad_accum), progress, dist
+        model, cfg, run_dir, resume, device, -(-n_batches // cfg.grad_accum), progress, dist, len(train_data)
     )
     run = st.run
     run.model = model
@@ -97,23 +100,34 @@ def fit(
     if dist.is_main:
         cfg.to_json(run_dir / CONFIG_FILE)
     telemetry = Telemetry(group_names(cfg), reduce=dist.mean)
+    report(run, progress, [preflight_finding(cfg, val_data)])  # a monitor the validation set cannot define
     if checkpoint is not None:
         progress.resumed(run)  # the dashboard starts from the restored history
         st.restore_rng(checkpoint)  # last: nothing from here to the first batch draws random numbers
         del checkpoint
     last_step: list = []  # the micro-batches of the last step, for the non-finite diagnosis
     try:
-        while st.epoch <= cfg.epochs and run.stop is None:
-            t_epoch = time.perf_counter()
-            check_inputs = not last_step  # the first epoch of this call
-            last_step = train_epoch(
-                st, train_data, loss_fn, n_batches, batch_transform, telemetry, progress, device, check_inputs
-            )
-            if run.stop is not None:
-                break
-            end_epoch(st, val_loader, loss_fn, run_dir, t_epoch)
-            progress.end_epoch(run.history[-1])
-            report(run, progress, rules.epoch_findings(run))
+        with keep_last_step(st, progress):  # the stop button keeps the last completed step
+            while st.epoch <= cfg.epochs and run.stop is None:
+                t_epoch = time.perf_counter()
+                check_inputs = not last_step  # the first epoch of this call
+                last_step = train_epoch(
+                    st,
+                    train_data,
+                    loss_fn,
+                    n_batches,
+                    batch_transform,
+                    telemetry,
+                    progress,
+                    device,
+                    check_inputs,
+                )
+                if run.stop is not None:
+                    break
+                not_written = end_epoch(st, val_loader, loss_fn, run_dir, t_epoch)
+                progress.end_epoch(run.history[-1])
+                findings = [*not_written, *rules.epoch_findings(run), epoch_finding(cfg, run.history[-1])]
+                report(run, progress, findings)
     finally:
         progress.close()
     raises = run.stop is not None and run.stop.code in RAISING_CODES
@@ -124,6 +138,9 @@ def fit(
         run.stop, findings = located
         for f in findings:
             run.add_finding(f)
+    if run.stop is not None and run.stop.code == "nonfinite":
+        clean = newest_clean(run_dir)
+        run.stop = Stop(run.stop.code, f"{run.stop.message} {clean[0].upper()}{clean[1:]}.")
     if dist.is_main:
         save_atomic(model.state_dict(), run_dir / LAST_FILE)
         run.save()

@@ -213,7 +213,7 @@ def check_interval(
         stop = Stop(
             "nonfinite",
             f"non-finite loss or gradients for {bad_streak} optimizer steps in a row (steps {first}-"
-            f"{record['step']}, max_bad_steps={cfg.max_bad_steps}); the checkpoints before them are intact. "
+            f"{record['step']}, max_bad_steps={cfg.max_bad_steps}); no checkpoint was written of a non-finite state. "
             f"{_NONFINITE_FIX}",
         )
     return GuardDecision(bad_streak, amp_window, findings, stop=stop)

@@ -110,7 +110,13 @@ def _bend(
 
 
 def resume_plan(
-    scheduler: LambdaLR, saved: dict, old: TrainConfig, new: TrainConfig, step: int, steps_per_epoch: int
+    scheduler: LambdaLR,
+    saved: dict,
+    old: TrainConfig,
+    new: TrainConfig,
+    step: int,
+    steps_per_epoch: int,
+    total: int | None = None,
 ) -> dict:
     """After `scheduler.load_state_dict(saved)` at optimizer step `step`: continue the recorded plan,
     or, when the resumed config changes it, bend it from the LR it is at (no jump, no new warmup):
@@ -122,6 +128,10 @@ def resume_plan(
     - `schedule="restart"`: a warm restart, a ramp to the configured LR over `warmup_epochs` (one step
       if 0), then cosine to the floor.
 
+    - a new batch_size or grad_accum (at an epoch boundary): the remaining epochs have another number
+      of steps, so the run ends at `total` (not new.epochs x steps_per_epoch) and the LR continues
+      from where it is and decays to the floor there.
+
     The new plan gives the current step the LR it already has: the change starts with the next step.
     Returns {"lr_plan": [one line per group], "lr_segments": {group: new segments}}, or {} when the
     plan is unchanged."""
@@ -132,7 +142,9 @@ def resume_plan(
         for plan in plans:
             plan.segments = list(legacy)
     changed = {k for k in PLAN_FIELDS if getattr(old, k) != getattr(new, k)}
-    total = new.epochs * spe
+    if total is not None and total != new.epochs * spe:
+        changed.add("steps_per_epoch")
+    total = new.epochs * spe if total is None else total
     if not changed - {"warmup_epochs"} or step >= total:
         return {}
     groups = scheduler.optimizer.param_groups
@@ -147,7 +159,7 @@ def resume_plan(
         elif new_lr != old_lr:
             ramp_epochs = new.warmup_epochs if "warmup_epochs" in changed else RESUME_RAMP_EPOCHS
             target, how = peak, ""
-        elif changed & {"epochs", "min_lr_factor"}:
+        elif changed & {"epochs", "min_lr_factor", "steps_per_epoch"}:
             ramp_epochs, target, how = 0, None, ""
         else:
             continue

@@ -18,6 +18,7 @@ from nbtools.runs.checkpoints import FORMAT
 from nbtools.step import Distributed, Precision
 from nbtools.train.early_stop import EarlyStopping
 from nbtools.train.ema import build_ema
+from nbtools.train.interrupt import Interrupts
 from nbtools.train.optim import apply_unfreeze, build_optimizer, sync_trainable
 from nbtools.train.rng import capture_rng, restore_rng
 from nbtools.train.schedule import build_scheduler
@@ -42,6 +43,8 @@ class TrainState:
     bad_streak: int = 0  # skipped steps in a row (see guards)
     amp_window: list[bool] = field(default_factory=list)  # fp16 skip flags of the last steps
     dist: Distributed = field(default_factory=Distributed)
+    train_len: int | None = None  # len(train_data), recorded so a resume can refuse other data
+    interrupts: Interrupts = field(default_factory=Interrupts)  # the stop button (see interrupt)
 
     @classmethod
     def create(
@@ -99,6 +102,7 @@ class TrainState:
             "ema_best": self.ema_best.state_dict() if self.ema_best is not None else None,
             "guards": {"bad_streak": self.bad_streak, "amp_window": list(self.amp_window)},
             "run": self.run.to_dict(),
+            "data": {"train_len": self.train_len},
             "rng": capture_rng(),
             "rng_ranks": self.dist.gather_objects(capture_rng()) if self.dist.active else [],
         }
