@@ -14,6 +14,7 @@ events.out.tfevents.*       TensorBoard scalars (when tensorboard is installed),
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
@@ -48,3 +49,16 @@ def epoch_name(epoch: int) -> str:
 
 def mid_epoch_name(epoch: int, step: int) -> str:
     return f"epoch_{epoch:03d}_step_{step:07d}.pt"
+
+
+def run_path(run_dir: str | Path) -> Path:
+    """A run folder as an absolute path with `~` expanded: messages name it whole (a notebook may
+    have `%cd`-ed elsewhere) and "~/runs/demo" is the home folder, not a folder named "~"."""
+    return Path(run_dir).expanduser().absolute()
+
+
+def run_files(run_dir: Path) -> list[Path]:
+    """The files of a run in `run_dir` (any of RUN_FILES), sorted by name."""
+    if not run_dir.is_dir():
+        return []
+    return sorted({p for pattern in RUN_FILES for p in run_dir.glob(pattern) if p.is_file()})

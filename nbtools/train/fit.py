@@ -15,7 +15,7 @@ from nbtools.config import TrainConfig
 from nbtools.diagnose import rules
 from nbtools.env import sync_drive
 from nbtools.runs import NonFiniteError, Run
-from nbtools.runs.files import CONFIG_FILE, LAST_FILE
+from nbtools.runs.files import CONFIG_FILE, LAST_FILE, run_path
 from nbtools.runs.stop import RAISING_CODES
 from nbtools.step import Distributed
 from nbtools.train.epoch import end_epoch, report, train_epoch
@@ -67,7 +67,7 @@ def fit(
     >>> run = nbt.fit(model, train_ds, val_ds, nn.CrossEntropyLoss(), cfg, "runs/demo")  # doctest: +SKIP
     >>> run = nbt.fit(model, train_ds, val_ds, loss, cfg, "runs/demo", resume="latest")  # doctest: +SKIP
     """
-    run_dir = Path(run_dir)
+    run_dir = run_path(run_dir)  # "~" expanded; messages name the absolute folder
     dist = Distributed.from_env()
     device = torch.device(device) if device else dist.device() if dist.active else None
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -19,7 +19,7 @@ from nbtools.runs import (
     list_checkpoints,
     load_checkpoint,
 )
-from nbtools.runs.files import RUN_FILES
+from nbtools.runs.files import run_files
 from nbtools.step import Distributed
 from nbtools.train.schedule import resume_plan
 from nbtools.train.state import TrainState
@@ -28,19 +28,28 @@ from nbtools.train.state import TrainState
 def prepare_run_dir(run_dir: Path, resume, overwrite: bool, dist: Distributed) -> None:
     """Refuse to start a new run over checkpoints (unless `overwrite`), delete the old run's files
     when overwriting, create the folder, and remove temp files a killed process left behind."""
-    found = list_checkpoints(run_dir)
-    if found and resume is None and not overwrite:
+    found = list_checkpoints(run_dir, verify=False)
+    # A finished run whose epoch_*.pt were deleted (to save Drive quota) is still a run: best.pt,
+    # last.pt and metrics.json are its results.
+    files = run_files(run_dir)
+    if files and resume is None and not overwrite:
+        if found:
+            held = f"{describe_epochs(found)}, newest {found[-1].path.name}"
+            choices = (
+                'resume="latest" (or an epoch number) to continue it (in the notebooks: run 04_resume), '
+            )
+        else:
+            names = [p.name for p in files]
+            held = f"no epoch checkpoints, but {', '.join(names[:6])}{' ...' if len(names) > 6 else ''}"
+            choices = ""
         raise RunExistsError(
-            f"{run_dir} already holds a run ({describe_epochs(found)}, newest {found[-1].path.name}); "
-            f'fit will not train over it. Choose one: resume="latest" (or an epoch number) to continue it '
-            f"(in the notebooks: run 04_resume), a new run_dir to start another, or overwrite=True to delete "
-            f"it and start again."
+            f"{run_dir} already holds a run ({held}); fit will not train over it. Choose one: {choices}"
+            f"a new run_dir to start another, or overwrite=True to delete it and start again."
         )
     if dist.is_main:
         if overwrite and resume is None:
-            for pattern in RUN_FILES:
-                for p in run_dir.glob(pattern):
-                    p.unlink()
+            for p in files:
+                p.unlink()
         run_dir.mkdir(parents=True, exist_ok=True)
         remove_stale_temp_files(run_dir)
     dist.barrier()
@@ -62,7 +71,7 @@ def start(
         seed_everything(cfg.seed + dist.rank)
         return TrainState.create(cfg, model, device, steps_per_epoch, Run(run_dir, cfg), dist), None
     info = find_checkpoint(run_dir, resume)
-    checkpoint = load_checkpoint(info.path)
+    checkpoint = load_checkpoint(info.path, verify=not info.verified)
     run = Run.from_dict(run_dir, checkpoint["run"], config=cfg)
     run.stop = None
     st = TrainState.create(cfg, model, device, steps_per_epoch, run, dist)
