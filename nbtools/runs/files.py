@@ -9,6 +9,7 @@ last.pt                     model weights only, written when `fit` returns
 best_val.pt                 validation logits and targets at the best epoch (report figures)
 *.png                       curves and report figures
 events.out.tfevents.*       TensorBoard scalars (when tensorboard is installed), one file per session
+nbtools.lock                held while a process trains into the folder (pid, host, start time)
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ LAST_FILE = "last.pt"
 BEST_VAL_FILE = "best_val.pt"
 LOSS_CURVE_FILE = "loss_curve.png"
 LEARNING_CURVES_FILE = "learning_curves.png"
+
+LOCK_FILE = "nbtools.lock"  # not a run file: overwrite=True leaves it, the holder removes it
 
 TENSORBOARD_GLOB = "events.out.tfevents.*"
 CHECKPOINT_GLOB = "epoch_*.pt"

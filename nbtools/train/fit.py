@@ -21,6 +21,7 @@ from nbtools.step import Distributed
 from nbtools.train.epoch import end_epoch, report, train_epoch
 from nbtools.train.guards import locate_first_nonfinite
 from nbtools.train.loader import EvalBatches, TrainBatches, make_loader
+from nbtools.train.lock import holds_run_lock
 from nbtools.train.optim import check_names, group_names
 from nbtools.train.start import prepare_run_dir, start
 from nbtools.train.telemetry import Telemetry
@@ -29,6 +30,7 @@ from nbtools.viz.curves import save_curves
 from nbtools.viz.progress import make_progress
 
 
+@holds_run_lock  # one writer per run folder: a second fit is refused, naming the holder
 def fit(
     model: nn.Module,
     train_data: Dataset,
