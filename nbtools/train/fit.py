@@ -23,6 +23,7 @@ from nbtools.train.guards import locate_first_nonfinite
 from nbtools.train.loader import EvalBatches, TrainBatches, make_loader
 from nbtools.train.lock import holds_run_lock
 from nbtools.train.optim import check_names, group_names
+from nbtools.train.preflight import preflight
 from nbtools.train.start import prepare_run_dir, start
 from nbtools.train.telemetry import Telemetry
 from nbtools.train.tensorboard import TensorBoardLog, WithTensorBoard
@@ -78,8 +79,9 @@ def fit(
             f"the validation data has {len(val_data)} samples, fewer than the {dist.world} processes"
         )
     check_names(model, cfg)  # a config that does not fit the model must not cost the run in run_dir
-    prepare_run_dir(run_dir, resume, overwrite, dist)
     model.to(device)
+    preflight(model, train_data, val_data, loss_fn, device)  # nor data that cannot train
+    prepare_run_dir(run_dir, resume, overwrite, dist)
     n_batches = TrainBatches(
         len(train_data), cfg.batch_size, cfg.seed, 1, dist.rank, dist.world
     ).num_batches()
