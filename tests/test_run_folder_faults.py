@@ -17,7 +17,7 @@ CFG = nbt.TrainConfig(epochs=2, batch_size=8, checkpoint_every_minutes=None)
 
 def _fit(run_dir, cfg=CFG, **kw):
     args = (NoisyBlobs(), NoisyBlobs(seed=1, augment=False), nn.CrossEntropyLoss(), cfg)
-    return nbt.fit(small_cnn(), *args, run_dir, verbose=False, **kw)
+    return nbt.fit(small_cnn(), *args, run_dir, **{"verbose": False, **kw})
 
 
 @pytest.fixture(scope="module")
@@ -127,3 +127,34 @@ def test_messages_name_the_absolute_folder_after_cd(tmp_path, monkeypatch):
         _fit("runs/rel", resume=5)
     with pytest.raises(FileNotFoundError, match=f"^{absolute}/nothing/metrics.json not found"):
         nbt.runs.Run.load("runs/rel/nothing")
+
+
+def test_report_on_a_bad_file_names_the_file_and_the_cause(run_dir):
+    (run_dir / "best_val.pt").write_bytes(b"\x80\x02not a pickle at all")
+    with pytest.raises(
+        ValueError, match=r"best_val\.pt cannot be read \((UnpicklingError|RuntimeError)"
+    ) as e:
+        nbt.viz.report(run_dir, save=False)
+    assert str(run_dir / "best_val.pt") in str(e.value) and "delete it" in str(e.value)
+    with pytest.raises(ValueError, match=r"report takes a Run or a run folder; .*best\.pt is a file"):
+        nbt.viz.report(run_dir / "best.pt", save=False)
+
+
+def test_a_checkpoint_from_another_run_folder_is_said_or_refused(trained, run_dir, tmp_path, capsys):
+    other = run_dir / "epoch_002.pt"
+    assert torch.load(other, weights_only=True)["run_dir"] == str(trained)  # where it was written
+    fresh = tmp_path / "fresh"
+    run = _fit(fresh, CFG.replace(epochs=3), resume=other, verbose=True, dashboard="text")
+    out = capsys.readouterr()
+    said = out.out + out.err
+    assert f"{other} is a checkpoint of the run in" in said and f"continues in {fresh}" in said
+    assert [h["epoch"] for h in run.history] == [1, 2, 3]
+    # a folder with a run of its own is not taken over by another run's checkpoint
+    own = tmp_path / "own"
+    _fit(own, CFG.replace(epochs=1))
+    before = {p.name: p.read_bytes() for p in own.iterdir()}
+    with pytest.raises(
+        nbt.runs.RunExistsError, match=rf"{own} holds a run of its own, and {other} is a checkpoint"
+    ):
+        _fit(own, CFG.replace(epochs=3), resume=other)
+    assert {p.name: p.read_bytes() for p in own.iterdir()} == before

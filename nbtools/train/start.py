@@ -72,6 +72,7 @@ def start(
         return TrainState.create(cfg, model, device, steps_per_epoch, Run(run_dir, cfg), dist), None
     info = find_checkpoint(run_dir, resume)
     checkpoint = load_checkpoint(info.path, verify=not info.verified)
+    check_origin(run_dir, info.path, checkpoint, progress)
     run = Run.from_dict(run_dir, checkpoint["run"], config=cfg)
     run.stop = None
     st = TrainState.create(cfg, model, device, steps_per_epoch, run, dist)
@@ -87,3 +88,28 @@ def start(
         for line in lr_plan.get("lr_plan", []):
             progress.message(f"  {line}")
     return st, checkpoint
+
+
+def check_origin(run_dir: Path, path: Path, checkpoint: dict, progress) -> None:
+    """A checkpoint carries the run folder it was written in: resuming another folder's checkpoint
+    into a folder with a run of its own is refused (two histories would mix); into a new folder, or
+    from a folder that was moved or copied, it is said."""
+    origin = checkpoint.get("run_dir")  # None in checkpoints written before nbtools recorded it
+    outside = path.parent.resolve() != run_dir.resolve()
+    if not outside and (origin is None or Path(origin) == run_dir):
+        return
+    written_in = f"the run in {origin}" if origin is not None else f"the run in {path.parent}"
+    epochs = len(checkpoint["run"].get("history", []))
+    if outside and list_checkpoints(run_dir, verify=False):
+        raise RunExistsError(
+            f"{run_dir} holds a run of its own, and {path} is a checkpoint of {written_in}: resuming it here "
+            f'would mix two runs. Resume this folder\'s run (resume="latest" or an epoch number), or resume '
+            f"{path.name} into a new run_dir"
+        )
+    if outside:
+        progress.message(
+            f"{path} is a checkpoint of {written_in}: that run, with its history of {epochs} epochs, "
+            f"continues in {run_dir}"
+        )
+    else:
+        progress.message(f"{path.name} was written in {origin}: the run folder has been moved or copied here")

@@ -99,6 +99,7 @@ class TrainState:
             "ema_best": self.ema_best.state_dict() if self.ema_best is not None else None,
             "guards": {"bad_streak": self.bad_streak, "amp_window": list(self.amp_window)},
             "run": self.run.to_dict(),
+            "run_dir": str(self.run.run_dir),  # the folder's identity: a resume elsewhere is told or refused
             "rng": capture_rng(),
             "rng_ranks": self.dist.gather_objects(capture_rng()) if self.dist.active else [],
         }
