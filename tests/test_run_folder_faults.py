@@ -158,3 +158,9 @@ def test_a_checkpoint_from_another_run_folder_is_said_or_refused(trained, run_di
     ):
         _fit(own, CFG.replace(epochs=3), resume=other)
     assert {p.name: p.read_bytes() for p in own.iterdir()} == before
+
+
+def test_a_folder_of_the_users_own_pictures_is_no_run(tmp_path):
+    (tmp_path / "scan_001.png").write_bytes(b"\x89PNG")
+    _fit(tmp_path, CFG.replace(epochs=1))
+    assert (tmp_path / "scan_001.png").read_bytes() == b"\x89PNG"

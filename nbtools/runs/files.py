@@ -60,8 +60,13 @@ def run_path(run_dir: str | Path) -> Path:
     return Path(run_dir).expanduser().absolute()
 
 
+# What makes a folder hold a run, for `fit(resume=None)` to refuse: RUN_FILES by their exact names (a
+# folder of the user's own PNGs is no run).
+RUN_MARKERS = (*(p for p in RUN_FILES if p != "*.png"), LOSS_CURVE_FILE, LEARNING_CURVES_FILE)
+
+
 def run_files(run_dir: Path) -> list[Path]:
-    """The files of a run in `run_dir` (any of RUN_FILES), sorted by name."""
+    """The files in `run_dir` that show a run was there (RUN_MARKERS), sorted by name."""
     if not run_dir.is_dir():
         return []
-    return sorted({p for pattern in RUN_FILES for p in run_dir.glob(pattern) if p.is_file()})
+    return sorted({p for pattern in RUN_MARKERS for p in run_dir.glob(pattern) if p.is_file()})

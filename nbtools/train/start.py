@@ -19,7 +19,7 @@ from nbtools.runs import (
     list_checkpoints,
     load_checkpoint,
 )
-from nbtools.runs.files import run_files
+from nbtools.runs.files import RUN_FILES, run_files
 from nbtools.step import Distributed
 from nbtools.train.schedule import resume_plan
 from nbtools.train.state import TrainState
@@ -48,8 +48,9 @@ def prepare_run_dir(run_dir: Path, resume, overwrite: bool, dist: Distributed) -
         )
     if dist.is_main:
         if overwrite and resume is None:
-            for p in files:
-                p.unlink()
+            for pattern in RUN_FILES:
+                for p in run_dir.glob(pattern):
+                    p.unlink()
         run_dir.mkdir(parents=True, exist_ok=True)
         remove_stale_temp_files(run_dir)
     dist.barrier()
