@@ -5,6 +5,7 @@ a copy, and a copy can be cut in half."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from collections.abc import Callable
@@ -34,14 +35,17 @@ def replace_atomic(path: str | Path, write: Callable[[IO[bytes]], Any]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    existed = path.exists()
     try:
         with open(tmp, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         tmp.unlink(missing_ok=True)
+        if _disk_full(e):
+            raise _disk_full_error(path, existed) from e
         raise
     _fsync_dir(path.parent)
     return path
@@ -56,6 +60,29 @@ def _torch_save(obj: Any, f: IO[bytes]) -> None:
         if isinstance(e.__context__, KeyboardInterrupt):
             raise e.__context__ from None
         raise
+
+
+# torch.save reports a failed write (a full disk, a Drive over quota) as
+# "RuntimeError: [enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598": the OSError
+# under it is gone, so its message is matched too.
+_TORCH_WRITE_FAILED = ("unexpected pos", "No space left on device")
+
+
+def _disk_full(e: BaseException) -> bool:
+    if isinstance(e, OSError):
+        return e.errno in (errno.ENOSPC, errno.EDQUOT)
+    return isinstance(e, RuntimeError) and any(m in str(e) for m in _TORCH_WRITE_FAILED)
+
+
+def _disk_full_error(path: Path, existed: bool) -> OSError:
+    path = path.absolute()
+    kept = f" ({path.name} keeps its old content)" if existed else ""
+    return OSError(
+        errno.ENOSPC,
+        f"no space left writing {path}; the previous checkpoint is intact{kept} and the partial temp file "
+        f"was removed. Free some space (on Colab: the runtime's disk or the Google Drive quota), then "
+        f'resume (resume="latest")',
+    )
 
 
 def save_atomic(obj: Any, path: str | Path) -> Path:

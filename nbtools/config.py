@@ -6,6 +6,7 @@ import dataclasses
 import json
 import logging
 import math
+import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,9 +71,7 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        # JSON turns int keys into strings; accept both so from_json round-trips.
-        object.__setattr__(self, "unfreeze", {int(k): str(v) for k, v in dict(self.unfreeze).items()})
-        object.__setattr__(self, "group_lrs", {str(k): float(v) for k, v in dict(self.group_lrs).items()})
+        _normalize(self)
         _validate(self)
 
     @property
@@ -118,6 +117,53 @@ def _fail(field_name: str, expected: str, value: Any) -> None:
     raise ValueError(f"TrainConfig.{field_name} must be {expected}, got {value!r}")
 
 
+SEED_LIMIT = 2**63  # seeds go to torch.manual_seed and numpy; offsets per rank are added to them
+
+
+def _plain(v: Any) -> Any:
+    """numpy scalars (np.int64 from a sweep, np.float32 from a computed LR) as Python numbers."""
+    if type(v).__module__ != "numpy":
+        return v
+    if type(v).__name__ in ("bool", "bool_"):  # np.bool_ is no numbers.Number
+        return bool(v)
+    if isinstance(v, numbers.Integral):
+        return int(v)
+    return float(v) if isinstance(v, numbers.Real) else v
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+
+def _normalize(c: TrainConfig) -> None:
+    """Numbers as plain Python numbers and the two mappings as {str: float} and {int: str}, or a
+    ValueError naming the field; runs before `_validate`."""
+    for f in dataclasses.fields(c):
+        object.__setattr__(c, f.name, _plain(getattr(c, f.name)))
+    lrs = c.group_lrs
+    expected = 'a {group prefix: lr > 0} mapping, e.g. {"backbone": 5e-5, "classifier": 5e-4} ({} for none)'
+    if not isinstance(lrs, dict):
+        _fail("group_lrs", expected, lrs)
+    for k, v in lrs.items():
+        if not isinstance(k, str) or not _is_number(_plain(v)):
+            _fail("group_lrs", expected, lrs)
+    object.__setattr__(c, "group_lrs", {k: float(_plain(v)) for k, v in lrs.items()})
+    plan = c.unfreeze
+    expected = 'an {epoch >= 1: module-name part} mapping, e.g. {8: "layer2"} ({} for none)'
+    if not isinstance(plan, dict):
+        _fail("unfreeze", expected, plan)
+    parsed = {}
+    for k, v in plan.items():
+        k = _plain(k)
+        # JSON turns int keys into strings; accept "8" so from_json round-trips.
+        if isinstance(k, str) and k.strip().isdigit():
+            k = int(k)
+        if isinstance(k, bool) or not isinstance(k, int) or not isinstance(v, str):
+            _fail("unfreeze", expected, plan)
+        parsed[k] = v
+    object.__setattr__(c, "unfreeze", parsed)
+
+
 def _validate(c: TrainConfig) -> None:
     def positive_int(name: str, allow_none: bool = False, allow_zero: bool = False) -> None:
         v = getattr(c, name)
@@ -127,15 +173,23 @@ def _validate(c: TrainConfig) -> None:
         if isinstance(v, bool) or not isinstance(v, int) or v < lo:
             _fail(name, f"an int >= {lo}" + (" or None" if allow_none else ""), v)
 
-    def finite(name: str, lo: float, hi: float = math.inf, allow_none: bool = False, open_lo: bool = False):
+    def finite(
+        name: str,
+        lo: float,
+        hi: float = math.inf,
+        allow_none: bool = False,
+        open_lo: bool = False,
+        open_hi: bool = False,
+    ):
         v = getattr(c, name)
         if v is None and allow_none:
             return
         ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-        ok = ok and (v > lo if open_lo else v >= lo) and v <= hi
+        ok = ok and (v > lo if open_lo else v >= lo) and (v < hi if open_hi else v <= hi)
         if not ok:
             bound = f"> {lo}" if open_lo else f">= {lo}"
-            rng = f"a finite number {bound}" + (f" and <= {hi}" if hi != math.inf else "")
+            top = f" and < {hi}" if open_hi else f" and <= {hi}"
+            rng = f"a finite number {bound}" + (top if hi != math.inf else "")
             _fail(name, rng + (" or None" if allow_none else ""), v)
 
     positive_int("epochs")
@@ -150,13 +204,18 @@ def _validate(c: TrainConfig) -> None:
     positive_int("checkpoint_every_steps", allow_none=True)
     positive_int("num_workers", allow_zero=True)
     positive_int("seed", allow_zero=True)
+    if c.seed >= SEED_LIMIT:
+        _fail("seed", f"an int >= 0 and < 2**63 ({SEED_LIMIT})", c.seed)
     finite("lr", 0.0, open_lo=True)
     finite("weight_decay", 0.0)
     finite("momentum", 0.0, 1.0)
     finite("warmup_epochs", 0.0)
+    if c.warmup_epochs > c.epochs:
+        _fail("warmup_epochs", f"<= epochs ({c.epochs}): the LR would never reach its peak", c.warmup_epochs)
     finite("min_lr_factor", 0.0, 1.0)
     finite("clip_norm", 0.0, open_lo=True, allow_none=True)
-    finite("ema_decay", 0.0, 1.0, allow_none=True, open_lo=True)
+    # 1.0 would keep the EMA copy at the initial weights for the whole run
+    finite("ema_decay", 0.0, 1.0, allow_none=True, open_lo=True, open_hi=True)
     finite("min_delta", 0.0)
     finite("checkpoint_every_minutes", 0.0, open_lo=True, allow_none=True)
     finite("threshold", 0.0, 1.0)

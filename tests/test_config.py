@@ -46,7 +46,7 @@ def test_json_round_trip_keeps_int_epoch_keys(tmp_path):
         ("epochs", 2.5, "an int >= 1"),
         ("grad_accum", True, "an int >= 1"),
         ("clip_norm", -1.0, "> 0.0 or None"),
-        ("ema_decay", 1.5, "<= 1.0 or None"),
+        ("ema_decay", 1.5, "< 1.0 or None"),
         ("group_lrs", {"backbone": -1.0}, "{group prefix: lr > 0}"),
         ("unfreeze", {0: "layer1"}, "{epoch >= 1: module-name part}"),
         ("amp_fallback", "yes", "True or False"),

@@ -277,7 +277,8 @@ def straight_fp16(tmp_path_factory):
 
 def test_unfreezing_under_fp16_neither_raises_nor_skips_a_step(straight_fp16):
     d, run, dtypes = straight_fp16
-    assert set(dtypes) == {torch.float16}  # autocast really ran in fp16
+    assert dtypes[0] == torch.float32  # fit's preflight: one validation sample, before training
+    assert set(dtypes[1:]) == {torch.float16}  # autocast really ran in fp16
     assert [r["epoch"] for r in run.steps] == [1, 1, 2, 2, 3, 3, 4, 4] and run.stop is None
     assert all(r["skipped"] == 0 and r["scale"] is not None for r in run.steps), run.steps
     assert not [f for f in run.findings if f.code.startswith(("amp", "nonfinite"))], run.findings

@@ -256,9 +256,9 @@ def recorded_job(run_dir: str | Path) -> tuple[dict[str, Any], TrainConfig]:
     """The {"recipe", "args"} a run folder was built from and the config it last trained with: from
     the newest valid checkpoint (written before metrics.json), else metrics.json. Raises ValueError if
     the run did not record a recipe."""
-    valid = list_checkpoints(run_dir).valid()
+    valid = list_checkpoints(run_dir, verify=False).valid()
     if valid:
-        state = load_checkpoint(valid[-1].path, mmap=True)
+        state = load_checkpoint(valid[-1].path, mmap=True, verify=False)
         meta, cfg = state["run"].get("meta", {}), TrainConfig.from_dict(state["config"])
     else:
         run = Run.load(run_dir)

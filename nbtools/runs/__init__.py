@@ -15,6 +15,7 @@ from nbtools.runs.checkpoints import (
     prune_checkpoints,
 )
 from nbtools.runs.findings import Finding, open_first
+from nbtools.runs.lock import RunLock, RunLockedError
 from nbtools.runs.metrics import classification_metrics, probabilities
 from nbtools.runs.run import NonFiniteError, Run, RunExistsError
 from nbtools.runs.stop import STOP_CODES, Stop
@@ -28,6 +29,8 @@ __all__ = [
     "NonFiniteError",
     "Run",
     "RunExistsError",
+    "RunLock",
+    "RunLockedError",
     "Stop",
     "classification_metrics",
     "describe_epochs",

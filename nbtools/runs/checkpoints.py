@@ -9,6 +9,7 @@ a Google Drive mount.
 from __future__ import annotations
 
 import logging
+import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,22 +17,37 @@ from typing import Any
 import torch
 
 from nbtools.env import run_folder_hint
-from nbtools.runs.files import CHECKPOINT_GLOB, CHECKPOINT_NAME
+from nbtools.runs.files import CHECKPOINT_GLOB, CHECKPOINT_NAME, run_path
+from nbtools.runs.integrity import zip_problem
 
 log = logging.getLogger(__name__)
 
 FORMAT = "nbtools-checkpoint"
+# what a resume cannot do without (other fields are read when present)
+REQUIRED = ("epoch", "step", "batch", "config", "model", "optimizer", "scheduler", "run")
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint file that cannot be used; the message names the file and what to do."""
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", mmap: bool = False) -> dict:
-    """Load a full training checkpoint, or raise an error that names the file."""
-    path = Path(path)
+def load_checkpoint(
+    path: str | Path, map_location: str | torch.device = "cpu", mmap: bool = False, verify: bool = True
+) -> dict:
+    """Load a full training checkpoint, or raise an error that names the file.
+
+    verify: first check the zip CRCs of every record (nbtools.runs.integrity), so flipped bytes are
+    refused instead of resumed; this reads the whole file once more.
+    """
+    path = run_path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
+    problem = zip_problem(path) if verify else None
+    if problem is not None:
+        raise CheckpointError(
+            f"checkpoint {path} is truncated or corrupt: {problem}; resume from an earlier one "
+            f"(nbt.list_checkpoints shows which are valid)"
+        )
     try:
         state = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as e:  # torch raises RuntimeError, pickle.UnpicklingError, EOFError, ... on bad files
@@ -43,6 +59,13 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
         raise CheckpointError(
             f"{path} is not an nbtools training checkpoint (no format={FORMAT!r} field); "
             f"to load plain model weights use nbt.models.load_pretrained(model, {str(path)!r})"
+        )
+    missing = [k for k in REQUIRED if k not in state]
+    if missing or not isinstance(state["model"], dict):
+        what = f"no {', '.join(missing)}" if missing else "a model entry that is no state_dict"
+        raise CheckpointError(
+            f"{path} has the nbtools checkpoint marker but {what}: it cannot resume a run; "
+            f"resume from another checkpoint (nbt.list_checkpoints shows which are valid)"
         )
     return state
 
@@ -56,6 +79,7 @@ class CheckpointInfo:
     valid: bool
     metrics: dict[str, float] = field(default_factory=dict)
     error: str = ""
+    verified: bool = False  # its zip CRCs were checked and match
 
     @property
     def mid_epoch(self) -> bool:
@@ -100,14 +124,17 @@ class CheckpointList(list):
         return CheckpointList(c for c in self if c.valid)
 
 
-def list_checkpoints(run_dir: str | Path) -> CheckpointList:
+def list_checkpoints(run_dir: str | Path, verify: bool = True) -> CheckpointList:
     """Every training checkpoint in `run_dir`, oldest first, each opened to check it loads.
+
+    verify: also check every file's zip CRCs, so one with flipped bytes is listed invalid; this reads
+    each file whole (seconds for large checkpoints on Drive); verify=False only opens them.
 
     >>> nbt.list_checkpoints("runs/demo")   # doctest: +SKIP
     epoch  step  batch  val_loss  val_auc  valid  file
     1      16           0.6812    0.7013   yes    epoch_001.pt
     """
-    run_dir = Path(run_dir)
+    run_dir = run_path(run_dir)
     found = []
     for p in run_dir.glob(CHECKPOINT_GLOB) if run_dir.is_dir() else []:
         m = CHECKPOINT_NAME.match(p.name)
@@ -115,7 +142,7 @@ def list_checkpoints(run_dir: str | Path) -> CheckpointList:
             continue
         try:
             # mmap reads the structure and maps tensors lazily: a cheap, real "does it load" check.
-            s = load_checkpoint(p, mmap=True)
+            s = load_checkpoint(p, mmap=True, verify=verify)
             info = CheckpointInfo(
                 epoch=int(s["epoch"]),
                 step=int(s["step"]),
@@ -123,17 +150,32 @@ def list_checkpoints(run_dir: str | Path) -> CheckpointList:
                 path=p,
                 valid=True,
                 metrics=dict(s.get("summary", {})),
+                verified=verify,
             )
         except FileNotFoundError:
             continue  # pruned between the glob and the load (a run writing while we list)
         except (CheckpointError, KeyError, TypeError, ValueError) as e:
-            # What the name tells: epoch_027_step_... is inside epoch 27, after 26 completed.
-            mid = m.group(2) is not None
-            epoch = int(m.group(1)) - mid
-            info = CheckpointInfo(epoch, int(m.group(2) or -1), int(mid), p, False, error=str(e))
+            info = _invalid(p, m, str(e))
         found.append(info)
     found.sort(key=lambda c: (c.epoch, c.mid_epoch, c.step))
     return CheckpointList(found)
+
+
+def _invalid(path: Path, m, error: str) -> CheckpointInfo:
+    # What the name tells: epoch_027_step_... is inside epoch 27, after 26 completed.
+    mid = m.group(2) is not None
+    epoch = int(m.group(1)) - mid
+    return CheckpointInfo(epoch, int(m.group(2) or -1), int(mid), path, False, error=error)
+
+
+def _verified(c: CheckpointInfo) -> CheckpointInfo:
+    """`c` checked against its zip CRCs: verified, or invalid with the reason."""
+    if c.verified or not c.valid:
+        return c
+    problem = zip_problem(c.path)
+    if problem is None:
+        return CheckpointInfo(c.epoch, c.step, c.batch, c.path, True, c.metrics, verified=True)
+    return CheckpointInfo(c.epoch, c.step, c.batch, c.path, False, c.metrics, f"corrupt: {problem}")
 
 
 def describe_epochs(checkpoints: CheckpointList) -> str:
@@ -149,27 +191,29 @@ def describe_epochs(checkpoints: CheckpointList) -> str:
 
 
 def find_checkpoint(run_dir: str | Path, which: str | int | Path) -> CheckpointInfo:
-    """Resolve `resume=` to one valid checkpoint: "latest", an epoch number, or a file path.
+    """Resolve `resume=` to one valid, verified checkpoint: "latest", an epoch number, or a file path.
 
-    "latest" skips corrupt files with a warning and takes the newest valid one; an explicit epoch
-    or path that is corrupt raises, naming the file.
+    "latest" skips corrupt files (unloadable, or bytes changed: see nbtools.runs.integrity) with a
+    warning and takes the newest valid one; an explicit epoch or path that is corrupt raises, naming
+    the file. Any other word ("last", "best") raises ValueError naming the choices.
     """
-    run_dir = Path(run_dir)
-    checkpoints = list_checkpoints(run_dir)
-    if which == "latest":
-        for c in reversed(checkpoints):
-            if c.valid:
-                return c
-            log.warning("skipping %s: %s", c.path, c.error)
-        raise FileNotFoundError(
-            f"no valid checkpoint in {run_dir.absolute()} to resume from ({len(checkpoints)} files found); "
-            f"start a new run with resume=None, or point run_dir at the run to resume; {run_folder_hint()}"
-        )
-    if isinstance(which, bool) or not isinstance(which, (int, str, Path)):
+    run_dir = run_path(run_dir)
+    if isinstance(which, bool) or not isinstance(which, (numbers.Integral, str, Path)):
         raise ValueError(
             f"resume must be None, 'latest', an epoch number or a checkpoint path, got {which!r}"
         )
-    if isinstance(which, int):
+    checkpoints = list_checkpoints(run_dir, verify=False)  # each is verified when it is picked
+    if which == "latest":
+        for c in reversed(checkpoints):
+            c = _verified(c)
+            if c.valid:
+                return c
+            log.warning("skipping %s: %s; falling back to the checkpoint before it", c.path, c.error)
+        raise FileNotFoundError(
+            f"no valid checkpoint in {run_dir} to resume from ({len(checkpoints)} files found); "
+            f"start a new run with resume=None, or point run_dir at the run to resume; {run_folder_hint()}"
+        )
+    if isinstance(which, numbers.Integral):
         match = [c for c in checkpoints if c.epoch == which and not c.mid_epoch]
         if not match:
             raise FileNotFoundError(
@@ -177,21 +221,28 @@ def find_checkpoint(run_dir: str | Path, which: str | int | Path) -> CheckpointI
             )
         c = match[0]
     else:
-        path = Path(which)
+        path = run_path(which)
+        if not path.is_file() and isinstance(which, str) and "/" not in which and not which.endswith(".pt"):
+            raise ValueError(
+                f'resume={which!r} is not a choice: resume takes None, "latest" (the newest valid checkpoint), '
+                f"an epoch number ({describe_epochs(checkpoints)} in {run_dir}) or a checkpoint file's path"
+                + ("; last.pt holds model weights only and cannot resume a run" if which == "last" else "")
+            )
         match = [c for c in checkpoints if c.path.resolve() == path.resolve()]
         if not match:
             s = load_checkpoint(path, mmap=True)  # a file outside run_dir: raises if unusable
-            return CheckpointInfo(int(s["epoch"]), int(s["step"]), int(s["batch"]), path, True)
+            return CheckpointInfo(int(s["epoch"]), int(s["step"]), int(s["batch"]), path, True, verified=True)
         c = match[0]
+    c = _verified(c)
     if not c.valid:
-        raise CheckpointError(c.error)
+        raise CheckpointError(f"{c.path}: {c.error}" if str(c.path) not in c.error else c.error)
     return c
 
 
 def prune_checkpoints(run_dir: str | Path, keep_last: int) -> list[Path]:
     """Delete all but the newest `keep_last` epoch checkpoints, and mid-epoch ones an epoch
     checkpoint has superseded. Call only after the newest file is safely on disk."""
-    checkpoints = list_checkpoints(run_dir)
+    checkpoints = list_checkpoints(run_dir, verify=False)  # the CRC check reads every file whole
     # Count only files that load; an invalid one stays for the user to inspect.
     epoch_ends = [c for c in checkpoints if c.valid and not c.mid_epoch]
     newest_end = epoch_ends[-1].step if epoch_ends else -1

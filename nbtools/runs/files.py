@@ -9,11 +9,13 @@ last.pt                     model weights only, written when `fit` returns
 best_val.pt                 validation logits and targets at the best epoch (report figures)
 *.png                       curves and report figures
 events.out.tfevents.*       TensorBoard scalars (when tensorboard is installed), one file per session
+nbtools.lock                held while a process trains into the folder (pid, host, start time)
 """
 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
@@ -23,6 +25,8 @@ LAST_FILE = "last.pt"
 BEST_VAL_FILE = "best_val.pt"
 LOSS_CURVE_FILE = "loss_curve.png"
 LEARNING_CURVES_FILE = "learning_curves.png"
+
+LOCK_FILE = "nbtools.lock"  # not a run file: overwrite=True leaves it, the holder removes it
 
 TENSORBOARD_GLOB = "events.out.tfevents.*"
 CHECKPOINT_GLOB = "epoch_*.pt"
@@ -48,3 +52,21 @@ def epoch_name(epoch: int) -> str:
 
 def mid_epoch_name(epoch: int, step: int) -> str:
     return f"epoch_{epoch:03d}_step_{step:07d}.pt"
+
+
+def run_path(run_dir: str | Path) -> Path:
+    """A run folder as an absolute path with `~` expanded: messages name it whole (a notebook may
+    have `%cd`-ed elsewhere) and "~/runs/demo" is the home folder, not a folder named "~"."""
+    return Path(run_dir).expanduser().absolute()
+
+
+# What makes a folder hold a run, for `fit(resume=None)` to refuse: RUN_FILES by their exact names (a
+# folder of the user's own PNGs is no run).
+RUN_MARKERS = (*(p for p in RUN_FILES if p != "*.png"), LOSS_CURVE_FILE, LEARNING_CURVES_FILE)
+
+
+def run_files(run_dir: Path) -> list[Path]:
+    """The files in `run_dir` that show a run was there (RUN_MARKERS), sorted by name."""
+    if not run_dir.is_dir():
+        return []
+    return sorted({p for pattern in RUN_MARKERS for p in run_dir.glob(pattern) if p.is_file()})

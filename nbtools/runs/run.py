@@ -13,7 +13,7 @@ from torch import nn
 from nbtools.atomic import write_json_atomic
 from nbtools.config import TrainConfig
 from nbtools.env import run_folder_hint
-from nbtools.runs.files import METRICS_FILE
+from nbtools.runs.files import METRICS_FILE, run_path
 from nbtools.runs.findings import Finding
 from nbtools.runs.stop import Stop, from_legacy_text
 
@@ -117,10 +117,11 @@ class Run:
     @classmethod
     def load(cls, run_dir: str | Path) -> Run:
         """Read a run folder's metrics.json (no model; load best.pt for that)."""
-        path = Path(run_dir) / METRICS_FILE
+        run_dir = run_path(run_dir)
+        path = run_dir / METRICS_FILE
         if not path.is_file():
             raise FileNotFoundError(
-                f"{path.absolute()} not found: {Path(run_dir).absolute()} is not an nbtools run folder (or no "
+                f"{path} not found: {run_dir} is not an nbtools run folder (or no "
                 f"epoch finished); {run_folder_hint()}"
             )
         try:

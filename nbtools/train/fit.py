@@ -15,15 +15,17 @@ from nbtools.config import TrainConfig
 from nbtools.diagnose import rules
 from nbtools.env import sync_drive
 from nbtools.runs import NonFiniteError, Run, Stop
-from nbtools.runs.files import CONFIG_FILE, LAST_FILE
+from nbtools.runs.files import CONFIG_FILE, LAST_FILE, run_path
 from nbtools.runs.stop import RAISING_CODES
 from nbtools.step import Distributed
 from nbtools.train.epoch import end_epoch, report, train_epoch
 from nbtools.train.guards import locate_first_nonfinite
 from nbtools.train.interrupt import keep_last_step
 from nbtools.train.loader import EvalBatches, TrainBatches, make_loader
+from nbtools.train.lock import holds_run_lock
 from nbtools.train.monitor import epoch_finding, preflight_finding
 from nbtools.train.optim import check_names, group_names
+from nbtools.train.preflight import preflight
 from nbtools.train.saving import newest_clean
 from nbtools.train.start import prepare_run_dir, start
 from nbtools.train.telemetry import Telemetry
@@ -32,6 +34,7 @@ from nbtools.viz.curves import save_curves
 from nbtools.viz.progress import make_progress
 
 
+@holds_run_lock  # one writer per run folder: a second fit is refused, naming the holder
 def fit(
     model: nn.Module,
     train_data: Dataset,
@@ -70,7 +73,7 @@ def fit(
     >>> run = nbt.fit(model, train_ds, val_ds, nn.CrossEntropyLoss(), cfg, "runs/demo")  # doctest: +SKIP
     >>> run = nbt.fit(model, train_ds, val_ds, loss, cfg, "runs/demo", resume="latest")  # doctest: +SKIP
     """
-    run_dir = Path(run_dir)
+    run_dir = run_path(run_dir)  # "~" expanded; messages name the absolute folder
     dist = Distributed.from_env()
     device = torch.device(device) if device else dist.device() if dist.active else None
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -79,8 +82,9 @@ def fit(
             f"the validation data has {len(val_data)} samples, fewer than the {dist.world} processes"
         )
     check_names(model, cfg)  # a config that does not fit the model must not cost the run in run_dir
-    prepare_run_dir(run_dir, resume, overwrite, dist)
     model.to(device)
+    preflight(model, train_data, val_data, loss_fn, device)  # nor data that cannot train
+    prepare_run_dir(run_dir, resume, overwrite, dist)
     n_batches = TrainBatches(
         len(train_data), cfg.batch_size, cfg.seed, 1, dist.rank, dist.world
     ).num_batches()

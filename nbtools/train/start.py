@@ -19,7 +19,7 @@ from nbtools.runs import (
     list_checkpoints,
     load_checkpoint,
 )
-from nbtools.runs.files import RUN_FILES
+from nbtools.runs.files import RUN_FILES, run_files
 from nbtools.step import Distributed
 from nbtools.train.schedule import resume_plan
 from nbtools.train.state import TrainState
@@ -28,15 +28,26 @@ from nbtools.train.state import TrainState
 def prepare_run_dir(run_dir: Path, resume, overwrite: bool, dist: Distributed) -> None:
     """Refuse to start a new run over checkpoints (unless `overwrite`), delete the old run's files
     when overwriting, create the folder, and remove temp files a killed process left behind."""
-    found = list_checkpoints(run_dir)
-    if found and resume is None and not overwrite:
+    found = list_checkpoints(run_dir, verify=False)
+    # A finished run whose epoch_*.pt were deleted (to save Drive quota) is still a run: best.pt,
+    # last.pt and metrics.json are its results.
+    files = run_files(run_dir)
+    if files and resume is None and not overwrite:
+        if found:
+            held = f"{describe_epochs(found)}, newest {found[-1].path.name}"
+            choices = (
+                'resume="latest" (or an epoch number) to continue it, with the same model, data and loss as '
+                "the run started with (a recipe run, from 02/03 or the CLI: 04_resume or --resume latest "
+                'rebuild them; a run of plain nbt.fit: call fit(..., resume="latest") with your own objects '
+                "again); "
+            )
+        else:
+            names = [p.name for p in files]
+            held = f"no epoch checkpoints, but {', '.join(names[:6])}{' ...' if len(names) > 6 else ''}"
+            choices = ""
         raise RunExistsError(
-            f"{run_dir} already holds a run ({describe_epochs(found)}, newest {found[-1].path.name}); "
-            f'fit will not train over it. Choose one: resume="latest" (or an epoch number) to continue it, '
-            f"with the same model, data and loss as the run started with (a recipe run, from 02/03 or the CLI: "
-            f"04_resume or --resume latest rebuild them; a run of plain nbt.fit: call fit(..., "
-            f'resume="latest") with your own objects again); a new run_dir to start another; or '
-            f"overwrite=True to delete it and start again."
+            f"{run_dir} already holds a run ({held}); fit will not train over it. Choose one: {choices}"
+            f"a new run_dir to start another, or overwrite=True to delete it and start again."
         )
     if dist.is_main:
         if overwrite and resume is None:
@@ -101,7 +112,8 @@ def start(
         st.train_len = train_len
         return st, None
     info = find_checkpoint(run_dir, resume)
-    checkpoint = load_checkpoint(info.path)
+    checkpoint = load_checkpoint(info.path, verify=not info.verified)
+    check_origin(run_dir, info.path, checkpoint, progress)
     run = Run.from_dict(run_dir, checkpoint["run"], config=cfg)
     run.stop = None
     st = TrainState.create(cfg, model, device, steps_per_epoch, run, dist)
@@ -125,3 +137,28 @@ def start(
         for line in lr_plan.get("lr_plan", []):
             progress.message(f"  {line}")
     return st, checkpoint
+
+
+def check_origin(run_dir: Path, path: Path, checkpoint: dict, progress) -> None:
+    """A checkpoint carries the run folder it was written in: resuming another folder's checkpoint
+    into a folder with a run of its own is refused (two histories would mix); into a new folder, or
+    from a folder that was moved or copied, it is said."""
+    origin = checkpoint.get("run_dir")  # None in checkpoints written before nbtools recorded it
+    outside = path.parent.resolve() != run_dir.resolve()
+    if not outside and (origin is None or Path(origin) == run_dir):
+        return
+    written_in = f"the run in {origin}" if origin is not None else f"the run in {path.parent}"
+    epochs = len(checkpoint["run"].get("history", []))
+    if outside and list_checkpoints(run_dir, verify=False):
+        raise RunExistsError(
+            f"{run_dir} holds a run of its own, and {path} is a checkpoint of {written_in}: resuming it here "
+            f'would mix two runs. Resume this folder\'s run (resume="latest" or an epoch number), or resume '
+            f"{path.name} into a new run_dir"
+        )
+    if outside:
+        progress.message(
+            f"{path} is a checkpoint of {written_in}: that run, with its history of {epochs} epochs, "
+            f"continues in {run_dir}"
+        )
+    else:
+        progress.message(f"{path.name} was written in {origin}: the run folder has been moved or copied here")

@@ -103,6 +103,7 @@ class TrainState:
             "guards": {"bad_streak": self.bad_streak, "amp_window": list(self.amp_window)},
             "run": self.run.to_dict(),
             "data": {"train_len": self.train_len},
+            "run_dir": str(self.run.run_dir),  # the folder's identity: a resume elsewhere is told or refused
             "rng": capture_rng(),
             "rng_ranks": self.dist.gather_objects(capture_rng()) if self.dist.active else [],
         }

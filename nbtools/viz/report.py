@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 from sklearn.metrics import auc, precision_recall_curve, roc_curve
 
 from nbtools.runs import Run, classification_metrics, probabilities
-from nbtools.runs.files import BEST_VAL_FILE
+from nbtools.runs.files import BEST_VAL_FILE, run_path
 from nbtools.runs.metrics import f1_optimal_threshold
 from nbtools.viz import panels
 from nbtools.viz.curves import learning_figure, loss_figure
@@ -153,11 +153,31 @@ def pr_figure(
     return fig
 
 
+def _best_val(path: Path) -> dict:
+    """best_val.pt, or a ValueError naming the file, the cause and what to do."""
+    try:
+        best = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(best, dict) or not {"epoch", "logits", "targets"} <= set(best):
+            raise ValueError(f"it holds no epoch, logits and targets (found {type(best).__name__})")
+    except Exception as e:  # torch.load raises UnpicklingError, RuntimeError, EOFError, ... on a bad file
+        raise ValueError(
+            f"{path.absolute()} cannot be read ({type(e).__name__}: {e}); it holds the best epoch's validation "
+            f"logits for the confusion matrix and ROC: delete it for a report without them (training writes "
+            f"it again when an epoch improves)"
+        ) from e
+    return best
+
+
 def report(run_or_dir, save: bool = True) -> Report:
     """Build the report figures of a Run or a run folder; with `save`, write them as PNG there.
 
     >>> nbt.viz.report("runs/demo")     # doctest: +SKIP  (in a notebook: the figures, inline)
     """
+    if not isinstance(run_or_dir, Run) and run_path(run_or_dir).is_file():
+        raise ValueError(
+            f"report takes a Run or a run folder; {run_path(run_or_dir)} is a file: pass its folder "
+            f"{run_path(run_or_dir).parent}"
+        )
     run = run_or_dir if isinstance(run_or_dir, Run) else Run.load(run_or_dir)
     figures = {
         "loss_curve": loss_figure(run),
@@ -166,7 +186,7 @@ def report(run_or_dir, save: bool = True) -> Report:
     }
     best_val = Path(run.run_dir) / BEST_VAL_FILE
     if best_val.is_file():
-        best = torch.load(best_val, map_location="cpu", weights_only=True)
+        best = _best_val(best_val)
         targets, logits = best["targets"].numpy(), best["logits"].float().numpy()
         classes = (run.meta.get("data") or {}).get("classes")  # a run on the user's folder names them
         figures["confusion_matrix"] = confusion_figure(

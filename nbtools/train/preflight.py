@@ -1,0 +1,148 @@
+"""What `fit` checks before the first epoch, so bad data fails in seconds, not after an epoch of training.
+
+Without a pass over the data: both sets hold samples; the first sample of each reads, is an
+(input, label) pair, batches, and goes through the model (the validation inputs have the training
+inputs' shape, so a wrong-channel validation set is caught here); its label suits the model's outputs
+and the loss computes on it as validation will compute it. Labels a dataset keeps as a whole (`.labels`,
+`.targets`, `.y`, a TensorDataset's second tensor) are all checked: whole numbers in [0, outputs), or in
+[0, 1] for a one-output model. Each error names the data, the index and what to do; a full scan is
+`nbt.validate_dataset`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Subset, TensorDataset, default_collate
+
+from nbtools.losses import main_output
+
+_SHOW = 5  # bad labels named in one message
+
+
+def preflight(model: nn.Module, train_data, val_data, loss_fn: Callable, device: torch.device) -> None:
+    """Raise ValueError (TypeError for a sample that is no pair) naming what cannot train; see the module."""
+    if isinstance(train_data, DataLoader) or isinstance(val_data, DataLoader):
+        return  # make_loader refuses a DataLoader, saying what to pass
+    sets = (("training data", train_data), ("validation data", val_data))
+    for what, data in sets:
+        if len(data) == 0:
+            raise ValueError(f"the {what} is empty (len 0); pass at least one sample")
+    batches = {what: _first_batch(what, data) for what, data in sets}
+    (x_train, _), (x_val, y_val) = batches["training data"], batches["validation data"]
+    if x_val.shape[1:] != x_train.shape[1:]:
+        raise ValueError(
+            f"validation samples have shape {tuple(x_val.shape[1:])} but training samples "
+            f"{tuple(x_train.shape[1:])} (validation data[0] against training data[0]): the model trained on "
+            f"one cannot be validated on the other; check the channels and size of the validation set"
+        )
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = _forward(model, x_val.to(device), "validation data")
+            outputs = main_output(out).shape[1] if main_output(out).dim() > 1 else 1
+            for what, data in sets:
+                _check_labels(what, batches[what][1], outputs, data)
+            _check_loss(loss_fn, out, y_val.to(device))
+    finally:
+        model.train(was_training)
+
+
+def _first_batch(what: str, data) -> tuple[torch.Tensor, Any]:
+    try:
+        sample = data[0]
+    except Exception as e:  # a user's dataset may raise anything; say which sample it was
+        raise ValueError(
+            f"the {what} cannot be read: {what}[0] raised {type(e).__name__}: {e}; "
+            f"nbt.validate_dataset(...) lists every sample that cannot be read"
+        ) from e
+    if not isinstance(sample, (tuple, list)) or len(sample) != 2:
+        raise TypeError(
+            f"fit expects each sample to be (input, label); {what}[0] is a {type(sample).__name__}"
+        )
+    if isinstance(sample[1], str):
+        raise ValueError(
+            f"the label of {what}[0] is {sample[1]!r} (a str), not a number: fit needs int class indices "
+            f"(0, 1, ...); map class names to indices first"
+        )
+    try:
+        x, y = default_collate([sample])
+    except (TypeError, RuntimeError) as e:
+        raise ValueError(
+            f"{what}[0] cannot be batched ({e}); inputs must be tensors or numeric arrays"
+        ) from e
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        kind = x.dtype if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"the input of {what}[0] is {kind}, not floating point; convert it to float32")
+    return x, y
+
+
+def _forward(model: nn.Module, x: torch.Tensor, what: str):
+    try:
+        return model(x)
+    except (RuntimeError, ValueError, TypeError, IndexError) as e:
+        raise ValueError(
+            f"the model cannot take {what}[0], an input of shape {tuple(x.shape[1:])} ({type(e).__name__}: {e}); "
+            f"check the model's in_channels and the data's shape"
+        ) from e
+
+
+def _known_labels(data) -> torch.Tensor | None:
+    """All of a dataset's labels when it keeps them as one array, else None (never reads a sample)."""
+    if isinstance(data, Subset):
+        inner = _known_labels(data.dataset)
+        return None if inner is None else inner[torch.as_tensor(list(data.indices), dtype=torch.long)]
+    if isinstance(data, TensorDataset):
+        return data.tensors[1] if len(data.tensors) > 1 else None
+    for name in ("labels", "targets", "y"):
+        v = getattr(data, name, None)
+        if isinstance(v, (torch.Tensor, np.ndarray)) and v.dtype != object and len(v) == len(data):
+            return torch.as_tensor(v)
+    return None
+
+
+def _check_labels(what: str, y, outputs: int, data) -> None:
+    if not isinstance(y, torch.Tensor):
+        raise ValueError(f"the label of {what}[0] is {y!r}, not a number: fit needs int class indices")
+    known = _known_labels(data)
+    labels, names = (known, range(len(known))) if known is not None else (y, [0])
+    v = labels.reshape(len(labels), -1).double()
+    if outputs > 1:
+        ok = torch.isfinite(v) & (v == v.round()) & (v >= 0) & (v < outputs)
+        expected = f"whole numbers in [0, {outputs}) (the model has {outputs} outputs)"
+    else:
+        ok = torch.isfinite(v) & (v >= 0) & (v <= 1)
+        expected = "in [0, 1] (the model has one output: binary targets)"
+    bad = torch.nonzero(~ok.all(dim=1)).flatten().tolist()
+    if not bad:
+        return
+    shown = "; ".join(f"index {names[i]}: {_values(v[i])}" for i in bad[:_SHOW])
+    more = f" and {len(bad) - _SHOW} more" if len(bad) > _SHOW else ""
+    raise ValueError(
+        f"the {what} has {len(bad)} bad label{'s' * (len(bad) > 1)} ({shown}{more}); labels must be {expected}; "
+        f"nbt.validate_dataset(data, num_classes=...) lists every one"
+    )
+
+
+def _values(row: torch.Tensor) -> str:
+    return f"label {row.item():g}" if row.numel() == 1 else f"mask values {row.unique()[:5].tolist()}"
+
+
+def _check_loss(loss_fn: Callable, out, y: torch.Tensor) -> None:
+    try:
+        loss = loss_fn(out, y)
+    except (RuntimeError, ValueError, TypeError, IndexError) as e:
+        raise ValueError(
+            f"the loss cannot be computed on validation data[0]: model output of shape "
+            f"{tuple(main_output(out).shape)}, label {y.flatten()[:4].tolist()} of dtype {y.dtype} "
+            f"({type(e).__name__}: {e}); class-index labels must be int64 (torch.long)"
+        ) from e
+    if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+        raise ValueError(
+            f"the loss must return one number (a 0-d tensor), got {type(loss).__name__} {loss!r}"
+        )
