@@ -18,6 +18,7 @@ from nbtools.runs import NonFiniteError, Run
 from nbtools.runs.files import CONFIG_FILE, LAST_FILE
 from nbtools.runs.stop import RAISING_CODES
 from nbtools.step import Distributed
+from nbtools.train.accel import set_memory_format
 from nbtools.train.epoch import end_epoch, report, train_epoch
 from nbtools.train.guards import locate_first_nonfinite
 from nbtools.train.loader import EvalBatches, TrainBatches, make_loader
@@ -78,6 +79,7 @@ def fit(
     check_names(model, cfg)  # a config that does not fit the model must not cost the run in run_dir
     prepare_run_dir(run_dir, resume, overwrite, dist)
     model.to(device)
+    set_memory_format(model, cfg.channels_last)  # before the optimizer state and the EMA copy exist
     n_batches = TrainBatches(
         len(train_data), cfg.batch_size, cfg.seed, 1, dist.rank, dist.world
     ).num_batches()
