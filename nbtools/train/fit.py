@@ -86,7 +86,9 @@ def fit(
     if n_batches == 0:
         raise ValueError(f"the training data is empty (len {len(train_data)}); pass at least one sample")
     eval_batches = EvalBatches(len(val_data), cfg.eval_batch_size or cfg.batch_size, dist.rank, dist.world)
-    val_loader = make_loader(val_data, eval_batches, cfg.num_workers, device.type == "cuda", cfg.seed)
+    val_loader = make_loader(
+        val_data, eval_batches, cfg.num_workers, device.type == "cuda", cfg.seed, persistent=True
+    )
     progress = make_progress(dashboard, cfg.epochs, verbose and dist.is_main)
     progress = WithTensorBoard(progress, TensorBoardLog(run_dir, enabled=dist.is_main))
     st, checkpoint = start(
