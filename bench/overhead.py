@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, TensorDataset
 
 import nbtools as nbt
 from nbtools.diagnose.opcount import OpCounter
@@ -69,11 +69,13 @@ class StepClock:
 
     def __init__(self, syncs: SyncCounter | None = None, ops: OpCounter | None = None):
         self.times: list[float] = []
+        self.cpu: list[float] = []
         self.syncs_at: list[int] = []
         self.syncs, self.ops = syncs, ops
 
     def __call__(self, x, y):
         self.times.append(time.perf_counter())
+        self.cpu.append(time.thread_time())
         self.syncs_at.append(self.syncs.total() if self.syncs else 0)
         if self.ops is not None:
             self.ops.mark()
@@ -97,23 +99,21 @@ def resnet(depth: int) -> nn.Module:
     return nbt.models.resnet3d(depth=depth, width=0.25, dropout=0.1)
 
 
-def bare_epoch(model, data, cfg, epoch, ops: OpCounter | None = None) -> list[float]:
+def bare_epoch(model, data, cfg, epoch, ops: OpCounter | None = None) -> StepClock:
     """forward, backward, clip_grad_norm_, fused AdamW step (the optimizer fit builds)."""
     opt = bare_epoch.opts.setdefault(
         id(model), torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
     )
     loss_fn = nn.CrossEntropyLoss()
-    times = []
+    clock = StepClock(ops=ops)
     model.train()
     for x, y in DataLoader(data, batch_sampler=TrainBatches(len(data), cfg.batch_size, cfg.seed, epoch)):
-        times.append(time.perf_counter())
-        if ops is not None:
-            ops.mark()
+        clock(x, y)
         loss_fn(model(x), y).backward()
         nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)
         opt.step()
         opt.zero_grad(set_to_none=True)
-    return times
+    return clock
 
 
 bare_epoch.opts = {}
@@ -149,9 +149,15 @@ def config(batch_size: int, **kw) -> nbt.TrainConfig:
     )
 
 
+def in_memory(n: int, size: int, seed: int) -> TensorDataset:
+    """SyntheticVolumes generated once: loading costs both loops next to nothing."""
+    ds = nbt.data.SyntheticVolumes(n=n, shape=(size,) * 3, seed=seed)
+    xs, ys = zip(*(ds[i] for i in range(n)))
+    return TensorDataset(torch.stack(xs), torch.tensor(ys))
+
+
 def op_counts(tmp: Path) -> None:
-    data = nbt.data.SyntheticVolumes(n=24, shape=(16, 16, 16), seed=1)
-    val = nbt.data.SyntheticVolumes(n=4, shape=(16, 16, 16), seed=2)
+    data, val = in_memory(24, 16, 1), in_memory(4, 16, 2)
     cfg = config(2)
     print("ops per optimizer step (steady state; the step that ends a telemetry interval in brackets)")
     for depth in (10, 50):
@@ -169,34 +175,46 @@ def op_counts(tmp: Path) -> None:
         )
 
 
-def timing(name, make_model, data, val, cfg, rounds, tmp: Path) -> None:
+def timing(name, make_model, data, val, cfg, rounds, tmp: Path, threads: int) -> None:
+    """Ratios of median step times, wall clock and CPU time of the main thread. With one thread all
+    the step's work runs on the main thread, so its CPU time does not count the time other processes
+    on the machine take from it: the steadier figure on a shared machine."""
+    torch.set_num_threads(threads)
     bare_model = make_model()
-    steps = {"bare": [], "fit": [], "fit+ema": []}
+    wall = {"bare": [], "fit": [], "fit+ema": []}
+    cpu = {k: [] for k in wall}
     sync_loop, sync_all, n_steps = [], [], 0
     for r in range(rounds):
-        steps["bare"] += intervals(bare_epoch(bare_model, data, cfg, r + 1))
+        clock = bare_epoch(bare_model, data, cfg, r + 1)
+        wall["bare"] += intervals(clock.times)
+        cpu["bare"] += intervals(clock.cpu)
         for variant, ema in (("fit", None), ("fit+ema", 0.99)):
             with SyncCounter() as syncs:
                 clock = StepClock(syncs)
                 fit_epoch(make_model(), data, val, cfg.replace(ema_decay=ema, seed=r), tmp / variant, clock)
-            steps[variant] += intervals(clock.times)
+            wall[variant] += intervals(clock.times)
+            cpu[variant] += intervals(clock.cpu)
             if variant == "fit":
                 sync_loop += [b - a for a, b in itertools.pairwise(clock.syncs_at)]
                 sync_all.append(syncs.total())
                 n_steps += len(clock.times)
         print(
             f"  {name} round {r + 1}/{rounds}: "
-            + ", ".join(f"{k} {statistics.median(v) * 1e3:.2f} ms" for k, v in steps.items()),
+            + ", ".join(f"{k} {statistics.median(v) * 1e3:.2f} ms" for k, v in wall.items()),
             file=sys.stderr,
         )
-    med = {k: statistics.median(v) for k, v in steps.items()}
     print(
-        f"{name}: batch {cfg.batch_size}, {rounds} rounds, {len(steps['bare'])} steps each; median step: "
-        f"bare {med['bare'] * 1e3:.2f} ms, fit {med['fit'] * 1e3:.2f} ms, fit+EMA {med['fit+ema'] * 1e3:.2f} ms"
+        f"{name}: batch {cfg.batch_size}, {threads} thread(s), {rounds} rounds, {len(wall['bare'])} steps each"
     )
+    for label, t in (("wall clock", wall), ("main-thread CPU", cpu)):
+        med = {k: statistics.median(v) for k, v in t.items()}
+        print(
+            f"  {label:15s}: bare {med['bare'] * 1e3:.2f} ms, fit {med['fit'] * 1e3:.2f} ms, fit+EMA "
+            f"{med['fit+ema'] * 1e3:.2f} ms; fit / bare = {med['fit'] / med['bare']:.3f}x, "
+            f"fit+EMA / bare = {med['fit+ema'] / med['bare']:.3f}x"
+        )
     print(
-        f"  fit / bare = {med['fit'] / med['bare']:.3f}x, fit+EMA / bare = {med['fit+ema'] / med['bare']:.3f}x; "
-        f"host syncs per step in fit's loop {statistics.mean(sync_loop):.2f}, over all of fit "
+        f"  host syncs per step in fit's loop {statistics.mean(sync_loop):.2f}, over all of fit "
         f"{sum(sync_all) / n_steps:.2f}"
     )
 
@@ -211,12 +229,12 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         op_counts(tmp)
-        small = nbt.data.SyntheticVolumes(n=256, shape=(16, 16, 16), seed=1)
-        small_val = nbt.data.SyntheticVolumes(n=8, shape=(16, 16, 16), seed=2)
-        timing("1 ms step (tiny Conv3d net, 16^3)", tiny_net, small, small_val, config(4), args.rounds, tmp)
+        small, small_val = in_memory(256, 16, 1), in_memory(8, 16, 2)
+        timing(
+            "1 ms step (tiny Conv3d net, 16^3)", tiny_net, small, small_val, config(4), args.rounds, tmp, 1
+        )
         if not args.skip_resnet_timing:
-            data = nbt.data.SyntheticVolumes(n=96, shape=(32, 32, 32), seed=1)
-            val = nbt.data.SyntheticVolumes(n=16, shape=(32, 32, 32), seed=2)
+            data, val = in_memory(96, 32, 1), in_memory(16, 32, 2)
             timing(
                 "ResNet-10-3D (width 0.25, 32^3)", lambda: resnet(10), data, val, config(8), args.rounds, tmp
             )

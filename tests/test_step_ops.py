@@ -154,7 +154,7 @@ def test_restore_if_puts_back_every_kind_of_buffer_bit_for_bit(bad):
     for b in buffers:  # what a NaN forward does to them
         b.copy_(torch.full_like(b, float("nan")) if b.is_floating_point() else b + 1)
     poisoned = [b.clone() for b in buffers]
-    restore_if(torch.tensor(bad), buffers, saved)
+    restore_if(torch.tensor(bad), saved)
     assert_same(buffers, original if bad else poisoned)
 
 

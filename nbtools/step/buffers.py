@@ -39,20 +39,17 @@ def _unpack(flat: torch.Tensor, group: list[torch.Tensor]) -> list[torch.Tensor]
     return [p if b.dim() == 1 else p.view(b.shape) for p, b in zip(parts, group)]
 
 
-@torch.no_grad()
-def snapshot(buffers: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-    """The buffers' values now, packed (one op per group)."""
-    return [_pack(g) for g in _groups(buffers)]
+def snapshot(buffers: Sequence[torch.Tensor]) -> list[tuple[list[torch.Tensor], torch.Tensor]]:
+    """The buffers' values now: (group, packed copy) pairs, one op per group. Buffers do not require
+    grad, so nothing here records autograd history (and no no_grad context costs host time)."""
+    return [(g, _pack(g)) for g in _groups(buffers)]
 
 
-@torch.no_grad()
-def restore_if(bad: torch.Tensor, buffers: Sequence[torch.Tensor], saved: list[torch.Tensor]) -> None:
-    """Where `bad` (a () bool tensor) is true, give `buffers` back their `snapshot` values `saved`
-    (bit for bit); otherwise leave them as they are. The same buffers, in the same order, as the
-    snapshot was taken of."""
-    groups = _groups(buffers)
+def restore_if(bad: torch.Tensor, saved: list[tuple[list[torch.Tensor], torch.Tensor]]) -> None:
+    """Where `bad` (a () bool tensor) is true, give the buffers of `snapshot(buffers)` back the
+    values they had then (bit for bit); otherwise leave them as they are."""
     dst, src = [], []
-    for g, s in zip(groups, saved, strict=True):
+    for g, s in saved:
         dst += g
         src += _unpack(torch.where(bad, s, _pack(g)), g)
     if dst:

@@ -81,8 +81,7 @@ def train_step(
     """`model` is what runs forward (the DDP wrapper under torchrun); `optimizer` holds its parameters."""
     model.zero_grad(set_to_none=True)
     # A NaN batch must not poison BatchNorm's running statistics: keep them to put back on a skip.
-    buffers = list(model.buffers())
-    saved = snapshot(buffers)
+    saved = snapshot(list(model.buffers()))
     scaler, n = precision.scaler, len(micro_batches)
     loss_sum = None
     for i, (x, y) in enumerate(micro_batches):
@@ -100,6 +99,6 @@ def train_step(
     bad = dist.any(_nonfinite(grad_norm, loss_sum))  # a NaN on one rank skips on all
     _step_unless(optimizer, bad)
     scaler.update()  # backs the fp16 scale off after an overflow
-    restore_if(bad, buffers, saved)
+    restore_if(bad, saved)
     dist.broadcast_buffers(model)
     return StepResult(loss_sum, bad, grad_norm, group_norms)
