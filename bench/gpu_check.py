@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             t = step_time(device, precision, cl, comp, width, size, batch, steps)
             base = base or t
-            cells.append(f"{t * 1e3:.1f} ({base / t:.2f}x fp32)")
+            cells.append(f"{t * 1e3:.1f} ({base / t:.2f}x the fp32 speed)")
         print(f"| {precision} | " + " | ".join(cells) + " |")
     print("\nfp16 failure reproductions (nbtools.recipes.reproduce), run on this machine:\n")
     print("| reproduction | caught | what nbtools said |")
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for fn in (reproduce.frozen_fp16, reproduce.fp16_forward_overflow):
             r = fn(Path(tmp) / fn.__name__)
-            said = (r.evidence[0] if r.evidence else "").replace("|", "/")
+            said = (r.evidence[0].splitlines()[0] if r.evidence else "").replace("|", "/")
             print(f"| {fn.__name__} | {'yes' if r.caught else 'NO'} | {said[:160]} |")
     sys.stdout.flush()
     return 0

@@ -236,7 +236,14 @@ def main() -> int:
         if not args.skip_resnet_timing:
             data, val = in_memory(96, 32, 1), in_memory(16, 32, 2)
             timing(
-                "ResNet-10-3D (width 0.25, 32^3)", lambda: resnet(10), data, val, config(8), args.rounds, tmp
+                "ResNet-10-3D (width 0.25, 32^3)",
+                lambda: resnet(10),
+                data,
+                val,
+                config(8),
+                args.rounds,
+                tmp,
+                2,
             )
     return 0
 
