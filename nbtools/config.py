@@ -67,6 +67,12 @@ class TrainConfig:
     checkpoint_every_steps: int | None = None
     checkpoint_every_minutes: float | None = 20.0  # Colab disconnects by the clock, not by the epoch
     num_workers: int = 0
+    # channels_last_3d (5-D) / channels_last (4-D) memory format for the model and every input batch:
+    # faster convolutions on tensor-core GPUs under AMP (nbtools.train.accel)
+    channels_last: bool = False
+    # train through torch.compile(model); where it cannot compile, training runs uncompiled and says why.
+    # Checkpoints hold the model's own keys either way
+    compile: bool = False
     threshold: float = 0.5  # decision threshold for binary metrics
     seed: int = 0
 
@@ -229,8 +235,9 @@ def _validate(c: TrainConfig) -> None:
         v = getattr(c, name)
         if v not in allowed:
             _fail(name, "one of " + ", ".join(map(repr, allowed)), v)
-    if not isinstance(c.amp_fallback, bool):
-        _fail("amp_fallback", "True or False", c.amp_fallback)
+    for name in ("amp_fallback", "channels_last", "compile"):
+        if not isinstance(getattr(c, name), bool):
+            _fail(name, "True or False", getattr(c, name))
     for k, v in c.group_lrs.items():
         if not k or not math.isfinite(v) or v <= 0:
             _fail("group_lrs", "a {group prefix: lr > 0} mapping", {k: v})

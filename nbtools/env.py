@@ -100,6 +100,24 @@ def resolve_precision(requested: str, device: torch.device | str) -> str:
     return requested if requested != "auto" else precision_for(requested, device_facts(device))
 
 
+def slow_conv3d_warning(torch_version: str, cudnn_version: int | None) -> str | None:
+    """A warning for a torch/cuDNN pair known to make Conv3d slow under AMP, else None.
+
+    torch 2.9.0 with cuDNN 9.10.x (cudnn_version 91000-91099) runs Conv3d without cuDNN, on the
+    slow vol2col path (pytorch/pytorch#166122; torch 2.9.1 uses cuDNN again from cuDNN 9.15). A Colab
+    runtime that shipped this pair can still be chosen, so setup() names it and the fix."""
+    if not torch_version.startswith("2.9.0") or cudnn_version is None or not 91000 <= cudnn_version < 91100:
+        return None
+    cudnn = f"{cudnn_version // 10000}.{cudnn_version // 100 % 100}.{cudnn_version % 100}"
+    return (
+        f"torch {torch_version} with cuDNN {cudnn} runs Conv3d without cuDNN under bf16/fp16 autocast "
+        f"(pytorch/pytorch#166122): 3D training is several times slower and needs far more GPU memory. "
+        f"Fix: choose another Colab runtime version (Runtime > Change runtime type > Runtime version), or "
+        f'upgrade both: pip install -U "torch>=2.9.1" "nvidia-cudnn-cu12>=9.15" and restart the runtime. '
+        f"precision='fp32' avoids the slow path meanwhile."
+    )
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (CPU and every GPU)."""
     random.seed(seed)
@@ -119,6 +137,9 @@ def setup(seed: int = 0, device: str | None = None, verbose: bool = True) -> Env
     if dev.type == "cuda":
         gpu_name = torch.cuda.get_device_name(dev)
         cc = torch.cuda.get_device_capability(dev)
+        warning = slow_conv3d_warning(torch.__version__, torch.backends.cudnn.version())
+        if warning:
+            log.warning(warning)
     env = Env(
         device=dev,
         precision=resolve_precision("auto", dev),

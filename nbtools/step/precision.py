@@ -92,6 +92,10 @@ class Precision:
         return _DTYPES[self.mode]
 
     def autocast(self) -> contextlib.AbstractContextManager:
+        # fp32 needs no context unless an outer autocast is to be switched off; a disabled
+        # torch.autocast still costs host time at every step
+        if self.mode == "fp32" and not torch.is_autocast_enabled(self.device.type):
+            return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.dtype, enabled=self.mode != "fp32")
 
     @property

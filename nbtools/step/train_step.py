@@ -13,8 +13,9 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.nn.utils import clip_grads_with_norm_, get_total_norm
+from torch.nn.utils import clip_grads_with_norm_
 
+from nbtools.step.buffers import restore_if, snapshot
 from nbtools.step.distributed import SINGLE_PROCESS, Distributed
 from nbtools.step.precision import Precision
 
@@ -50,9 +51,22 @@ def _step_unless(optimizer: torch.optim.Optimizer, bad: torch.Tensor) -> None:
         optimizer.step()
 
 
-def _group_norm(params: Sequence[torch.Tensor], device: torch.device) -> torch.Tensor:
-    grads = [p.grad for p in params if p.grad is not None]
-    return get_total_norm(grads) if grads else torch.zeros((), device=device)
+def _grad_norms(optimizer: torch.optim.Optimizer, device: torch.device):
+    """(total norm, [norm per parameter group]) of the gradients: one foreach norm over all of them,
+    as clip_grad_norm_ computes it; a single group's norm is the total (no extra op)."""
+    groups = [[p.grad for p in g["params"] if p.grad is not None] for g in optimizer.param_groups]
+    grads = [g for group in groups for g in group]
+    norms = torch.stack(torch._foreach_norm(grads)) if grads else torch.zeros(0, device=device)
+    total = torch.linalg.vector_norm(norms)
+    if len(groups) == 1:
+        return total, [total]
+    return total, [torch.linalg.vector_norm(n) for n in norms.split([len(g) for g in groups])]
+
+
+def _nonfinite(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """() bool: `a` or `b` is inf or NaN. x * 0 is 0 for every finite x and NaN otherwise, so this
+    cannot overflow, and it costs three ops (isfinite alone costs four)."""
+    return torch.isnan(a.add(b, alpha=0).mul_(0))
 
 
 def train_step(
@@ -67,26 +81,24 @@ def train_step(
     """`model` is what runs forward (the DDP wrapper under torchrun); `optimizer` holds its parameters."""
     model.zero_grad(set_to_none=True)
     # A NaN batch must not poison BatchNorm's running statistics: keep them to put back on a skip.
-    buffers = list(model.buffers())
-    saved = [b.clone() for b in buffers]
-    scaler, device = precision.scaler, precision.device
-    loss_sum = torch.zeros((), device=device)
+    saved = snapshot(list(model.buffers()))
+    scaler, n = precision.scaler, len(micro_batches)
+    loss_sum = None
     for i, (x, y) in enumerate(micro_batches):
-        with dist.no_sync(model, last=i == len(micro_batches) - 1):
+        with dist.no_sync(model, last=i == n - 1):
             with precision.autocast():
                 outputs = model(x)
-            loss = loss_fn(as_float32(outputs), y) / len(micro_batches)
+            loss = loss_fn(as_float32(outputs), y)
+            loss = loss / n if n > 1 else loss  # x / 1 is x: no op for a single micro-batch
             scaler.scale(loss).backward()
-        loss_sum += loss.detach()
+        loss_sum = loss.detach() if loss_sum is None else loss_sum + loss.detach()
     scaler.unscale_(optimizer)  # no-op unless fp16
-    group_norms = [_group_norm(g["params"], device) for g in optimizer.param_groups]
-    grad_norm = torch.linalg.vector_norm(torch.stack(group_norms))
+    grad_norm, group_norms = _grad_norms(optimizer, precision.device)
     if clip_norm is not None:
         clip_grads_with_norm_([p for g in optimizer.param_groups for p in g["params"]], clip_norm, grad_norm)
-    bad = dist.any(~(torch.isfinite(grad_norm) & torch.isfinite(loss_sum)))  # a NaN on one rank skips on all
+    bad = dist.any(_nonfinite(grad_norm, loss_sum))  # a NaN on one rank skips on all
     _step_unless(optimizer, bad)
     scaler.update()  # backs the fp16 scale off after an overflow
-    for b, s in zip(buffers, saved):
-        b.copy_(torch.where(bad, s, b))
+    restore_if(bad, saved)
     dist.broadcast_buffers(model)
     return StepResult(loss_sum, bad, grad_norm, group_norms)

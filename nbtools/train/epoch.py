@@ -15,6 +15,7 @@ from nbtools.diagnose.inputs import input_range
 from nbtools.runs import Finding, Run, Stop
 from nbtools.runs.files import BEST_EMA_FILE, BEST_FILE, BEST_VAL_FILE, epoch_name, mid_epoch_name
 from nbtools.step import train_step
+from nbtools.train.accel import as_input, compiled
 from nbtools.train.ema import update_ema
 from nbtools.train.evaluate import evaluate
 from nbtools.train.guards import check_interval, nan_policy_stop, probe_fp16
@@ -48,7 +49,7 @@ def train_epoch(
     if apply_unfreeze(model, cfg, st.epoch):
         sync_trainable(st.optimizer, model, cfg)
         progress.message(f"epoch {st.epoch}: unfroze {cfg.unfreeze[st.epoch]}")
-    forward_model = dist.wrap(model)  # DDP reduces only what is trainable when it is built
+    forward_model = compiled(dist.wrap(model), cfg.compile)  # DDP reduces only what is trainable when built
     train_mode(model, cfg, st.epoch)
     sampler = TrainBatches(len(data), cfg.batch_size, cfg.seed, st.epoch, dist.rank, dist.world, st.batch)
     loader_seed = epoch_seed(cfg.seed, st.epoch, stream=1 + dist.rank)
@@ -64,7 +65,8 @@ def train_epoch(
                 for i in range(min(cfg.grad_accum, n_batches - st.batch)):
                     where = f"training batch {st.batch + i} of epoch {st.epoch}"
                     x, y = _to_device(next(batches), device, where)
-                    micro.append(batch_transform(x, y) if batch_transform is not None else (x, y))
+                    x, y = batch_transform(x, y) if batch_transform is not None else (x, y)
+                    micro.append((as_input(x, cfg.channels_last), y))
                 result = _step(st, forward_model, micro, data, loss_fn, progress, check_inputs)
                 check_inputs = False
                 telemetry.record(result)
@@ -158,10 +160,15 @@ def _end_epoch(st: TrainState, val_loader, loss_fn, run_dir: Path, t_epoch: floa
         "skipped": sum(r["skipped"] for r in run.steps if r["epoch"] == epoch),
         "lr": dict(zip(group_names(cfg), st.scheduler.get_last_lr())),
     }
-    metrics, logits, targets = evaluate(st.model, val_loader, st.precision, loss_fn, cfg.threshold, dist=dist)
+    fmt = {"channels_last": cfg.channels_last}
+    metrics, logits, targets = evaluate(
+        st.model, val_loader, st.precision, loss_fn, cfg.threshold, dist=dist, **fmt
+    )
     record.update(metrics)
     if st.ema is not None:
-        ema = evaluate(st.ema.module, val_loader, st.precision, loss_fn, cfg.threshold, "ema_val_", dist)
+        ema = evaluate(
+            st.ema.module, val_loader, st.precision, loss_fn, cfg.threshold, "ema_val_", dist, **fmt
+        )
         record.update(ema[0])
     record["seconds"] = time.perf_counter() - t_epoch
     run.history.append(record)

@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader
 from nbtools.losses import main_output
 from nbtools.runs import classification_metrics
 from nbtools.step import SINGLE_PROCESS, Distributed, Precision, as_float32
+from nbtools.train.accel import as_input
 
 
 @torch.no_grad()
@@ -20,9 +21,11 @@ def predict(
     precision: Precision,
     loss_fn: Callable | None = None,
     dist: Distributed = SINGLE_PROCESS,
+    channels_last: bool = False,
 ):
     """Main-output logits (float32, on the CPU), targets, and the mean loss (None without loss_fn).
-    Under torchrun each rank predicts its shard and every rank gets all of them."""
+    Under torchrun each rank predicts its shard and every rank gets all of them. channels_last: inputs
+    in the model's channels-last format (TrainConfig.channels_last)."""
     was_training = model.training
     model.eval()
     logits, targets = [], []
@@ -30,7 +33,7 @@ def predict(
     n = 0
     try:
         for x, y in loader:
-            x = x.to(precision.device, non_blocking=True)
+            x = as_input(x.to(precision.device, non_blocking=True), channels_last)
             y = y.to(precision.device, non_blocking=True)
             with precision.autocast():
                 outputs = model(x)
@@ -50,10 +53,17 @@ def predict(
 
 
 def evaluate(
-    model, loader, precision, loss_fn, threshold: float = 0.5, prefix: str = "val_", dist=SINGLE_PROCESS
+    model,
+    loader,
+    precision,
+    loss_fn,
+    threshold: float = 0.5,
+    prefix: str = "val_",
+    dist=SINGLE_PROCESS,
+    channels_last: bool = False,
 ):
     """{prefix}loss, {prefix}acc, ..._auc etc., plus the raw logits and targets for report figures."""
-    logits, targets, loss = predict(model, loader, precision, loss_fn, dist)
+    logits, targets, loss = predict(model, loader, precision, loss_fn, dist, channels_last)
     metrics = classification_metrics(targets.numpy(), logits.numpy(), threshold)
     out = {f"{prefix}loss": loss, **{f"{prefix}{k}": v for k, v in metrics.items()}}
     return out, logits, targets

@@ -18,6 +18,7 @@ from nbtools.runs import NonFiniteError, Run, Stop
 from nbtools.runs.files import CONFIG_FILE, LAST_FILE, run_path
 from nbtools.runs.stop import RAISING_CODES
 from nbtools.step import Distributed
+from nbtools.train.accel import set_memory_format
 from nbtools.train.epoch import end_epoch, report, train_epoch
 from nbtools.train.guards import locate_first_nonfinite
 from nbtools.train.interrupt import keep_last_step
@@ -83,6 +84,7 @@ def fit(
         )
     check_names(model, cfg)  # a config that does not fit the model must not cost the run in run_dir
     model.to(device)
+    set_memory_format(model, cfg.channels_last)  # before the optimizer state and the EMA copy exist
     preflight(model, train_data, val_data, loss_fn, device)  # nor data that cannot train
     prepare_run_dir(run_dir, resume, overwrite, dist)
     n_batches = TrainBatches(
@@ -91,7 +93,9 @@ def fit(
     if n_batches == 0:
         raise ValueError(f"the training data is empty (len {len(train_data)}); pass at least one sample")
     eval_batches = EvalBatches(len(val_data), cfg.eval_batch_size or cfg.batch_size, dist.rank, dist.world)
-    val_loader = make_loader(val_data, eval_batches, cfg.num_workers, device.type == "cuda", cfg.seed)
+    val_loader = make_loader(
+        val_data, eval_batches, cfg.num_workers, device.type == "cuda", cfg.seed, persistent=True
+    )
     progress = make_progress(dashboard, cfg.epochs, verbose and dist.is_main)
     progress = WithTensorBoard(progress, TensorBoardLog(run_dir, enabled=dist.is_main))
     st, checkpoint = start(

@@ -1,8 +1,9 @@
 """Data order that a resumed run reproduces exactly, down to the batch inside an epoch, on one
-process or sharded across torchrun ranks."""
+process or sharded across torchrun ranks; and the DataLoader arguments for the device."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import numpy as np
@@ -64,7 +65,33 @@ class EvalBatches(Sampler[list[int]]):
             yield self.indices[b * self.batch_size : (b + 1) * self.batch_size]
 
 
-def make_loader(data: Dataset, batches: Sampler, num_workers: int, pin_memory: bool, seed: int) -> DataLoader:
+def default_workers(device_type: str, cpus: int | None = None) -> int:
+    """Loader processes when none are asked for: on a GPU one per CPU core, up to 8 (Colab gives 2 to
+    12 cores), so decoding and augmenting overlap the GPU's step; on a CPU none, as the step itself
+    needs every core there."""
+    if device_type != "cuda":
+        return 0
+    return max(1, min(8, cpus if cpus is not None else (os.cpu_count() or 1)))
+
+
+def loader_kwargs(num_workers: int | None, device_type: str, persistent: bool = False) -> dict:
+    """The DataLoader arguments for a device: `num_workers` (None: `default_workers`), pinned host
+    memory on CUDA (asynchronous copies), and with workers, `prefetch_factor` batches each in flight
+    and, when `persistent`, workers kept from one pass over the data to the next.
+
+    Training loaders are never persistent: a resumed run must draw each epoch's worker seeds afresh
+    from its loader generator, as the straight run did, or the augmentations would differ."""
+    workers = default_workers(device_type) if num_workers is None else num_workers
+    kwargs: dict = {"num_workers": workers, "pin_memory": device_type == "cuda"}
+    if workers > 0:
+        kwargs.update(persistent_workers=persistent, prefetch_factor=4 if device_type == "cuda" else 2)
+    return kwargs
+
+
+def make_loader(
+    data: Dataset, batches: Sampler, num_workers: int | None, pin_memory: bool, seed: int, persistent=False
+) -> DataLoader:
+    """pin_memory: the batches go to a CUDA device (see `loader_kwargs`)."""
     if isinstance(data, DataLoader):
         raise TypeError(
             "fit takes a Dataset, not a DataLoader: it builds the loader itself from TrainConfig.batch_size "
@@ -76,9 +103,8 @@ def make_loader(data: Dataset, batches: Sampler, num_workers: int, pin_memory: b
         CheckedSamples(data),
         batch_sampler=batches,
         collate_fn=collate_checked,
-        num_workers=num_workers,
-        pin_memory=pin_memory,
         # The loader draws worker seeds from this generator, not from the global RNG that a
         # checkpoint restores; workers get per-epoch seeds.
         generator=torch.Generator().manual_seed(seed),
+        **loader_kwargs(num_workers, "cuda" if pin_memory else "cpu", persistent),
     )

@@ -25,6 +25,10 @@ def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
+def _total_norm(tensors: list[torch.Tensor]) -> torch.Tensor:
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(tensors)))
+
+
 class Telemetry:
     def __init__(self, group_names: list[str], reduce=lambda t: t):
         self.group_names = group_names
@@ -33,25 +37,25 @@ class Telemetry:
         self.snapshot: list[torch.Tensor] = []
         self.t0 = time.perf_counter()
 
+    @torch.no_grad()
     def start_interval(self, model: nn.Module) -> None:
         self.rows = []
-        self.snapshot = [p.detach().clone() for p in model.parameters()]
+        self.snapshot = torch._foreach_clone(list(model.parameters()))
         self.t0 = time.perf_counter()
 
     def record(self, r: StepResult) -> None:
         # Stacking is a device op; nothing here waits for the GPU.
-        self.rows.append(torch.stack([r.loss, r.bad.float(), r.grad_norm, *r.group_norms]))
+        self.rows.append(torch.stack([r.loss, r.bad, r.grad_norm, *r.group_norms]))  # bad: 0.0 or 1.0
 
     def __len__(self) -> int:
         return len(self.rows)
 
     @torch.no_grad()
     def flush(self, model: nn.Module, epoch: int, step: int, lrs: list[float], scale: float | None) -> dict:
-        params = [p.detach() for p in model.parameters()]
-        drift = torch.linalg.vector_norm(
-            torch.stack([torch.linalg.vector_norm(p - s) for p, s in zip(params, self.snapshot)])
-        )
-        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p) for p in params]))
+        # multi-tensor ops: a fixed handful of ops however many parameters the model has
+        params = list(model.parameters())
+        drift = _total_norm(torch._foreach_sub(params, self.snapshot))
+        norm = _total_norm(params)
         flat = self.reduce(torch.cat([torch.stack(self.rows).flatten(), torch.stack([drift, norm])]))
         values = flat.tolist()  # the one host sync of the interval
         k = 3 + len(self.group_names)
