@@ -47,6 +47,7 @@ class Job:
     batch_transform: Callable | None = None  # runs on the device on each training batch
     meta: dict[str, Any] = field(default_factory=dict)  # how to rebuild it: {"recipe", "args"[, "data"]}
     data_record: dict[str, Any] | None = None  # the user's data (meta["data"]), None for the demo set
+    allow_changed_data: bool = False  # load_job(allow_changed_data=True): the change is recorded
 
     def fit(self, run_dir: str | Path, resume: str | int | Path | None = None, **fit_kwargs: Any) -> Run:
         """`nbt.fit` on this job's parts; fit_kwargs: overwrite, device, verbose, dashboard."""
@@ -60,7 +61,7 @@ class Job:
             resume,
             batch_transform=self.batch_transform,
             meta=self.meta,
-            **fit_kwargs,
+            **{"allow_changed_data": self.allow_changed_data, **fit_kwargs},
         )
 
 

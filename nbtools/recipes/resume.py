@@ -62,4 +62,5 @@ def load_job(
         meta = {**meta, "args": {**meta["args"], **moved}, "data": keep}
         job.data_record = keep
     job.meta = meta
+    job.allow_changed_data = allow_changed_data
     return job

@@ -51,6 +51,7 @@ def fit(
     verbose: bool = True,
     dashboard: str | None = "auto",
     meta: dict | None = None,
+    allow_changed_data: bool = False,
 ) -> Run:
     """Train `model`, validating every epoch and checkpointing into `run_dir`.
 
@@ -68,6 +69,8 @@ def fit(
     plain PNG with the findings as text. With `tensorboard` installed, the telemetry and epoch records
     also go to TensorBoard event files in run_dir (nbtools.train.tensorboard). meta: plain-JSON facts kept with the run (metrics.json and
     every checkpoint), e.g. the recipe that built the model, so a resume notebook can rebuild it.
+    allow_changed_data: a resume may train on data of another length from an epoch checkpoint (a
+    recipe's load_job(..., allow_changed_data=True) passes it once it has recorded the change).
     Launched by torchrun, it trains with DistributedDataParallel (see nbtools.step.distributed);
     cfg.batch_size is then per process.
 
@@ -99,7 +102,16 @@ def fit(
     progress = make_progress(dashboard, cfg.epochs, verbose and dist.is_main)
     progress = WithTensorBoard(progress, TensorBoardLog(run_dir, enabled=dist.is_main))
     st, checkpoint = start(
-        model, cfg, run_dir, resume, device, -(-n_batches // cfg.grad_accum), progress, dist, len(train_data)
+        model,
+        cfg,
+        run_dir,
+        resume,
+        device,
+        -(-n_batches // cfg.grad_accum),
+        progress,
+        dist,
+        len(train_data),
+        allow_changed_data,
     )
     run = st.run
     run.model = model

@@ -59,15 +59,22 @@ def prepare_run_dir(run_dir: Path, resume, overwrite: bool, dist: Distributed) -
     dist.barrier()
 
 
-def check_layout(path: Path, checkpoint: dict, old: TrainConfig, cfg: TrainConfig, train_len: int) -> bool:
-    """Refuse a resume that would skip or repeat samples: other training data (its length), or a new
-    batch_size / grad_accum inside an epoch (the batches done so far were cut with the old ones).
-    Returns True when the steps per epoch change (allowed at an epoch boundary)."""
+def check_layout(
+    path: Path, checkpoint: dict, old: TrainConfig, cfg: TrainConfig, train_len: int, allow_changed_data=False
+) -> bool:
+    """Refuse a resume that would skip or repeat samples: other training data (its length; taken at an
+    epoch boundary when the caller allows changed data, as load_job(allow_changed_data=True) does once it
+    has recorded the change), or a new batch_size / grad_accum inside an epoch (the batches done so far
+    were cut with the old ones). Returns True when the steps per epoch change."""
     saved = (checkpoint.get("data") or {}).get("train_len")  # None: written before it was recorded
+    if saved is not None and saved != train_len and allow_changed_data and checkpoint["batch"] == 0:
+        return True
     if saved is not None and saved != train_len:
+        at = f", inside epoch {checkpoint['epoch'] + 1}" if allow_changed_data else ""
         raise ValueError(
             f"cannot resume from {path}: the run was trained on {saved} training samples, the training data "
-            f"passed now has {train_len}; pass the same training data (or start a new run_dir for the new data)"
+            f"passed now has {train_len}{at}; pass the same training data (or start a new run_dir for the new "
+            f"data{'; changed data is taken at an epoch checkpoint' if at else ''})"
         )
     new_layout = (old.batch_size, old.grad_accum) != (cfg.batch_size, cfg.grad_accum)
     if new_layout and checkpoint["batch"] > 0:
@@ -103,9 +110,11 @@ def start(
     progress,
     dist: Distributed,
     train_len: int | None = None,
+    allow_changed_data: bool = False,
 ) -> tuple[TrainState, dict | None]:
     """A fresh TrainState, or one restored from a checkpoint, and that checkpoint (its RNG states are
-    restored last, by the caller, just before the first batch). train_len: len(train_data)."""
+    restored last, by the caller, just before the first batch). train_len: len(train_data);
+    allow_changed_data: another length is taken at an epoch boundary (see check_layout)."""
     if resume is None:
         seed_everything(cfg.seed + dist.rank)
         st = TrainState.create(cfg, model, device, steps_per_epoch, Run(run_dir, cfg), dist)
@@ -119,7 +128,7 @@ def start(
     st = TrainState.create(cfg, model, device, steps_per_epoch, run, dist)
     st.train_len = train_len
     old = TrainConfig.from_dict(checkpoint["config"])
-    new_layout = check_layout(info.path, checkpoint, old, cfg, train_len)
+    new_layout = check_layout(info.path, checkpoint, old, cfg, train_len, allow_changed_data)
     previous = _previous_stop(run_dir, info)
     st.load_checkpoint(checkpoint)
     changes = old.diff(cfg)
