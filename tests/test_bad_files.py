@@ -10,6 +10,7 @@ from torch.utils.data import Dataset
 
 import nbtools as nbt
 from nbtools.data import ImageFolder, SampleError, VolumeFolder, image_folder
+from tests.helpers import NoisyBlobs, small_cnn
 
 AFFINE = np.diag([1.0, 1.0, 2.5, 1.0])
 
@@ -60,9 +61,17 @@ def volumes(tmp_path):
 def pages(tmp_path):
     root = tmp_path / "pages"
     good = [_image(root / c / f"ok_{i}.png", seed=i) for c in ("clean", "forged") for i in range(4)]
-    cut_png = _truncate(_image(root / "clean" / "cut.png", size=(64, 64)))
-    cut_jpg = _truncate(_image(root / "forged" / "cut.jpg", size=(64, 64)), keep=0.3)
-    return root, good, cut_png, cut_jpg
+    cut_png = _truncate(_image(root / "clean" / "x_cut.png", size=(64, 64)))
+    cut_jpg = _truncate(_image(root / "forged" / "x_cut.jpg", size=(64, 64)), keep=0.3)
+    return root, good, cut_png, cut_jpg  # after the good files in sorted order: not sample 0
+
+
+def test_a_bad_first_sample_is_refused_before_training_naming_its_file(pages, tmp_path):
+    root, _, cut_png, _ = pages
+    cut_png.rename(cut_png.with_name("a_cut.png"))  # sample 0 now
+    with pytest.raises(SampleError, match=r"training data\[0\] \(.*a_cut\.png\) raised ImageReadError"):
+        _fit(ImageFolder(root, size=16), tmp_path)
+    assert _no_checkpoint(tmp_path) and not (tmp_path / "run" / "metrics.json").exists()
 
 
 def test_validate_names_every_bad_volume_in_one_pass(volumes):
@@ -221,3 +230,28 @@ def test_clean_data_trains_through_the_checks(pages, tmp_path):
     cut_jpg.unlink()
     run = _fit(ImageFolder(root, size=16), tmp_path)
     assert [h["epoch"] for h in run.history] == [1]
+
+
+class _RaisesAt(Dataset):
+    """In-memory samples (no files) whose __getitem__ fails at one index, as a user's own dataset can."""
+
+    def __init__(self, bad: int, n: int = 24):
+        self.base, self.bad = NoisyBlobs(n=n, seed=0), bad
+
+    def __len__(self):
+        return len(self.base)
+
+    def __getitem__(self, i):
+        if i == self.bad:
+            raise KeyError(f"record {i}")
+        return self.base[i]
+
+
+def test_fit_names_the_index_of_a_sample_that_fails_mid_epoch(tmp_path):
+    cfg = nbt.TrainConfig(epochs=1, batch_size=4, lr=1e-3, checkpoint_every_minutes=None)
+    with pytest.raises(SampleError, match=r"sample 13\b") as e:  # not sample 0: only training reaches it
+        nbt.fit(
+            small_cnn(), _RaisesAt(13), NoisyBlobs(n=8, seed=1), nn.CrossEntropyLoss(), cfg, tmp_path / "r"
+        )
+    assert "KeyError" in str(e.value) and "record 13" in str(e.value) and "remove that sample" in str(e.value)
+    assert not list((tmp_path / "r").glob("epoch_*.pt"))

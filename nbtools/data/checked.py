@@ -68,7 +68,8 @@ class CheckedSamples(Dataset):
             more = f"\n  ... and {len(failed) - _SHOW} more in this batch" if len(failed) > _SHOW else ""
             raise SampleError(
                 f"{len(failed)} sample{'s' * (len(failed) > 1)} could not be loaded:\n  {listed}{more}\n"
-                f"Fix or remove {'those files' if len(failed) > 1 else 'that file'} ({_FIND_ALL})."
+                f"Fix or remove {'those' if len(failed) > 1 else 'that'} "
+                f"{'file' if self.paths is not None else 'sample'}{'s' * (len(failed) > 1)} ({_FIND_ALL})."
             ) from failed[0][1]
         self._check_shapes(indices, samples)
         if self.need_labels:

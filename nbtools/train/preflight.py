@@ -19,6 +19,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Subset, TensorDataset, default_collate
 
+from nbtools.data.checked import CheckedSamples, SampleError
+from nbtools.data.samples import is_unlabelled, sample_paths
 from nbtools.losses import main_output
 
 _SHOW = 5  # bad labels named in one message
@@ -54,11 +56,15 @@ def preflight(model: nn.Module, train_data, val_data, loss_fn: Callable, device:
 
 
 def _first_batch(what: str, data) -> tuple[torch.Tensor, Any]:
+    if is_unlabelled(data):
+        CheckedSamples(data)  # refuses it, naming the files and nbt.predict
     try:
         sample = data[0]
-    except Exception as e:  # a user's dataset may raise anything; say which sample it was
-        raise ValueError(
-            f"the {what} cannot be read: {what}[0] raised {type(e).__name__}: {e}; "
+    except Exception as e:  # a user's dataset may raise anything; say which sample (and file) it was
+        paths = sample_paths(data)
+        file = f" ({paths[0]})" if paths else ""
+        raise SampleError(
+            f"the {what} cannot be read: {what}[0]{file} raised {type(e).__name__}: {e}; "
             f"nbt.validate_dataset(...) lists every sample that cannot be read"
         ) from e
     if not isinstance(sample, (tuple, list)) or len(sample) != 2:
