@@ -88,7 +88,7 @@ def fit(
     check_names(model, cfg)  # a config that does not fit the model must not cost the run in run_dir
     model.to(device)
     set_memory_format(model, cfg.channels_last)  # before the optimizer state and the EMA copy exist
-    preflight(model, train_data, val_data, loss_fn, device)  # nor data that cannot train
+    preflight(model, train_data, val_data, loss_fn, device, cfg.channels_last)  # nor data that cannot train
     prepare_run_dir(run_dir, resume, overwrite, dist)
     n_batches = TrainBatches(
         len(train_data), cfg.batch_size, cfg.seed, 1, dist.rank, dist.world

@@ -22,11 +22,14 @@ from torch.utils.data import DataLoader, Subset, TensorDataset, default_collate
 from nbtools.data.checked import CheckedSamples, SampleError
 from nbtools.data.samples import is_unlabelled, sample_paths
 from nbtools.losses import main_output
+from nbtools.train.accel import as_input
 
 _SHOW = 5  # bad labels named in one message
 
 
-def preflight(model: nn.Module, train_data, val_data, loss_fn: Callable, device: torch.device) -> None:
+def preflight(
+    model: nn.Module, train_data, val_data, loss_fn: Callable, device: torch.device, channels_last=False
+) -> None:
     """Raise ValueError (TypeError for a sample that is no pair) naming what cannot train; see the module."""
     if isinstance(train_data, DataLoader) or isinstance(val_data, DataLoader):
         return  # make_loader refuses a DataLoader, saying what to pass
@@ -46,7 +49,7 @@ def preflight(model: nn.Module, train_data, val_data, loss_fn: Callable, device:
     model.eval()
     try:
         with torch.no_grad():
-            out = _forward(model, x_val.to(device), "validation data")
+            out = _forward(model, as_input(x_val.to(device), channels_last), "validation data")
             outputs = main_output(out).shape[1] if main_output(out).dim() > 1 else 1
             for what, data in sets:
                 _check_labels(what, batches[what][1], outputs, data)
