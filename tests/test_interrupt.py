@@ -1,6 +1,7 @@
 """The stop button (issue 14, items 1 and 8): an interrupt keeps the last completed step, a resume
 from it in the same kernel is bit-identical to a straight run, and no interrupt corrupts a file."""
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -18,22 +19,10 @@ import nbtools.atomic
 from nbtools.atomic import save_atomic
 from nbtools.runs import load_checkpoint
 from tests.helpers import NoisyBlobs, assert_same, small_cnn, without_times
+from tests.test_resume import CFG as RESUME_CFG
 
 # 6 batches per epoch, 3 steps of 2 micro-batches, a telemetry read every 2 steps
-CFG = nbt.TrainConfig(
-    epochs=4,
-    batch_size=8,
-    lr=1e-2,
-    warmup_epochs=1,
-    grad_accum=2,
-    clip_norm=1.0,
-    ema_decay=0.9,
-    log_every=2,
-    checkpoint_every_minutes=None,
-    keep_last=10,
-    precision="fp32",
-    seed=3,
-)
+CFG = dataclasses.replace(RESUME_CFG, precision="fp32")  # test_resume's run, in fp32
 ROOT = Path(__file__).resolve().parents[1]
 
 
