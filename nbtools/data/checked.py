@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, default_collate
 
-from nbtools.data.samples import is_unlabelled, num_classes_of, sample_paths
+from nbtools.data.samples import classes_of, is_unlabelled, num_classes_of, sample_paths
 
 _SHOW = 5  # bad samples named in one message
 _FIND_ALL = "nbt.validate_dataset(data) lists every bad file in one pass"
@@ -43,7 +43,7 @@ class CheckedSamples(Dataset):
     def __init__(self, data: Dataset, need_labels: bool = True) -> None:
         self.dataset = data
         self.paths = sample_paths(data)
-        self.classes = _classes_of(data)
+        self.classes = classes_of(data)
         self.num_classes = num_classes_of(data)
         self.unlabelled = is_unlabelled(data)
         self.need_labels = need_labels
@@ -144,15 +144,6 @@ def collate_checked(samples: list) -> Any:
             f"numeric array of one shape and dtype: convert images to tensors (ImageFolder does), or add a "
             f"to-tensor step to the transform."
         ) from e
-
-
-def _classes_of(ds) -> list | None:
-    while ds is not None:
-        classes = getattr(ds, "classes", None)
-        if isinstance(classes, (list, tuple)) and classes:
-            return list(classes)
-        ds = getattr(ds, "dataset", None)
-    return None
 
 
 def _input_shape(sample: Any) -> tuple | None:

@@ -95,14 +95,20 @@ def is_unlabelled(ds) -> bool:
     return False
 
 
-def num_classes_of(ds) -> int | None:
-    """len(ds.classes) when the dataset (or one it wraps) names its classes, else None."""
+def classes_of(ds) -> list | None:
+    """ds.classes when the dataset (or one it wraps: Subsets, transforms) names its classes, else None."""
     while ds is not None:
         classes = getattr(ds, "classes", None)
         if isinstance(classes, (list, tuple)) and classes:
-            return len(classes)
+            return list(classes)
         ds = getattr(ds, "dataset", None)
     return None
+
+
+def num_classes_of(ds) -> int | None:
+    """len(ds.classes) when the dataset (or one it wraps) names its classes, else None."""
+    classes = classes_of(ds)
+    return len(classes) if classes is not None else None
 
 
 def as_tensor(x: Any, what: str) -> torch.Tensor:
