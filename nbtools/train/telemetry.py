@@ -40,7 +40,8 @@ class Telemetry:
     @torch.no_grad()
     def start_interval(self, model: nn.Module) -> None:
         self.rows = []
-        self.snapshot = torch._foreach_clone(list(model.parameters()))
+        # a copy in one multi-tensor op (x * 1.0 keeps -0.0, inf and NaN; torch 2.11, Colab's, has no _foreach_clone)
+        self.snapshot = torch._foreach_mul(list(model.parameters()), 1.0)
         self.t0 = time.perf_counter()
 
     def record(self, r: StepResult) -> None:
