@@ -13,7 +13,7 @@ import nbtools as nbt
 from nbtools.diagnose.opcount import OpCounter
 from nbtools.recipes.reproduce import Fp16GradOverflow
 from nbtools.step import Precision, train_step
-from nbtools.step.buffers import restore_if, snapshot
+from nbtools.step.buffers import BufferGuard
 from nbtools.train.loader import TrainBatches
 from nbtools.train.optim import build_optimizer
 from tests.helpers import assert_same
@@ -146,16 +146,70 @@ def test_an_infinite_loss_with_finite_gradients_is_skipped():
     assert torch.equal(w, model[0].weight)
 
 
+class _EveryKindOfBuffer(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.bn = nn.BatchNorm1d(3)  # running_mean, running_var, num_batches_tracked (0-d int64)
+        self.register_buffer("count", torch.tensor(7))
+        self.register_buffer("grid", torch.randn(2, 3))
+        self.register_buffer("wide", torch.randn(5).double())
+        self.register_buffer("transposed", torch.randn(3, 4).t())  # not contiguous: guarded as a copy
+        self.register_buffer("whole", torch.randn(6))
+        self.register_buffer("part", self.whole[:2])  # a view of another buffer: the link must stay
+        self.register_buffer("empty", torch.zeros(0))
+
+
+def _poison(model):
+    """What a NaN forward does to the buffers."""
+    with torch.no_grad():
+        for b in model.buffers():
+            b.copy_(torch.full_like(b, float("nan")) if b.is_floating_point() else b + 1)
+
+
+@pytest.mark.parametrize("flatten", [True, False])
 @pytest.mark.parametrize("bad", [True, False])
-def test_restore_if_puts_back_every_kind_of_buffer_bit_for_bit(bad):
-    buffers = [torch.randn(3), torch.tensor(7), torch.randn(2, 3), torch.tensor(2), torch.randn(5).double()]
-    original = [b.clone() for b in buffers]
-    saved = snapshot(buffers)
-    for b in buffers:  # what a NaN forward does to them
-        b.copy_(torch.full_like(b, float("nan")) if b.is_floating_point() else b + 1)
-    poisoned = [b.clone() for b in buffers]
-    restore_if(torch.tensor(bad), saved)
-    assert_same(buffers, original if bad else poisoned)
+def test_a_buffer_guard_puts_back_every_kind_of_buffer_bit_for_bit(bad, flatten):
+    torch.manual_seed(0)
+    model = _EveryKindOfBuffer()
+    original = copy.deepcopy(model.state_dict())
+    guard = BufferGuard(model, flatten=flatten)
+    assert_same(model.state_dict(), original)  # flattening changes no value, name or shape
+    assert model.part.data_ptr() == model.whole.data_ptr()
+    saved = guard.snapshot()
+    _poison(model)
+    poisoned = copy.deepcopy(model.state_dict())
+    guard.restore_if(torch.tensor(bad), saved)
+    assert_same(model.state_dict(), original if bad else poisoned)
+    assert guard.intact()
+
+
+def test_fit_s_guard_makes_the_plain_buffers_views_of_one_tensor_per_group_and_leaves_the_rest():
+    model = _EveryKindOfBuffer()
+    before = dict(model.named_buffers())
+    guard = BufferGuard(model)
+    assert len(guard.flats) == 3  # float32, float64, int64 0-d
+    viewed = {n for n, b in model.named_buffers() if any(b._base is f for f in guard.flats)}
+    assert viewed == {"bn.running_mean", "bn.running_var", "bn.num_batches_tracked", "count", "grid", "wide"}
+    # not contiguous, a view of another buffer and the one it views, empty: guarded as copies, untouched
+    assert [len(g) for g in guard.copied] == [4]
+    assert all(getattr(model, n) is before[n] for n in ("transposed", "whole", "part", "empty"))
+    model.bn(torch.randn(4, 3))  # BatchNorm updates the views in place, so the flat tensor holds it
+    flat = model.bn.running_mean._base
+    assert torch.equal(flat[model.bn.running_mean.storage_offset() :][:3], model.bn.running_mean)
+    again = BufferGuard(model)  # a second fit on the same model flattens the views again
+    assert again.intact() and not guard.intact()
+    saved = again.snapshot()
+    _poison(model)
+    again.restore_if(torch.tensor(True), saved)
+    assert all(torch.isfinite(b).all() for b in model.buffers() if b.is_floating_point())
+
+
+def test_a_replaced_buffer_is_seen():
+    model = nn.BatchNorm1d(3)
+    guard = BufferGuard(model)
+    assert guard.intact()
+    model.running_mean = torch.zeros(3)
+    assert not guard.intact()
 
 
 def test_group_norms_are_each_groups_gradient_norm_and_the_total_is_clip_grad_norms():

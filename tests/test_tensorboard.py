@@ -80,13 +80,13 @@ def test_overwrite_deletes_the_event_files(tmp_path):
 
 def test_without_tensorboard_fit_trains_and_says_so_once(tmp_path, monkeypatch, caplog):
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import raises ImportError
-    tb._summary_writer.cache_clear()
+    tb._tensorboard.cache_clear()
     try:
         with caplog.at_level(logging.WARNING, logger="nbtools.train.tensorboard"):
             _fit(tmp_path / "a", CFG.replace(epochs=1))
             run = _fit(tmp_path / "b", CFG.replace(epochs=1))
     finally:
-        tb._summary_writer.cache_clear()
+        tb._tensorboard.cache_clear()
     assert len(run.history) == 1 and not list(tmp_path.rglob("events.out.tfevents.*"))
     said = [r for r in caplog.records if "skipping TensorBoard" in r.getMessage()]
     assert len(said) == 1 and "pip install tensorboard" in said[0].getMessage()

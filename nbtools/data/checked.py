@@ -82,6 +82,9 @@ class CheckedSamples(Dataset):
         return f"sample {index}" + (f" ({path})" if path is not None else "")
 
     def _check_shapes(self, indices: Sequence[int], samples: list) -> None:
+        raw = [getattr(_input(s), "shape", None) for s in samples]
+        if raw.count(raw[0]) == len(raw):  # one shape (the common case, checked without converting)
+            return
         shapes = [_input_shape(s) for s in samples]
         known = [s for s in shapes if s is not None]
         if len(set(known)) <= 1:
@@ -117,10 +120,9 @@ class CheckedSamples(Dataset):
                 f"labels='auto' or 'ignore'); training needs labels: class sub-folders or a CSV with a "
                 f"label column. To apply a trained model to unlabelled files, use nbt.predict."
             )
-        labels = [(i, _int_label(s)) for i, s in zip(indices, samples)]
-        labels = [(i, y) for i, y in labels if y is not None]
         n = self.num_classes
-        bad = [(i, y) for i, y in labels if y < 0 or (n is not None and y >= n)]
+        labels = zip(indices, map(_int_label, samples))
+        bad = [(i, y) for i, y in labels if y is not None and (y < 0 or (n is not None and y >= n))]
         if not bad:
             return
         allowed = f"0..{n - 1}, the classes {self.classes}" if n is not None else "whole numbers >= 0"
@@ -146,9 +148,12 @@ def collate_checked(samples: list) -> Any:
         ) from e
 
 
+def _input(sample: Any) -> Any:
+    return sample[0] if isinstance(sample, (tuple, list)) and sample else sample
+
+
 def _input_shape(sample: Any) -> tuple | None:
-    x = sample[0] if isinstance(sample, (tuple, list)) and sample else sample
-    shape = getattr(x, "shape", None)
+    shape = getattr(_input(sample), "shape", None)
     return tuple(int(s) for s in shape) if shape is not None else None
 
 
@@ -157,6 +162,8 @@ def _int_label(sample: Any) -> int | None:
     if not isinstance(sample, (tuple, list)) or len(sample) < 2:
         return None
     y = sample[1]
+    if type(y) is int:  # the common case first
+        return y
     if isinstance(y, bool):
         return None
     if isinstance(y, (int, np.integer)):

@@ -5,12 +5,14 @@ that train a copy of the model (overfit test, LR finder, gradient heatmap), so t
 precision path.
 """
 
+from nbtools.step.buffers import BufferGuard
 from nbtools.step.distributed import SINGLE_PROCESS, Distributed
 from nbtools.step.precision import Precision
 from nbtools.step.train_step import StepResult, as_float32, train_step
 
 __all__ = [
     "SINGLE_PROCESS",
+    "BufferGuard",
     "Distributed",
     "Precision",
     "StepResult",

@@ -1,21 +1,36 @@
 """Buffers (BatchNorm running statistics) put back after a skipped step, in a fixed number of ops.
 
 A NaN batch writes NaN into BatchNorm's running statistics during the forward pass, before anything
-knows the step will be skipped. `snapshot` keeps the buffers before the forward; `restore_if(bad, ...)`
-puts them back when the device-side flag `bad` is true, with no host sync and with the same handful
-of ops however many BatchNorm layers the model has: the buffers are packed into one flat tensor per
-group of like buffers (torch.cat, or torch.stack for 0-d ones such as `num_batches_tracked`),
-selected with one torch.where per group, and written back with one torch._foreach_copy_.
+knows the step will be skipped. `BufferGuard.snapshot` keeps the buffers before the forward;
+`restore_if(bad, ...)` puts them back when the device-side flag `bad` is true, with no host sync and
+with the same handful of ops however many BatchNorm layers the model has.
+
+`BufferGuard(model)` (what `fit` uses) moves each group of like buffers (same device and dtype, all
+0-d or all not) once into one flat tensor and makes the model's buffers views of it, the way
+optimizers' flat parameter buffers work: values, shapes, names and the state_dict stay the same, and
+BatchNorm updates the views in place. A snapshot is then one clone per group and a restore one
+`torch.where(bad, saved, flat, out=flat)` per group: four ops a step for a BatchNorm model, and no
+host work per buffer. Buffers that cannot be views of a flat tensor without changing what the model
+means (ones that require grad, are not contiguous, or share memory with another tensor of the model)
+are guarded as copies instead, like every buffer of `BufferGuard(model, flatten=False)`, which
+`train_step` uses for a model that is not fit's to change: each step packs them into one tensor per
+group (torch.cat, or torch.stack for 0-d ones such as `num_batches_tracked`) and a restore selects
+with one torch.where per group and writes back with one torch._foreach_copy_.
 
 The selection is a where, never arithmetic: a lerp or a 0/1 multiply cannot undo a statistic that
-went NaN (NaN * 0 is NaN), and `a + (b - a)` is not always `b` in floating point.
+went NaN (NaN * 0 is NaN), and `a + (b - a)` is not always `b` in floating point. Buffers do not
+require grad, so nothing here records autograd history (and no no_grad context costs host time).
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 
 import torch
+from torch import nn
+
+_FLAT = "_nbtools_flat_buffers"  # marks the flat tensors made here (their views may be flattened again)
 
 
 def _groups(buffers: Sequence[torch.Tensor]) -> list[list[torch.Tensor]]:
@@ -39,18 +54,66 @@ def _unpack(flat: torch.Tensor, group: list[torch.Tensor]) -> list[torch.Tensor]
     return [p if b.dim() == 1 else p.view(b.shape) for p, b in zip(parts, group)]
 
 
-def snapshot(buffers: Sequence[torch.Tensor]) -> list[tuple[list[torch.Tensor], torch.Tensor]]:
-    """The buffers' values now: (group, packed copy) pairs, one op per group. Buffers do not require
-    grad, so nothing here records autograd history (and no no_grad context costs host time)."""
-    return [(g, _pack(g)) for g in _groups(buffers)]
+def _slots(model: nn.Module) -> list[tuple[nn.Module, str, torch.Tensor]]:
+    """(module, name, buffer) for every buffer the model holds, shared ones once per holder."""
+    return [(m, k, b) for m in model.modules() for k, b in m._buffers.items() if b is not None]
 
 
-def restore_if(bad: torch.Tensor, saved: list[tuple[list[torch.Tensor], torch.Tensor]]) -> None:
-    """Where `bad` (a () bool tensor) is true, give the buffers of `snapshot(buffers)` back the
-    values they had then (bit for bit); otherwise leave them as they are."""
-    dst, src = [], []
-    for g, s in saved:
-        dst += g
-        src += _unpack(torch.where(bad, s, _pack(g)), g)
-    if dst:
-        torch._foreach_copy_(dst, src)
+def _flattenable(model: nn.Module, slots: list[tuple[nn.Module, str, torch.Tensor]]) -> set[int]:
+    """ids of the buffers that can become views of a flat tensor: plain, contiguous, not requiring
+    grad, and sharing memory with no other buffer or parameter (a view would lose the link)."""
+    own = list({id(b): b for _, _, b in slots}.values())
+    ours = {id(b) for b in own if b._base is not None and getattr(b._base, _FLAT, False)}  # flattened before
+    others = [b for b in own if id(b) not in ours] + list(model.parameters())
+    storages = Counter(t.untyped_storage().data_ptr() for t in others if t.numel())
+    return {
+        id(b)
+        for b in own
+        if (b._base is None or id(b) in ours)
+        and not b.requires_grad
+        and b.layout == torch.strided
+        and b.is_contiguous()
+        and b.numel()
+        and (id(b) in ours or storages[b.untyped_storage().data_ptr()] == 1)
+    }
+
+
+class BufferGuard:
+    """Keeps a model's buffers so that a skipped step can put them back (module docstring)."""
+
+    def __init__(self, model: nn.Module, flatten: bool = True) -> None:
+        slots = _slots(model)
+        flat_ids = _flattenable(model, slots) if flatten else set()
+        self.flats: list[torch.Tensor] = []
+        self.views: list[tuple[nn.Module, str, torch.Tensor]] = []
+        views: dict[int, torch.Tensor] = {}
+        for group in _groups(list({id(b): b for _, _, b in slots if id(b) in flat_ids}.values())):
+            flat = _pack(group).clone()  # a tensor of its own: the old buffers (or old flat) are let go
+            setattr(flat, _FLAT, True)
+            self.flats.append(flat)
+            views.update({id(b): v for b, v in zip(group, _unpack(flat, group))})
+        for m, k, b in slots:
+            if id(b) in views:
+                m._buffers[k] = views[id(b)]
+                self.views.append((m, k, views[id(b)]))
+        self.copied = _groups(list({id(b): b for _, _, b in slots if id(b) not in flat_ids}.values()))
+
+    def intact(self) -> bool:
+        """The model still holds the views (nothing replaced a buffer since the guard was made)."""
+        return all(m._buffers.get(k) is v for m, k, v in self.views)
+
+    def snapshot(self) -> list[torch.Tensor]:
+        """The buffers' values now: one tensor per group."""
+        return [f.clone() for f in self.flats] + [_pack(g) for g in self.copied]
+
+    def restore_if(self, bad: torch.Tensor, saved: list[torch.Tensor]) -> None:
+        """Where `bad` (a () bool tensor) is true, give the buffers the values of `saved`, a
+        snapshot, bit for bit; otherwise leave them as they are."""
+        for f, s in zip(self.flats, saved):
+            torch.where(bad, s, f, out=f)
+        dst, src = [], []
+        for g, s in zip(self.copied, saved[len(self.flats) :]):
+            dst += g
+            src += _unpack(torch.where(bad, s, _pack(g)), g)
+        if dst:
+            torch._foreach_copy_(dst, src)

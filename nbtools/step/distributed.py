@@ -130,21 +130,21 @@ class Distributed:
         dist.all_gather(parts, padded)
         return torch.cat([p[: int(n)] for p, n in zip(parts, sizes)])
 
-    @torch.no_grad()
     def broadcast_buffers(self, model: nn.Module) -> None:
         """Give every rank rank 0's float buffers (BatchNorm running statistics), in one collective.
 
         DDP does this at the start of each forward; doing it after each step too keeps the ranks'
         buffers, and so their EMA copies and validation predictions, identical at every moment.
         """
-        if not self.active:
+        if not self.active:  # before any no_grad context: a world of one pays nothing here
             return
         bufs = [b for b in model.buffers() if b.is_floating_point()]
         if bufs:
-            flat = torch.cat([b.reshape(-1) for b in bufs])
-            dist.broadcast(flat, src=0)
-            for b, f in zip(bufs, flat.split([b.numel() for b in bufs])):
-                b.copy_(f.view_as(b))
+            with torch.no_grad():
+                flat = torch.cat([b.reshape(-1) for b in bufs])
+                dist.broadcast(flat, src=0)
+                for b, f in zip(bufs, flat.split([b.numel() for b in bufs])):
+                    b.copy_(f.view_as(b))
 
     def no_sync(self, ddp_model: nn.Module, last: bool):
         """Skip DDP's gradient all-reduce for accumulation micro-batches before the last one."""

@@ -1,7 +1,7 @@
 """One optimizer step: forward and backward over the accumulated micro-batches, clip, then step
 unless anything was non-finite. One code path for every precision, and no host sync.
 
-Gradients are cleared when a step starts, not when it ends: a step cut short between backward and
+The optimizer's gradients are cleared when a step starts, not when it ends: a step cut short between backward and
 the optimizer (a KeyboardInterrupt, an exception in a batch transform) leaves nothing behind that the
 next step would add in, and after a step `.grad` holds its (unscaled, clipped) gradients for
 whoever wants to look at them (the gradient heatmap)."""
@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.nn.utils import clip_grads_with_norm_
 
-from nbtools.step.buffers import restore_if, snapshot
+from nbtools.step.buffers import BufferGuard
 from nbtools.step.distributed import SINGLE_PROCESS, Distributed
 from nbtools.step.precision import Precision
 
@@ -77,16 +77,22 @@ def train_step(
     precision: Precision,
     clip_norm: float | None,
     dist: Distributed = SINGLE_PROCESS,
+    buffers: BufferGuard | None = None,
 ) -> StepResult:
-    """`model` is what runs forward (the DDP wrapper under torchrun); `optimizer` holds its parameters."""
-    model.zero_grad(set_to_none=True)
+    """`model` is what runs forward (the DDP wrapper under torchrun); `optimizer` holds its parameters.
+    buffers: the guard of the model's buffers, made once by the caller (`fit` makes one per run); None
+    guards copies of them, made at each call (see nbtools.step.buffers)."""
+    for group in optimizer.param_groups:  # the step's gradients only (Module.zero_grad walks every module)
+        for p in group["params"]:
+            p.grad = None
     # A NaN batch must not poison BatchNorm's running statistics: keep them to put back on a skip.
-    saved = snapshot(list(model.buffers()))
-    scaler, n = precision.scaler, len(micro_batches)
+    buffers = BufferGuard(model, flatten=False) if buffers is None else buffers
+    saved = buffers.snapshot()
+    scaler, n, autocast = precision.scaler, len(micro_batches), precision.autocast()
     loss_sum = None
     for i, (x, y) in enumerate(micro_batches):
         with dist.no_sync(model, last=i == n - 1):
-            with precision.autocast():
+            with autocast:
                 outputs = model(x)
             loss = loss_fn(as_float32(outputs), y)
             loss = loss / n if n > 1 else loss  # x / 1 is x: no op for a single micro-batch
@@ -99,6 +105,6 @@ def train_step(
     bad = dist.any(_nonfinite(grad_norm, loss_sum))  # a NaN on one rank skips on all
     _step_unless(optimizer, bad)
     scaler.update()  # backs the fp16 scale off after an overflow
-    restore_if(bad, saved)
+    buffers.restore_if(bad, saved)
     dist.broadcast_buffers(model)
     return StepResult(loss_sum, bad, grad_norm, group_norms)

@@ -14,7 +14,7 @@ from nbtools.diagnose.chance import first_output, task_record
 from nbtools.diagnose.inputs import input_range
 from nbtools.runs import Finding, Run, Stop
 from nbtools.runs.files import BEST_EMA_FILE, BEST_FILE, BEST_VAL_FILE, epoch_name, mid_epoch_name
-from nbtools.step import train_step
+from nbtools.step import BufferGuard, train_step
 from nbtools.train.accel import as_input, compiled
 from nbtools.train.ema import update_ema
 from nbtools.train.evaluate import evaluate
@@ -49,6 +49,8 @@ def train_epoch(
     if apply_unfreeze(model, cfg, st.epoch):
         sync_trainable(st.optimizer, model, cfg)
         progress.message(f"epoch {st.epoch}: unfroze {cfg.unfreeze[st.epoch]}")
+    if not st.buffers.intact():  # something replaced a buffer since: guard the ones the model holds now
+        st.buffers = BufferGuard(model)
     forward_model = compiled(dist.wrap(model), cfg.compile)  # DDP reduces only what is trainable when built
     train_mode(model, cfg, st.epoch)
     sampler = TrainBatches(len(data), cfg.batch_size, cfg.seed, st.epoch, dist.rank, dist.world, st.batch)
@@ -89,12 +91,14 @@ def _step(st: TrainState, forward_model, micro: list, data, loss_fn, progress, c
     record_task = check_inputs and not run.task  # once per run: a resume keeps the recorded task
     if check_inputs:  # one host sync, once
         report(run, progress, [input_range(micro[0][0], st.epoch, st.step + 1)])
-    with first_output(model, enabled=record_task) as out:
-        result = train_step(
-            forward_model, micro, loss_fn, st.optimizer, st.precision, st.cfg.clip_norm, st.dist
-        )
-    if out:
-        run.task = task_record(out[0], loss_fn, data, micro[0][1])
+    args = (forward_model, micro, loss_fn, st.optimizer, st.precision, st.cfg.clip_norm, st.dist, st.buffers)
+    if record_task:
+        with first_output(model) as out:
+            result = train_step(*args)
+        if out:  # the hook saw the forward
+            run.task = task_record(out[0], loss_fn, data, micro[0][1])
+    else:
+        result = train_step(*args)
     st.scheduler.step()
     if st.ema is not None:
         update_ema(st.ema, model, result.bad)
@@ -119,7 +123,7 @@ def end_interval(st: TrainState, telemetry, progress, micro: list, loss_fn) -> N
     """Read the interval's telemetry into run.steps, apply the guards and the step rules."""
     run = st.run
     scale = st.precision.scaler.get_scale() if st.precision.scaler.is_enabled() else None
-    record = telemetry.flush(st.model, st.epoch, st.step, st.scheduler.get_last_lr(), scale)
+    record = telemetry.flush(st.epoch, st.step, st.scheduler.get_last_lr(), scale)
     run.steps.append(record)
     progress.interval(record)
     probe = probe_fp16(record, st.model, micro, loss_fn, st.precision, st.dist)  # None unless fp16 failed
@@ -135,8 +139,9 @@ def end_interval(st: TrainState, telemetry, progress, micro: list, loss_fn) -> N
     st.bad_streak, st.amp_window = decision.bad_streak, decision.amp_window
     if decision.fall_back is not None:
         st.precision.fall_back(decision.fall_back)
-    report(run, progress, [*decision.findings, *rules.step_findings(run)])
     run.stop = run.stop or decision.stop
+    step_findings = st.step_rules.run(lambda: rules.step_findings(run), force=run.stop is not None)
+    report(run, progress, [*decision.findings, *(step_findings or [])])
 
 
 def end_epoch(st: TrainState, val_loader, loss_fn, run_dir: Path, t_epoch: float) -> list[Finding | None]:

@@ -146,7 +146,13 @@ def fit(
                     break
                 not_written = end_epoch(st, val_loader, loss_fn, run_dir, t_epoch)
                 progress.end_epoch(run.history[-1])
-                findings = [*not_written, *rules.epoch_findings(run), epoch_finding(cfg, run.history[-1])]
+                step_findings = st.step_rules.run(lambda: rules.step_findings(run), force=True)
+                findings = [
+                    *not_written,
+                    *step_findings,
+                    *rules.epoch_findings(run),
+                    epoch_finding(cfg, run.history[-1]),
+                ]
                 report(run, progress, findings)
     finally:
         progress.close()

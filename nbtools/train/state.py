@@ -15,13 +15,14 @@ from nbtools.config import TrainConfig
 from nbtools.env import seed_everything
 from nbtools.runs import Run
 from nbtools.runs.checkpoints import FORMAT
-from nbtools.step import Distributed, Precision
+from nbtools.step import BufferGuard, Distributed, Precision
 from nbtools.train.early_stop import EarlyStopping
 from nbtools.train.ema import build_ema
 from nbtools.train.interrupt import Interrupts
 from nbtools.train.optim import apply_unfreeze, build_optimizer, sync_trainable
 from nbtools.train.rng import capture_rng, restore_rng
 from nbtools.train.schedule import build_scheduler
+from nbtools.train.timeshare import STEP_RULES_SHARE, TimeShare
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,8 @@ class TrainState:
     dist: Distributed = field(default_factory=Distributed)
     train_len: int | None = None  # len(train_data), recorded so a resume can refuse other data
     interrupts: Interrupts = field(default_factory=Interrupts)  # the stop button (see interrupt)
+    buffers: BufferGuard | None = None  # the model's buffers, put back after a skipped step
+    step_rules: TimeShare = field(default_factory=lambda: TimeShare(STEP_RULES_SHARE))  # see timeshare
 
     @classmethod
     def create(
@@ -57,6 +60,7 @@ class TrainState:
         dist: Distributed,
     ):
         apply_unfreeze(model, cfg, 1)
+        buffers = BufferGuard(model)  # before the EMA copy: the model's buffers become views of flat tensors
         optimizer = build_optimizer(model, cfg)
         scheduler = build_scheduler(
             optimizer,
@@ -75,6 +79,7 @@ class TrainState:
             run=run,
             ema_best=EarlyStopping(cfg.monitor_mode, None, cfg.min_delta) if cfg.ema_decay else None,
             dist=dist,
+            buffers=buffers,
         )
 
     def to_checkpoint(self) -> dict[str, Any]:

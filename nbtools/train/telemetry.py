@@ -33,34 +33,43 @@ class Telemetry:
     def __init__(self, group_names: list[str], reduce=lambda t: t):
         self.group_names = group_names
         self.reduce = reduce  # the mean over torchrun ranks (identity on one process)
-        self.rows: list[torch.Tensor] = []
+        self.rows: list[tuple[torch.Tensor, ...]] = []
+        self.params: list[torch.Tensor] = []
         self.snapshot: list[torch.Tensor] = []
         self.t0 = time.perf_counter()
 
     @torch.no_grad()
-    def start_interval(self, model: nn.Module) -> None:
+    def start_interval(self, model: nn.Module | None = None) -> None:
+        """A new interval; with `model` (at an epoch's start: its trainable set is fixed within one),
+        the parameters whose drift and norm the records give."""
+        if model is not None:
+            self.params = list(model.parameters())
         self.rows = []
         # a copy in one multi-tensor op (x * 1.0 keeps -0.0, inf and NaN; torch 2.11, Colab's, has no _foreach_clone)
-        self.snapshot = torch._foreach_mul(list(model.parameters()), 1.0)
+        self.snapshot = torch._foreach_mul(self.params, 1.0)
         self.t0 = time.perf_counter()
 
     def record(self, r: StepResult) -> None:
-        # Stacking is a device op; nothing here waits for the GPU.
-        self.rows.append(torch.stack([r.loss, r.bad, r.grad_norm, *r.group_norms]))  # bad: 0.0 or 1.0
+        # The step's () tensors, kept as they are: no op and no wait for the GPU; `flush` stacks them.
+        groups = r.group_norms if len(r.group_norms) > 1 else ()  # one group: its norm is the total
+        self.rows.append((r.loss, r.bad, r.grad_norm, *groups))
 
     def __len__(self) -> int:
         return len(self.rows)
 
     @torch.no_grad()
-    def flush(self, model: nn.Module, epoch: int, step: int, lrs: list[float], scale: float | None) -> dict:
+    def flush(self, epoch: int, step: int, lrs: list[float], scale: float | None) -> dict:
         # multi-tensor ops: a fixed handful of ops however many parameters the model has
-        params = list(model.parameters())
-        drift = _total_norm(torch._foreach_sub(params, self.snapshot))
-        norm = _total_norm(params)
-        flat = self.reduce(torch.cat([torch.stack(self.rows).flatten(), torch.stack([drift, norm])]))
+        drift = _total_norm(torch._foreach_sub(self.params, self.snapshot))
+        norm = _total_norm(self.params)
+        flat = self.reduce(
+            torch.stack([*(t for row in self.rows for t in row), drift, norm])
+        )  # bad: 0.0 or 1.0
         values = flat.tolist()  # the one host sync of the interval
-        k = 3 + len(self.group_names)
+        k = len(self.rows[0])
         rows = [values[i * k : (i + 1) * k] for i in range(len(self.rows))]
+        if k == 3:  # one group: its norm is the total
+            rows = [[*r, r[2]] for r in rows]
         good = [r for r in rows if not r[1]]
         first = step - len(rows) + 1
         skipped = [first + i for i, r in enumerate(rows) if r[1]]
@@ -83,5 +92,5 @@ class Telemetry:
             "param_norm": values[-1],
             "seconds": time.perf_counter() - self.t0,
         }
-        self.start_interval(model)
+        self.start_interval()
         return record
