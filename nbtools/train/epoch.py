@@ -33,9 +33,13 @@ def report(run: Run, progress, findings: list[Finding | None]) -> None:
             progress.finding(f)
 
 
-def _to_device(batch, device: torch.device, where: str):
+def _to_device(batch, device: torch.device, st: TrainState, i: int):
+    """Training batch st.batch + i (an (input, label) pair) on the device."""
     if not isinstance(batch, (list, tuple)) or len(batch) != 2:
-        raise TypeError(f"fit expects each sample to be (input, label); {where} gave {type(batch).__name__}")
+        raise TypeError(
+            f"fit expects each sample to be (input, label); training batch {st.batch + i} of epoch {st.epoch} "
+            f"gave {type(batch).__name__}"
+        )
     x, y = batch
     return x.to(device, non_blocking=True), y.to(device, non_blocking=True)
 
@@ -65,8 +69,7 @@ def train_epoch(
             with st.interrupts.critical():  # the stop button waits for this step (nbtools.train.interrupt)
                 micro = []
                 for i in range(min(cfg.grad_accum, n_batches - st.batch)):
-                    where = f"training batch {st.batch + i} of epoch {st.epoch}"
-                    x, y = _to_device(next(batches), device, where)
+                    x, y = _to_device(next(batches), device, st, i)
                     x, y = batch_transform(x, y) if batch_transform is not None else (x, y)
                     micro.append((as_input(x, cfg.channels_last), y))
                 result = _step(st, forward_model, micro, data, loss_fn, progress, check_inputs)

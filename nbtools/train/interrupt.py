@@ -36,6 +36,7 @@ class Interrupts:
         self.pending = False  # a press is being held back
         self.partial = False  # a KeyboardInterrupt left a critical stretch half done
         self._previous = None
+        self._critical = _Critical(self)  # one object, entered at every step
 
     def __enter__(self) -> Interrupts:
         try:
@@ -55,20 +56,10 @@ class Interrupts:
             return
         raise KeyboardInterrupt
 
-    @contextmanager
-    def critical(self):
-        """A stretch that must happen whole: a first press waits for its end, then interrupts."""
-        self.deferring = True
-        try:
-            yield
-        except KeyboardInterrupt:
-            self.partial = True
-            raise
-        finally:
-            self.deferring = False
-        if self.pending:
-            self.pending = False
-            raise KeyboardInterrupt
+    def critical(self) -> _Critical:
+        """`with` it around a stretch that must happen whole: a first press waits for its end, then
+        interrupts."""
+        return self._critical
 
     def save(self, state: dict, path) -> None:
         """save_atomic, a first press during it held back (it would only cost the checkpoint)."""
@@ -77,6 +68,27 @@ class Interrupts:
             save_atomic(state, path)
         finally:
             self.deferring, self.pending = False, False
+
+
+class _Critical:
+    """`Interrupts.critical()`: a class, not a generator context manager, as it is entered at every step."""
+
+    def __init__(self, interrupts: Interrupts) -> None:
+        self.interrupts = interrupts
+
+    def __enter__(self) -> None:
+        self.interrupts.deferring = True
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        it = self.interrupts
+        it.deferring = False
+        if exc_type is not None:
+            if issubclass(exc_type, KeyboardInterrupt):
+                it.partial = True
+            return
+        if it.pending:
+            it.pending = False
+            raise KeyboardInterrupt
 
 
 def _resume_hint(run_dir) -> tuple[str, bool]:

@@ -25,71 +25,81 @@ def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def _total_norm(tensors: list[torch.Tensor]) -> torch.Tensor:
-    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(tensors)))
+def _total(norms: list[float]) -> float:
+    """The norm of all the tensors whose norms these are (inf or NaN if one is, as torch's)."""
+    return math.sqrt(sum(x * x for x in norms))
 
 
 class Telemetry:
     def __init__(self, group_names: list[str], reduce=lambda t: t):
         self.group_names = group_names
         self.reduce = reduce  # the mean over torchrun ranks (identity on one process)
-        self.rows: list[tuple[torch.Tensor, ...]] = []
+        self.rows: list[tuple[torch.Tensor, ...]] = []  # per step: bad, loss, grad_norm[, group norms...]
         self.params: list[torch.Tensor] = []
         self.snapshot: list[torch.Tensor] = []
         self.t0 = time.perf_counter()
 
-    @torch.no_grad()
     def start_interval(self, model: nn.Module | None = None) -> None:
         """A new interval; with `model` (at an epoch's start: its trainable set is fixed within one),
         the parameters whose drift and norm the records give."""
-        if model is not None:
-            self.params = list(model.parameters())
+        with torch.no_grad():  # (a with, not the decorator: this runs at every interval)
+            if model is not None:
+                self.params = list(model.parameters())
+                # a copy in one multi-tensor op (x * 1.0 keeps -0.0, inf and NaN; Colab's torch 2.11 has no
+                # _foreach_clone)
+                self.snapshot = torch._foreach_mul(self.params, 1.0)
+            else:  # the same parameters: the copy refilled in place
+                torch._foreach_copy_(self.snapshot, self.params)
         self.rows = []
-        # a copy in one multi-tensor op (x * 1.0 keeps -0.0, inf and NaN; torch 2.11, Colab's, has no _foreach_clone)
-        self.snapshot = torch._foreach_mul(self.params, 1.0)
         self.t0 = time.perf_counter()
 
     def record(self, r: StepResult) -> None:
         # The step's () tensors, kept as they are: no op and no wait for the GPU; `flush` stacks them.
         groups = r.group_norms if len(r.group_norms) > 1 else ()  # one group: its norm is the total
-        self.rows.append((r.loss, r.bad, r.grad_norm, *groups))
+        self.rows.append((r.bad, r.loss, r.grad_norm, *groups))
 
     def __len__(self) -> int:
         return len(self.rows)
 
-    @torch.no_grad()
     def flush(self, epoch: int, step: int, lrs: list[float], scale: float | None) -> dict:
-        # multi-tensor ops: a fixed handful of ops however many parameters the model has
-        drift = _total_norm(torch._foreach_sub(self.params, self.snapshot))
-        norm = _total_norm(self.params)
-        flat = self.reduce(
-            torch.stack([*(t for row in self.rows for t in row), drift, norm])
-        )  # bad: 0.0 or 1.0
-        values = flat.tolist()  # the one host sync of the interval
-        k = len(self.rows[0])
-        rows = [values[i * k : (i + 1) * k] for i in range(len(self.rows))]
-        if k == 3:  # one group: its norm is the total
-            rows = [[*r, r[2]] for r in rows]
-        good = [r for r in rows if not r[1]]
-        first = step - len(rows) + 1
-        skipped = [first + i for i, r in enumerate(rows) if r[1]]
+        # A fixed handful of ops however many steps and parameters: one foreach norm of each parameter's
+        # distance from the snapshot (snapshot - params, exactly -(params - snapshot)) and of its size,
+        # and the steps' bool flags and float values stacked apart (a stack of mixed dtypes converts each).
+        with torch.no_grad():
+            torch._foreach_sub_(self.snapshot, self.params)
+            norms = torch._foreach_norm([*self.snapshot, *self.params])
+            floats = torch.stack([*(t for row in self.rows for t in row[1:]), *norms])
+            bad = torch.stack([row[0] for row in self.rows])
+            values = self.reduce(torch.cat([bad, floats])).tolist()  # the interval's one host sync
+        n, k, p = len(self.rows), len(self.rows[0]) - 1, len(self.params)  # steps, floats per step, params
+        bad, floats = values[:n], values[n : n + n * k]
+        loss, grad = floats[0::k], floats[1::k]  # per step
+        groups = [floats[2 + g :: k] for g in range(k - 2)] or [grad]  # one group: its norm is the total
+        first = step - n + 1
+        skipped = [first + i for i in range(n) if bad[i]]
+
+        def good(column: list[float]) -> list[float]:
+            return column if not skipped else [v for v, b in zip(column, bad) if not b]
+
+        good_grad = good(grad)
+        end = len(values)
         record = {
             "epoch": epoch,
             "step": step,
-            "steps": len(rows),
-            "loss": _mean([r[0] for r in good]),
-            "loss_first": rows[0][0],
-            "loss_last": rows[-1][0],
-            "grad_norm": _mean([r[2] for r in good]),
-            "grad_norm_max": max((r[2] for r in good), default=None),
-            "group_grad_norm": {g: _mean([r[3 + i] for r in good]) for i, g in enumerate(self.group_names)},
+            "steps": n,
+            "loss": _mean(good(loss)),
+            "loss_first": loss[0],
+            "loss_last": loss[-1],
+            "grad_norm": _mean(good_grad),
+            "grad_norm_max": max(good_grad, default=None),
+            "group_grad_norm": {name: _mean(good(g)) for name, g in zip(self.group_names, groups)},
             "lr": dict(zip(self.group_names, lrs)),
             "scale": scale,
             "skipped": len(skipped),
             "skipped_steps": skipped,
-            "nonfinite_loss": sum(1 for r in rows if r[1] and not math.isfinite(r[0])),
-            "drift": values[-2],
-            "param_norm": values[-1],
+            "nonfinite_loss": sum(1 for v, b in zip(loss, bad) if b and not math.isfinite(v)),
+            "drift": _total(values[end - 2 * p : end - p]),
+            "param_norm": _total(values[end - p :]),
             "seconds": time.perf_counter() - self.t0,
         }
         self.start_interval()
