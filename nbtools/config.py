@@ -66,7 +66,9 @@ class TrainConfig:
     log_every: int = 10  # optimizer steps between telemetry reads (and possible mid-epoch checkpoints)
     checkpoint_every_steps: int | None = None
     checkpoint_every_minutes: float | None = 20.0  # Colab disconnects by the clock, not by the epoch
-    num_workers: int = 0
+    # DataLoader processes; None: one per CPU core (up to 8) on a GPU, none on a CPU. A run keeps the count
+    # it started with (its augmentations depend on it): config.json and checkpoints record the count
+    num_workers: int | None = None
     # channels_last_3d (5-D) / channels_last (4-D) memory format for the model and every input batch:
     # faster convolutions on tensor-core GPUs under AMP (nbtools.train.accel)
     channels_last: bool = False
@@ -208,7 +210,7 @@ def _validate(c: TrainConfig) -> None:
     positive_int("keep_last")
     positive_int("log_every")
     positive_int("checkpoint_every_steps", allow_none=True)
-    positive_int("num_workers", allow_zero=True)
+    positive_int("num_workers", allow_zero=True, allow_none=True)
     positive_int("seed", allow_zero=True)
     if c.seed >= SEED_LIMIT:
         _fail("seed", f"an int >= 0 and < 2**63 ({SEED_LIMIT})", c.seed)

@@ -1,13 +1,17 @@
 """Colab defaults: the DataLoader arguments for the device, and setup()'s warning on a slow torch/cuDNN pair."""
 
+import json
 import logging
 
 import pytest
 import torch
+from torch import nn
 
 import nbtools as nbt
 from nbtools.env import slow_conv3d_warning
+from nbtools.train import start
 from nbtools.train.loader import EvalBatches, default_workers, loader_kwargs, make_loader
+from tests.helpers import NoisyBlobs, StopAfter, small_cnn
 
 
 def test_workers_come_from_the_cpu_count_on_a_gpu_and_are_none_on_a_cpu():
@@ -91,3 +95,44 @@ def test_setup_is_quiet_on_a_good_pair(monkeypatch, caplog):
     with caplog.at_level(logging.WARNING, logger="nbtools.env"):
         nbt.setup(seed=0, device="cuda", verbose=False)
     assert "166122" not in caplog.text
+
+
+def _fit_blobs(run_dir, resume=None, batch_transform=None):
+    cfg = nbt.TrainConfig(epochs=2, batch_size=8, lr=1e-2, checkpoint_every_minutes=None)
+    assert cfg.num_workers is None  # the default: chosen for the device
+    data, val = NoisyBlobs(n=32, seed=0), NoisyBlobs(n=8, seed=1, augment=False)
+    model = small_cnn()
+    loss = nn.CrossEntropyLoss()
+    run = nbt.fit(
+        model, data, val, loss, cfg, run_dir, resume=resume, batch_transform=batch_transform, verbose=False
+    )
+    return run, model
+
+
+def test_a_run_keeps_the_worker_count_it_started_with(tmp_path, monkeypatch):
+    """num_workers=None becomes a count when a run starts (recorded in its config); a resume on a
+    machine whose default differs keeps the recorded count, and so trains as the straight run did
+    (NoisyBlobs augments in the workers, from each worker's seeded RNG)."""
+    monkeypatch.setattr(start, "default_workers", lambda device_type: 1)
+    straight, straight_model = _fit_blobs(tmp_path / "straight")
+    assert straight.config.num_workers == 1
+    assert json.loads((tmp_path / "straight" / "config.json").read_text())["num_workers"] == 1
+    with pytest.raises(StopAfter.Disconnect):  # in epoch 2's first batch (4 an epoch)
+        _fit_blobs(tmp_path / "resumed", batch_transform=StopAfter(4))
+    monkeypatch.setattr(start, "default_workers", lambda device_type: 0)  # another runtime
+    resumed, resumed_model = _fit_blobs(tmp_path / "resumed", resume="latest")
+    assert resumed.config.num_workers == 1 and not resumed.config_changes
+    for a, b in zip(straight_model.state_dict().values(), resumed_model.state_dict().values()):
+        assert torch.equal(a, b)
+    fresh, fresh_model = _fit_blobs(tmp_path / "fresh")  # the same run, loaded in this process
+    assert fresh.config.num_workers == 0
+    assert not all(  # other augmentations: the worker count matters
+        torch.equal(a, b)
+        for a, b in zip(straight_model.state_dict().values(), fresh_model.state_dict().values())
+    )
+
+
+def test_num_workers_takes_a_count_or_none():
+    assert nbt.TrainConfig(num_workers=0).num_workers == 0
+    with pytest.raises(ValueError, match=r"num_workers.*an int >= 0 or None"):
+        nbt.TrainConfig(num_workers=-1)

@@ -34,7 +34,7 @@ from nbtools.runs.files import BEST_EMA_FILE, BEST_FILE, LAST_FILE
 from nbtools.step import Precision
 from nbtools.step.precision import resume_precision
 from nbtools.train.evaluate import predict as predict_logits
-from nbtools.train.loader import EvalBatches
+from nbtools.train.loader import EvalBatches, loader_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -99,8 +99,8 @@ def predict(
     loader = DataLoader(
         pairs,
         batch_sampler=EvalBatches(len(ds), size),
-        num_workers=cfg.num_workers,
         collate_fn=collate_checked,
+        **loader_kwargs(cfg.num_workers, device.type),
     )
     model = source.model.to(device)
     if tta:

@@ -95,10 +95,6 @@ def fit(
     ).num_batches()
     if n_batches == 0:
         raise ValueError(f"the training data is empty (len {len(train_data)}); pass at least one sample")
-    eval_batches = EvalBatches(len(val_data), cfg.eval_batch_size or cfg.batch_size, dist.rank, dist.world)
-    val_loader = make_loader(
-        val_data, eval_batches, cfg.num_workers, device.type == "cuda", cfg.seed, persistent=True
-    )
     progress = make_progress(dashboard, cfg.epochs, verbose and dist.is_main)
     progress = WithTensorBoard(progress, TensorBoardLog(run_dir, enabled=dist.is_main))
     st, checkpoint = start(
@@ -113,8 +109,12 @@ def fit(
         len(train_data),
         allow_changed_data,
     )
-    run = st.run
+    cfg, run = st.cfg, st.run  # cfg with its num_workers count (see with_workers)
     run.model = model
+    eval_batches = EvalBatches(len(val_data), cfg.eval_batch_size or cfg.batch_size, dist.rank, dist.world)
+    val_loader = make_loader(
+        val_data, eval_batches, cfg.num_workers, device.type == "cuda", cfg.seed, persistent=True
+    )
     if meta is not None:
         run.meta = dict(meta)
     if dist.is_main:

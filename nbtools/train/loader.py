@@ -68,10 +68,13 @@ class EvalBatches(Sampler[list[int]]):
 def default_workers(device_type: str, cpus: int | None = None) -> int:
     """Loader processes when none are asked for: on a GPU one per CPU core, up to 8 (Colab gives 2 to
     12 cores), so decoding and augmenting overlap the GPU's step; on a CPU none, as the step itself
-    needs every core there."""
+    needs every core there. cpus: the cores this process has (default: the machine's, shared by
+    torchrun's LOCAL_WORLD_SIZE processes)."""
     if device_type != "cuda":
         return 0
-    return max(1, min(8, cpus if cpus is not None else (os.cpu_count() or 1)))
+    if cpus is None:
+        cpus = (os.cpu_count() or 1) // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    return max(1, min(8, cpus))
 
 
 def loader_kwargs(num_workers: int | None, device_type: str, persistent: bool = False) -> dict:

@@ -21,6 +21,7 @@ from nbtools.runs import (
 )
 from nbtools.runs.files import RUN_FILES, run_files
 from nbtools.step import Distributed
+from nbtools.train.loader import default_workers
 from nbtools.train.schedule import resume_plan
 from nbtools.train.state import TrainState
 
@@ -100,6 +101,16 @@ def _previous_stop(run_dir: Path, info) -> str | None:
     return f"  the last session stopped on non-finite steps; {info.path.name} is the newest clean checkpoint"
 
 
+def with_workers(cfg: TrainConfig, device: torch.device, old: TrainConfig | None = None) -> TrainConfig:
+    """`cfg` with num_workers=None made a count: a resume's the count its run started with (which worker
+    loads a batch, and so the random numbers its augmentation draws, depends on how many there are:
+    another count would train on other augmentations than the straight run), else `default_workers`."""
+    if cfg.num_workers is not None:
+        return cfg
+    recorded = old.num_workers if old is not None else None
+    return cfg.replace(num_workers=recorded if recorded is not None else default_workers(device.type))
+
+
 def start(
     model: nn.Module,
     cfg: TrainConfig,
@@ -116,6 +127,7 @@ def start(
     restored last, by the caller, just before the first batch). train_len: len(train_data);
     allow_changed_data: another length is taken at an epoch boundary (see check_layout)."""
     if resume is None:
+        cfg = with_workers(cfg, device)
         seed_everything(cfg.seed + dist.rank)
         st = TrainState.create(cfg, model, device, steps_per_epoch, Run(run_dir, cfg), dist)
         st.train_len = train_len
@@ -123,11 +135,12 @@ def start(
     info = find_checkpoint(run_dir, resume)
     checkpoint = load_checkpoint(info.path, verify=not info.verified)
     check_origin(run_dir, info.path, checkpoint, progress)
+    old = TrainConfig.from_dict(checkpoint["config"])
+    cfg = with_workers(cfg, device, old)
     run = Run.from_dict(run_dir, checkpoint["run"], config=cfg)
     run.stop = None
     st = TrainState.create(cfg, model, device, steps_per_epoch, run, dist)
     st.train_len = train_len
-    old = TrainConfig.from_dict(checkpoint["config"])
     new_layout = check_layout(info.path, checkpoint, old, cfg, train_len, allow_changed_data)
     previous = _previous_stop(run_dir, info)
     st.load_checkpoint(checkpoint)
