@@ -5,12 +5,17 @@
    step is forward, backward, clip_grad_norm_, fused AdamW step; fit's step is everything between
    the starts of two consecutive training steps in fit (guards, telemetry, the next batch's loading,
    which the bare loop pays too). Deterministic: the stable figure on a shared machine.
-2. Step time, bare vs fit (every guard and all telemetry on, EMA off) vs fit with EMA, in two regimes:
-   "1 ms": a tiny 3D conv net at 16^3, where a step is about a millisecond and per-step host
-   overhead shows most; "ResNet-10-3D": the demo job's model at 32^3 (~60 ms steps). The three
-   alternate in one process, round by round, so machine noise hits all alike. Step time = time between
-   the starts of consecutive training steps of an epoch (the first step of each epoch, which also
-   carries start-up, validation and checkpoint writing, is dropped). Ratios of median step times.
+2. Step time at a ~1 ms step (a tiny 3D conv net at 16^3, one thread, where per-step host overhead
+   shows most), paired: fit's `batch_transform` runs one bare step (on its own copy of the net, its
+   batch fetched after its step as in a bare loop) right before each of fit's steps, and each fit step
+   is timed from the end of that bare step to the start of the next. On a shared VM the machine's
+   speed drifts by tens of percent over seconds, so pairs of neighbouring steps are the steady figure:
+   the median of the per-step ratios, and the ratio of the mean steps (telemetry reads included).
+   Then, alternating bare / fit / fit+EMA epoch by epoch in one process (round by round, so machine
+   noise hits all alike), the same 1 ms regime and "ResNet-10-3D": the demo job's model at 32^3 (~60 ms
+   steps). Step time = time between the starts of consecutive training steps of an epoch (the first
+   step of each epoch, which also carries start-up, validation and checkpoint writing, is dropped).
+   Ratios of median step times.
 3. Host syncs (Tensor.item / __bool__ / __float__ / __int__ / tolist / cpu calls) per optimizer
    step inside fit's step loop and over the whole of fit.
 """
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import os
 import statistics
 import sys
 import tempfile
@@ -117,6 +123,56 @@ def bare_epoch(model, data, cfg, epoch, ops: OpCounter | None = None) -> StepClo
 
 
 bare_epoch.opts = {}
+
+
+class PairedBareStep:
+    """A batch_transform that runs and times one bare step before each of fit's steps, by the wall
+    clock and by the main thread's CPU time (with one thread all of a step's work runs there, and CPU
+    time does not count what other processes on the machine take from it)."""
+
+    def __init__(self, model: nn.Module, data, cfg, epoch: int):
+        self.model, self.clip = model, cfg.clip_norm
+        self.opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
+        self.loss = nn.CrossEntropyLoss()
+        self.batches = iter(
+            DataLoader(data, batch_sampler=TrainBatches(len(data), cfg.batch_size, cfg.seed, epoch))
+        )
+        self.batch = next(self.batches)
+        self.bare: list[tuple[float, float]] = []  # bare step k: (wall, cpu) seconds
+        self.fit: list[
+            tuple[float, float]
+        ] = []  # fit's step k: from the end of bare step k to the start of k + 1
+        self.end: tuple[float, float] | None = None
+
+    def __call__(self, x, y):
+        start = time.perf_counter(), time.thread_time()
+        if self.end is not None:
+            self.fit.append((start[0] - self.end[0], start[1] - self.end[1]))
+        bx, by = self.batch
+        self.loss(self.model(bx), by).backward()
+        nn.utils.clip_grad_norm_(self.model.parameters(), self.clip)
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        # The next batch is fetched after the step, as in a bare loop: a fetch right after fit's own
+        # would find the loader's code and data warm in the CPU caches and cost half as much.
+        self.batch = next(self.batches, None)
+        self.end = time.perf_counter(), time.thread_time()
+        self.bare.append((self.end[0] - start[0], self.end[1] - start[1]))
+        return x, y
+
+
+def ratios(paired: PairedBareStep, clock: int) -> tuple[float, float, float, float]:
+    """(median bare step, median fit step, median of the per-step ratios, ratio of the mean steps);
+    fit step k follows bare step k, and the first pair, which carries the epoch's start-up, is dropped."""
+    bare = [b[clock] for b in paired.bare[1 : len(paired.fit)]]
+    fit = [f[clock] for f in paired.fit[1:]]
+    per_step = statistics.median(f / b for f, b in zip(fit, bare))
+    return (
+        statistics.median(bare),
+        statistics.median(fit),
+        per_step,
+        statistics.mean(fit) / statistics.mean(bare),
+    )
 
 
 def fit_epoch(model, data, val, cfg, run_dir, clock: StepClock) -> None:
@@ -219,6 +275,35 @@ def timing(name, make_model, data, val, cfg, rounds, tmp: Path, threads: int) ->
     )
 
 
+def paired(name, make_model, data, val, cfg, rounds, tmp: Path, threads: int) -> None:
+    """fit's steps against bare steps run right before each of them (PairedBareStep): the ratios of the
+    per-step times (median over the epoch) and of the mean step times (telemetry reads included),
+    wall clock and main-thread CPU, each the median over the rounds."""
+    torch.set_num_threads(threads)
+    bare_model = make_model()
+    summary = {"wall": ([], []), "CPU": ([], [])}
+    for r in range(rounds):
+        pairs = PairedBareStep(bare_model, data, cfg, r + 1)
+        fit_epoch(make_model(), data, val, cfg.replace(seed=r), tmp / "paired", pairs)
+        for clock, (per_step, mean) in enumerate(summary.values()):
+            bare, fit, step_ratio, mean_ratio = ratios(pairs, clock)
+            per_step.append(step_ratio)
+            mean.append(mean_ratio)
+        print(
+            f"  {name} round {r + 1}/{rounds}: bare {bare * 1e3:.3f} ms, fit {fit * 1e3:.3f} ms (CPU)",
+            file=sys.stderr,
+        )
+    print(
+        f"{name}, paired: batch {cfg.batch_size}, {threads} thread(s), {rounds} rounds of {len(pairs.fit)} steps"
+    )
+    for label, (per_step, mean) in summary.items():
+        print(
+            f"  {label:4s}: fit / bare per step {statistics.median(per_step):.3f}x (rounds "
+            f"{min(per_step):.3f}-{max(per_step):.3f}), mean step {statistics.median(mean):.3f}x (rounds "
+            f"{min(mean):.3f}-{max(mean):.3f})  (target <= 1.05)"
+        )
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--rounds", type=int, default=3)
@@ -229,6 +314,17 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         op_counts(tmp)
+        print(f"load average {os.getloadavg()[0]:.2f}")
+        paired(
+            "1 ms step (tiny Conv3d net, 16^3)",
+            tiny_net,
+            in_memory(1024, 16, 1),
+            in_memory(8, 16, 2),
+            config(4),
+            args.rounds + 1,
+            tmp,
+            1,
+        )
         small, small_val = in_memory(256, 16, 1), in_memory(8, 16, 2)
         timing(
             "1 ms step (tiny Conv3d net, 16^3)", tiny_net, small, small_val, config(4), args.rounds, tmp, 1
