@@ -16,7 +16,7 @@ from nbtools.runs import Finding, Run, Stop
 from nbtools.runs.files import BEST_EMA_FILE, BEST_FILE, BEST_VAL_FILE, epoch_name, mid_epoch_name
 from nbtools.step import BufferGuard, train_step
 from nbtools.train.accel import as_input, compiled
-from nbtools.train.ema import update_ema
+from nbtools.train.ema import ema_pairs, update_ema
 from nbtools.train.evaluate import evaluate
 from nbtools.train.guards import check_interval, nan_policy_stop, probe_fp16
 from nbtools.train.loader import TrainBatches, epoch_seed, make_loader
@@ -55,6 +55,7 @@ def train_epoch(
         progress.message(f"epoch {st.epoch}: unfroze {cfg.unfreeze[st.epoch]}")
     if not st.buffers.intact():  # something replaced a buffer since: guard the ones the model holds now
         st.buffers = BufferGuard(model)
+    pairs = ema_pairs(st.ema, model) if st.ema is not None else None  # after the guard: the buffers it holds
     forward_model = compiled(dist.wrap(model), cfg.compile)  # DDP reduces only what is trainable when built
     train_mode(model, cfg, st.epoch)
     sampler = TrainBatches(len(data), cfg.batch_size, cfg.seed, st.epoch, dist.rank, dist.world, st.batch)
@@ -72,7 +73,7 @@ def train_epoch(
                     x, y = _to_device(next(batches), device, st, i)
                     x, y = batch_transform(x, y) if batch_transform is not None else (x, y)
                     micro.append((as_input(x, cfg.channels_last), y))
-                result = _step(st, forward_model, micro, data, loss_fn, progress, check_inputs)
+                result = _step(st, forward_model, micro, data, loss_fn, progress, check_inputs, pairs)
                 check_inputs = False
                 telemetry.record(result)
                 if cfg.nan_policy == "raise" and result.bad.item():
@@ -88,8 +89,8 @@ def train_epoch(
     return micro
 
 
-def _step(st: TrainState, forward_model, micro: list, data, loss_fn, progress, check_inputs: bool):
-    """One optimizer step on `micro`, then the scheduler, the EMA and the counters."""
+def _step(st: TrainState, forward_model, micro: list, data, loss_fn, progress, check_inputs: bool, pairs):
+    """One optimizer step on `micro`, then the scheduler, the EMA (`pairs`: its ema_pairs) and the counters."""
     run, model = st.run, st.model
     record_task = check_inputs and not run.task  # once per run: a resume keeps the recorded task
     if check_inputs:  # one host sync, once
@@ -104,7 +105,7 @@ def _step(st: TrainState, forward_model, micro: list, data, loss_fn, progress, c
         result = train_step(*args)
     st.scheduler.step()
     if st.ema is not None:
-        update_ema(st.ema, model, result.bad)
+        update_ema(st.ema, model, result.bad, pairs)
     st.step, st.batch = st.step + 1, st.batch + len(micro)
     progress.batches_done(len(micro))
     return result
