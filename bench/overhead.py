@@ -43,11 +43,24 @@ from nbtools.train.loader import TrainBatches
 SYNC_METHODS = ("item", "__bool__", "__float__", "__int__", "tolist", "cpu")
 
 
+def _in_loader() -> bool:
+    """Called from inside a DataLoader's fetch: reads of the CPU batch being put together (the sample
+    checks' label read), which on a GPU run in the loader's workers and wait for no device."""
+    frame = sys._getframe(2)
+    while frame is not None:
+        if "torch/utils/data/" in frame.f_code.co_filename.replace("\\", "/"):
+            return True
+        frame = frame.f_back
+    return False
+
+
 class SyncCounter:
-    """Counts Python-level calls of the Tensor methods that wait for the device."""
+    """Counts Python-level calls of the Tensor methods that wait for the device, outside the
+    DataLoader's fetch (counted apart in `in_loader`)."""
 
     def __init__(self):
         self.counts: Counter[str] = Counter()
+        self.in_loader = 0
         self.saved = {}
 
     def __enter__(self):
@@ -56,7 +69,10 @@ class SyncCounter:
             self.saved[name] = original
 
             def counted(*args, _name=name, _original=original, **kwargs):
-                self.counts[_name] += 1
+                if _in_loader():
+                    self.in_loader += 1
+                else:
+                    self.counts[_name] += 1
                 return _original(*args, **kwargs)
 
             setattr(torch.Tensor, name, counted)
@@ -239,7 +255,7 @@ def timing(name, make_model, data, val, cfg, rounds, tmp: Path, threads: int) ->
     bare_model = make_model()
     wall = {"bare": [], "fit": [], "fit+ema": []}
     cpu = {k: [] for k in wall}
-    sync_loop, sync_all, n_steps = [], [], 0
+    sync_loop, sync_all, loader_reads, n_steps = [], [], 0, 0
     for r in range(rounds):
         clock = bare_epoch(bare_model, data, cfg, r + 1)
         wall["bare"] += intervals(clock.times)
@@ -253,6 +269,7 @@ def timing(name, make_model, data, val, cfg, rounds, tmp: Path, threads: int) ->
             if variant == "fit":
                 sync_loop += [b - a for a, b in itertools.pairwise(clock.syncs_at)]
                 sync_all.append(syncs.total())
+                loader_reads += syncs.in_loader
                 n_steps += len(clock.times)
         print(
             f"  {name} round {r + 1}/{rounds}: "
@@ -271,7 +288,8 @@ def timing(name, make_model, data, val, cfg, rounds, tmp: Path, threads: int) ->
         )
     print(
         f"  host syncs per step in fit's loop {statistics.mean(sync_loop):.2f}, over all of fit "
-        f"{sum(sync_all) / n_steps:.2f}"
+        f"{sum(sync_all) / n_steps:.2f}; in the loader (the label check's read of the CPU batch) "
+        f"{loader_reads / n_steps:.2f}"
     )
 
 
