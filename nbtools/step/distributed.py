@@ -26,6 +26,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from nbtools.step.buffers import BufferGuard
+
 log = logging.getLogger(__name__)
 
 
@@ -130,21 +132,27 @@ class Distributed:
         dist.all_gather(parts, padded)
         return torch.cat([p[: int(n)] for p, n in zip(parts, sizes)])
 
-    def broadcast_buffers(self, model: nn.Module) -> None:
-        """Give every rank rank 0's float buffers (BatchNorm running statistics), in one collective.
+    def broadcast_buffers(self, buffers: BufferGuard) -> None:
+        """Give every rank rank 0's float buffers (BatchNorm running statistics): those of the model
+        `buffers` guards.
 
         DDP does this at the start of each forward; doing it after each step too keeps the ranks'
-        buffers, and so their EMA copies and validation predictions, identical at every moment.
+        buffers, and so their EMA copies and validation predictions, identical at every moment. The
+        flat tensors the buffers are views of go as they are, the buffers kept as copies in one
+        collective of their own.
         """
         if not self.active:  # before any no_grad context: a world of one pays nothing here
             return
-        bufs = [b for b in model.buffers() if b.is_floating_point()]
-        if bufs:
-            with torch.no_grad():
-                flat = torch.cat([b.reshape(-1) for b in bufs])
-                dist.broadcast(flat, src=0)
-                for b, f in zip(bufs, flat.split([b.numel() for b in bufs])):
-                    b.copy_(f.view_as(b))
+        rest = [b for group in buffers.copied for b in group if b.is_floating_point()]
+        with torch.no_grad():
+            for flat in buffers.flats:
+                if flat.is_floating_point():
+                    dist.broadcast(flat, src=0)
+            if rest:
+                packed = torch.cat([b.reshape(-1) for b in rest])
+                dist.broadcast(packed, src=0)
+                for b, part in zip(rest, packed.split([b.numel() for b in rest])):
+                    b.copy_(part.view_as(b))
 
     def no_sync(self, ddp_model: nn.Module, last: bool):
         """Skip DDP's gradient all-reduce for accumulation micro-batches before the last one."""

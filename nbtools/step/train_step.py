@@ -106,5 +106,5 @@ def train_step(
     _step_unless(optimizer, bad)
     scaler.update()  # backs the fp16 scale off after an overflow
     buffers.restore_if(bad, saved)
-    dist.broadcast_buffers(model)
+    dist.broadcast_buffers(buffers)
     return StepResult(loss_sum, bad, grad_norm, group_norms)
