@@ -165,3 +165,17 @@ def test_dashboard_starts_from_a_resumed_runs_history(run_dir, capsys):
     assert f"val_loss {run.history[-1]['val_loss']:.4g}" in board.status.value
     TextProgress(5).resumed(run)
     assert "restored 3 epochs of history" in capsys.readouterr().out
+
+
+def test_text_progress_shows_the_interval_without_redrawing_at_each_one(capsys):
+    from nbtools.viz.progress import TextProgress
+
+    progress = TextProgress(epochs=2)
+    progress.start_epoch(1, total_batches=100, done_batches=0)
+    progress.batches_done(10)
+    capsys.readouterr()
+    progress.interval({"loss": 0.5, "grad_norm": 1.25, "lr": {"default": 1e-3}, "skipped": 0})
+    assert capsys.readouterr().err == ""  # no redraw of its own (one every 10 steps cost ~20 us)
+    progress.bar.refresh()  # the bar's next redraw (tqdm's, at most every mininterval) shows it
+    assert "gnorm=1.25, loss=0.5, lr=0.001, skipped=0" in capsys.readouterr().err
+    progress.end_epoch({"epoch": 1, "train_loss": 0.5, "seconds": 1.0})

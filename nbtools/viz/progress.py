@@ -39,11 +39,12 @@ class TextProgress:
     def interval(self, record: dict) -> None:
         if self.bar is not None:
             lr = next(iter(record["lr"].values()), None)
-            self.bar.set_postfix(
+            self.bar.set_postfix(  # shown at the bar's next refresh (tqdm's mininterval), not redrawn now
                 loss=_fmt(record["loss"]),
                 gnorm=_fmt(record["grad_norm"]),
                 lr=_fmt(lr),
                 skipped=record["skipped"],
+                refresh=False,
             )
 
     def end_epoch(self, record: dict) -> None:
