@@ -90,11 +90,10 @@ class Distributed:
             dist.barrier()
 
     def any(self, flag: torch.Tensor) -> torch.Tensor:
-        """True on every rank if it is true on any (for the skip decision). No host sync."""
+        """A () float 0.0 / 1.0 flag: 1.0 on every rank if it is 1.0 on any (for the skip decision),
+        in place. No host sync."""
         if self.active:
-            flag = flag.float()
             dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-            return flag > 0
         return flag
 
     def mean(self, values: torch.Tensor) -> torch.Tensor:

@@ -24,6 +24,7 @@ from nbtools.step.precision import Precision
 class StepResult:
     loss: torch.Tensor  # () mean loss over the micro-batches, on the device
     bad: torch.Tensor  # () bool: the step was skipped (non-finite loss or gradient)
+    skipped: torch.Tensor  # () float, 1.0 where `bad` (what fused optimizers take as found_inf), else 0.0
     grad_norm: torch.Tensor  # () total gradient norm before clipping
     group_norms: list[torch.Tensor]  # one () norm per optimizer parameter group
 
@@ -35,14 +36,15 @@ def as_float32(outputs):
     return outputs.float()
 
 
-def _step_unless(optimizer: torch.optim.Optimizer, bad: torch.Tensor) -> None:
-    """optimizer.step(), skipped when `bad` is true: weights and optimizer state untouched.
+def _step_unless(optimizer: torch.optim.Optimizer, bad: torch.Tensor, skipped: torch.Tensor) -> None:
+    """optimizer.step(), skipped when `bad` is true (`skipped`, its 0.0 / 1.0 float): weights and
+    optimizer state untouched.
 
     Fused optimizers take `found_inf` the way GradScaler hands it to them and skip on the device;
     others need the flag on the host (one sync).
     """
     if getattr(optimizer, "_step_supports_amp_scaling", False):
-        optimizer.grad_scale, optimizer.found_inf = None, bad.float()
+        optimizer.grad_scale, optimizer.found_inf = None, skipped
         try:
             optimizer.step()
         finally:
@@ -64,9 +66,10 @@ def _grad_norms(optimizer: torch.optim.Optimizer, device: torch.device):
 
 
 def _nonfinite(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """() bool: `a` or `b` is inf or NaN. x * 0 is 0 for every finite x and NaN otherwise, so this
-    cannot overflow, and it costs three ops (isfinite alone costs four)."""
-    return torch.isnan(a.add(b, alpha=0).mul_(0))
+    """() float: 1.0 if `a` or `b` is inf or NaN, else 0.0. x * 0 is 0 for every finite x and NaN
+    otherwise (NaN != 0), so this cannot overflow, and it costs three ops (isfinite alone costs four)."""
+    flag = a.add(b, alpha=0).mul_(0).ne_(0)
+    return flag if flag.dtype == torch.float32 else flag.float()  # found_inf is float32
 
 
 def train_step(
@@ -102,9 +105,10 @@ def train_step(
     grad_norm, group_norms = _grad_norms(optimizer, precision.device)
     if clip_norm is not None:
         clip_grads_with_norm_([p for g in optimizer.param_groups for p in g["params"]], clip_norm, grad_norm)
-    bad = dist.any(_nonfinite(grad_norm, loss_sum))  # a NaN on one rank skips on all
-    _step_unless(optimizer, bad)
+    skipped = dist.any(_nonfinite(grad_norm, loss_sum))  # a NaN on one rank skips on all
+    bad = skipped.bool()
+    _step_unless(optimizer, bad, skipped)
     scaler.update()  # backs the fp16 scale off after an overflow
     buffers.restore_if(bad, saved)
     dist.broadcast_buffers(buffers)
-    return StepResult(loss_sum, bad, grad_norm, group_norms)
+    return StepResult(loss_sum, bad, skipped, grad_norm, group_norms)

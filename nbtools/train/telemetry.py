@@ -34,7 +34,7 @@ class Telemetry:
     def __init__(self, group_names: list[str], reduce=lambda t: t):
         self.group_names = group_names
         self.reduce = reduce  # the mean over torchrun ranks (identity on one process)
-        self.rows: list[tuple[torch.Tensor, ...]] = []  # per step: bad, loss, grad_norm[, group norms...]
+        self.rows: list[tuple[torch.Tensor, ...]] = []  # per step: skipped, loss, grad_norm[, group norms...]
         self.params: list[torch.Tensor] = []
         self.snapshot: list[torch.Tensor] = []
         self.t0 = time.perf_counter()
@@ -56,25 +56,25 @@ class Telemetry:
     def record(self, r: StepResult) -> None:
         # The step's () tensors, kept as they are: no op and no wait for the GPU; `flush` stacks them.
         groups = r.group_norms if len(r.group_norms) > 1 else ()  # one group: its norm is the total
-        self.rows.append((r.bad, r.loss, r.grad_norm, *groups))
+        self.rows.append((r.skipped, r.loss, r.grad_norm, *groups))
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def flush(self, epoch: int, step: int, lrs: list[float], scale: float | None) -> dict:
-        # A fixed handful of ops however many steps and parameters: one foreach norm of each parameter's
-        # distance from the snapshot (snapshot - params, exactly -(params - snapshot)) and of its size,
-        # and the steps' bool flags and float values stacked apart (a stack of mixed dtypes converts each).
+        # Five ops however many steps and parameters: one foreach norm of each parameter's distance from
+        # the snapshot (snapshot - params, exactly -(params - snapshot)) and of its size, then one stack
+        # of them and of every step's () float values (all float: a stack of mixed dtypes converts each).
         with torch.no_grad():
             torch._foreach_sub_(self.snapshot, self.params)
             norms = torch._foreach_norm([*self.snapshot, *self.params])
-            floats = torch.stack([*(t for row in self.rows for t in row[1:]), *norms])
-            bad = torch.stack([row[0] for row in self.rows])
-            values = self.reduce(torch.cat([bad, floats])).tolist()  # the interval's one host sync
-        n, k, p = len(self.rows), len(self.rows[0]) - 1, len(self.params)  # steps, floats per step, params
-        bad, floats = values[:n], values[n : n + n * k]
-        loss, grad = floats[0::k], floats[1::k]  # per step
-        groups = [floats[2 + g :: k] for g in range(k - 2)] or [grad]  # one group: its norm is the total
+            flat = torch.stack([*(t for row in self.rows for t in row), *norms])
+            values = self.reduce(flat).tolist()  # the interval's one host sync
+        n, k, p = len(self.rows), len(self.rows[0]), len(self.params)  # steps, values per step, params
+        bad, loss, grad = values[0 : n * k : k], values[1 : n * k : k], values[2 : n * k : k]  # per step
+        groups = [values[3 + g : n * k : k] for g in range(k - 3)] or [
+            grad
+        ]  # one group: its norm is the total
         first = step - n + 1
         skipped = [first + i for i in range(n) if bad[i]]
 
