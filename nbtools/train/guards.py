@@ -147,6 +147,8 @@ def check_interval(
     run.steps; changes nothing. fp16_probe: what `probe_fp16` found for this interval;
     fallback_mode: where fp16 would switch to (Precision.fallback_mode)."""
     cfg, fp16 = run.config, precision_mode == "fp16"
+    if not fp16 and not record["skipped"]:  # the common case, at every interval: nothing found, no streak
+        return GuardDecision(0, amp_window)
     findings: list[Finding] = []
     # fp16 overflow skips are the scaler's business (the AMP rule below), not a run of bad steps.
     overflow_only = fp16 and record["nonfinite_loss"] == 0

@@ -75,7 +75,7 @@ class TensorBoardLog:
     def __init__(self, run_dir: str | Path, enabled: bool = True):
         self.run_dir, self.enabled = Path(run_dir), enabled
         self.writer = None
-        self.pending: list[tuple[dict, int]] = []  # interval records not yet handed to the writer
+        self.pending: list[dict] = []  # interval records not yet handed to the writer
         self.written_at = time.monotonic()
 
     def _open(self):
@@ -107,13 +107,13 @@ class TensorBoardLog:
         """Kept, and written with the ones before it every WRITE_SECONDS: an event handed to the
         writer's thread costs ~150 us in a training loop (~20 us alone), and the writer only flushes
         to the file every FLUSH_SECONDS anyway."""
-        self.pending.append((step_scalars(record), record["step"]))
+        self.pending.append(record)  # its scalars are made when written
         if time.monotonic() - self.written_at >= WRITE_SECONDS:
             self._write_pending()
 
     def _write_pending(self) -> None:
-        for scalars, step in self.pending:
-            self._write(scalars, step)
+        for record in self.pending:
+            self._write(step_scalars(record), record["step"])
         self.pending, self.written_at = [], time.monotonic()
 
     def epoch(self, record: dict) -> None:
