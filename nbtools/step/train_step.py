@@ -36,12 +36,12 @@ def as_float32(outputs):
     return outputs.float()
 
 
-def _step_unless(optimizer: torch.optim.Optimizer, bad: torch.Tensor, skipped: torch.Tensor) -> None:
-    """optimizer.step(), skipped when `bad` is true (`skipped`, its 0.0 / 1.0 float): weights and
-    optimizer state untouched.
+def _step_unless(optimizer: torch.optim.Optimizer, skipped: torch.Tensor) -> None:
+    """optimizer.step(), skipped when `skipped` (a () float flag) is 1.0: weights and optimizer state
+    untouched.
 
-    Fused optimizers take `found_inf` the way GradScaler hands it to them and skip on the device;
-    others need the flag on the host (one sync).
+    Fused optimizers take it as `found_inf`, the way GradScaler hands it to them, and skip on the
+    device; others need the flag on the host (one sync).
     """
     if getattr(optimizer, "_step_supports_amp_scaling", False):
         optimizer.grad_scale, optimizer.found_inf = None, skipped
@@ -49,7 +49,7 @@ def _step_unless(optimizer: torch.optim.Optimizer, bad: torch.Tensor, skipped: t
             optimizer.step()
         finally:
             del optimizer.grad_scale, optimizer.found_inf
-    elif not bad.item():
+    elif not skipped.item():
         optimizer.step()
 
 
@@ -106,8 +106,8 @@ def train_step(
     if clip_norm is not None:
         clip_grads_with_norm_([p for g in optimizer.param_groups for p in g["params"]], clip_norm, grad_norm)
     skipped = dist.any(_nonfinite(grad_norm, loss_sum))  # a NaN on one rank skips on all
-    bad = skipped.bool()
-    _step_unless(optimizer, bad, skipped)
+    _step_unless(optimizer, skipped)
+    bad = skipped.bool()  # for the selections below and after (torch.where, masked_fill take a bool)
     scaler.update()  # backs the fp16 scale off after an overflow
     buffers.restore_if(bad, saved)
     dist.broadcast_buffers(buffers)

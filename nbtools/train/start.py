@@ -102,9 +102,10 @@ def _previous_stop(run_dir: Path, info) -> str | None:
 
 
 def with_workers(cfg: TrainConfig, device: torch.device, old: TrainConfig | None = None) -> TrainConfig:
-    """`cfg` with num_workers=None made a count: a resume's the count its run started with (which worker
-    loads a batch, and so the random numbers its augmentation draws, depends on how many there are:
-    another count would train on other augmentations than the straight run), else `default_workers`."""
+    """`cfg` with num_workers=None made a count: on a resume (`old`, the checkpoint's config), the count
+    the run started with, else `default_workers` for the device. Which worker loads a batch, and so
+    the random numbers its augmentation draws, depends on how many there are: another count would
+    train on other augmentations than the straight run did."""
     if cfg.num_workers is not None:
         return cfg
     recorded = old.num_workers if old is not None else None

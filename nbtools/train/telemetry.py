@@ -72,9 +72,8 @@ class Telemetry:
             values = self.reduce(flat).tolist()  # the interval's one host sync
         n, k, p = len(self.rows), len(self.rows[0]), len(self.params)  # steps, values per step, params
         bad, loss, grad = values[0 : n * k : k], values[1 : n * k : k], values[2 : n * k : k]  # per step
-        groups = [values[3 + g : n * k : k] for g in range(k - 3)] or [
-            grad
-        ]  # one group: its norm is the total
+        # one column per group; a single group's norm is the total
+        groups = [values[3 + g : n * k : k] for g in range(k - 3)] or [grad]
         first = step - n + 1
         skipped = [first + i for i in range(n) if bad[i]]
 
