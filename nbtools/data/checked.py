@@ -29,6 +29,7 @@ from torch.utils.data import Dataset, default_collate
 from nbtools.data.samples import classes_of, is_unlabelled, num_classes_of, sample_paths
 
 _SHOW = 5  # bad samples named in one message
+_WHOLE = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)  # label dtypes checked as classes
 _FIND_ALL = "nbt.validate_dataset(data) lists every bad file in one pass"
 
 
@@ -175,9 +176,6 @@ def _labels_in_range(batch: Any, n: int, checked: CheckedSamples) -> bool:
         return False
     labels = y.tolist()  # one op, however large the batch
     return min(labels) >= 0 and (checked.num_classes is None or max(labels) < checked.num_classes)
-
-
-_WHOLE = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
 
 
 def _input(sample: Any) -> Any:
