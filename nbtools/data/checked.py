@@ -77,8 +77,6 @@ class CheckedSamples(Dataset):
                 f"Fix or remove {'those' if len(failed) > 1 else 'that'} "
                 f"{'file' if self.paths is not None else 'sample'}{'s' * (len(failed) > 1)} ({_FIND_ALL})."
             ) from failed[0][1]
-        if self.need_labels and self.unlabelled:
-            self._check_labels(indices, samples)
         return samples
 
     def name(self, index: int) -> str:
