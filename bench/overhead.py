@@ -308,7 +308,8 @@ def paired(name, make_model, data, val, cfg, rounds, tmp: Path, threads: int) ->
             per_step.append(step_ratio)
             mean.append(mean_ratio)
         print(
-            f"  {name} round {r + 1}/{rounds}: bare {bare * 1e3:.3f} ms, fit {fit * 1e3:.3f} ms (CPU)",
+            f"  {name} round {r + 1}/{rounds} (CPU): bare {bare * 1e3:.3f} ms, fit {fit * 1e3:.3f} ms, "
+            f"per step {step_ratio:.3f}x, mean step {mean_ratio:.3f}x",
             file=sys.stderr,
         )
     print(
