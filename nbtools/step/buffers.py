@@ -8,9 +8,10 @@ with the same handful of ops however many BatchNorm layers the model has.
 `BufferGuard(model)` (what `fit` uses) moves each group of like buffers (same device and dtype, all
 0-d or all not) once into one flat tensor and makes the model's buffers views of it, the way
 optimizers' flat parameter buffers work: values, shapes, names and the state_dict stay the same, and
-BatchNorm updates the views in place. A snapshot is then one clone per group and a restore one
-`torch.where(bad, saved, flat, out=flat)` per group: four ops a step for a BatchNorm model, and no
-host work per buffer. Buffers that cannot be views of a flat tensor without changing what the model
+BatchNorm updates the views in place. A snapshot is then one multi-tensor copy of all the groups
+into tensors kept for it (`torch._foreach_copy_`) and a restore one `torch.where(bad, saved, flat,
+out=flat)` per group: three ops a step for a BatchNorm model (float statistics and int64 counters),
+and no host work per buffer. Buffers that cannot be views of a flat tensor without changing what the model
 means (ones that require grad, are not contiguous, or share memory with another tensor of the model)
 are guarded as copies instead, like every buffer of `BufferGuard(model, flatten=False)`, which
 `train_step` uses for a model that is not fit's to change: each step packs them into one tensor per
@@ -96,6 +97,7 @@ class BufferGuard:
             if id(b) in views:
                 m._buffers[k] = views[id(b)]
                 self.views.append((m, k, views[id(b)]))
+        self.saved = [torch.empty_like(f) for f in self.flats]  # snapshot() fills them
         self.copied = _groups(list({id(b): b for _, _, b in slots if id(b) not in flat_ids}.values()))
 
     def intact(self) -> bool:
@@ -103,8 +105,11 @@ class BufferGuard:
         return all(m._buffers.get(k) is v for m, k, v in self.views)
 
     def snapshot(self) -> list[torch.Tensor]:
-        """The buffers' values now: one tensor per group."""
-        return [f.clone() for f in self.flats] + [_pack(g) for g in self.copied]
+        """The buffers' values now: one tensor per group. The flat groups' tensors are the guard's
+        own, refilled at each call: a snapshot holds until the next one is taken."""
+        if self.flats:
+            torch._foreach_copy_(self.saved, self.flats)
+        return self.saved + [_pack(g) for g in self.copied]
 
     def restore_if(self, bad: torch.Tensor, saved: list[torch.Tensor]) -> None:
         """Where `bad` (a () bool tensor) is true, give the buffers the values of `saved`, a
