@@ -66,10 +66,13 @@ def _grad_norms(optimizer: torch.optim.Optimizer, device: torch.device):
 
 
 def _nonfinite(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """() float: 1.0 if `a` or `b` is inf or NaN, else 0.0. x * 0 is 0 for every finite x and NaN
-    otherwise (NaN != 0), so this cannot overflow, and it costs three ops (isfinite alone costs four)."""
-    flag = a.add(b, alpha=0).mul_(0).ne_(0)
-    return flag if flag.dtype == torch.float32 else flag.float()  # found_inf is float32
+    """() bool: `a` or `b` is inf or NaN. a + 0 * b is a, or NaN where b is not finite; x - x is 0 for
+    every finite x and NaN otherwise, and NaN is the one value not equal to itself. Nothing can
+    overflow, and it costs three ops between tensors (isfinite alone costs four; an op with a Python
+    number, such as x * 0, costs twice what one between tensors does)."""
+    total = a.add(b, alpha=0)
+    zero_or_nan = total.sub(total)
+    return zero_or_nan.ne(zero_or_nan)
 
 
 def train_step(
@@ -105,9 +108,11 @@ def train_step(
     grad_norm, group_norms = _grad_norms(optimizer, precision.device)
     if clip_norm is not None:
         clip_grads_with_norm_([p for g in optimizer.param_groups for p in g["params"]], clip_norm, grad_norm)
-    skipped = dist.any(_nonfinite(grad_norm, loss_sum))  # a NaN on one rank skips on all
+    bad = _nonfinite(grad_norm, loss_sum)  # for the selections below and after (torch.where takes a bool)
+    skipped = bad.float()  # what fused optimizers take as found_inf, and what torchrun's ranks reduce
+    if dist.active:  # a NaN on one rank skips on all
+        bad = dist.any(skipped).bool()
     _step_unless(optimizer, skipped)
-    bad = skipped.bool()  # for the selections below and after (torch.where, masked_fill take a bool)
     scaler.update()  # backs the fp16 scale off after an overflow
     buffers.restore_if(bad, saved)
     dist.broadcast_buffers(buffers)
