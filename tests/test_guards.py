@@ -57,16 +57,17 @@ def test_good_batch_steps():
     assert not torch.equal(before[0]["5.weight"], after[0]["5.weight"])
 
 
+class InfGrad(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g * float("inf")
+
+
 def test_inf_gradient_is_skipped_even_with_a_finite_loss():
-    class InfGrad(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, x):
-            return x.view_as(x)
-
-        @staticmethod
-        def backward(ctx, g):
-            return g * float("inf")
-
     model = nn.Sequential(nn.Linear(4, 2))
     opt = build_optimizer(model, nbt.TrainConfig())
     w = model[0].weight.detach().clone()
@@ -219,3 +220,28 @@ def test_gradients_left_by_a_step_cut_short_are_not_added_into_the_next():
         train_step(model, [(x, y)], nn.CrossEntropyLoss(), opt, Precision("fp32", "cpu"), 1.0)
         runs.append(copy.deepcopy(model.state_dict()))
     assert_same(runs[0], runs[1])
+
+
+def test_a_step_with_a_finite_loss_and_an_infinite_gradient_is_recorded_as_skipped(tmp_path):
+    """The records count the steps the device skipped: here every third, for its gradient alone."""
+    calls = []
+
+    def loss_fn(out, y):
+        calls.append(torch.is_grad_enabled())  # training; the preflight check and validation run without
+        out = InfGrad.apply(out) if calls[-1] and sum(calls) % 3 == 0 else out
+        return nn.functional.cross_entropy(out, y)
+
+    cfg = nbt.TrainConfig(epochs=1, batch_size=8, log_every=4, checkpoint_every_minutes=None, max_bad_steps=3)
+    run = nbt.fit(
+        small_cnn(),
+        NoisyBlobs(n=48, augment=False),
+        NoisyBlobs(seed=1, augment=False),
+        loss_fn,
+        cfg,
+        tmp_path,
+        verbose=False,
+    )
+    assert [s for r in run.steps for s in r["skipped_steps"]] == [3, 6]  # of steps 1-6
+    assert sum(r["nonfinite_loss"] for r in run.steps) == 0
+    assert all(r["loss"] is not None and r["loss"] == r["loss"] for r in run.steps)
+    assert [f.code for f in run.findings if f.code.startswith("nonfinite")] == ["nonfinite-grad"]

@@ -26,54 +26,74 @@ def _mean(values: list[float]) -> float | None:
 
 
 def _total(norms: list[float]) -> float:
-    """The norm of all the tensors whose norms these are (inf or NaN if one is, as torch's)."""
-    return math.sqrt(sum(x * x for x in norms))
+    """The norm of all the tensors whose norms these are (non-finite if one is)."""
+    return math.hypot(*norms)
 
 
 class Telemetry:
     def __init__(self, group_names: list[str], reduce=lambda t: t):
         self.group_names = group_names
         self.reduce = reduce  # the mean over torchrun ranks (identity on one process)
-        self.rows: list[tuple[torch.Tensor, ...]] = []  # per step: skipped, loss, grad_norm[, group norms...]
+        self.rows: list[tuple[torch.Tensor, ...]] = []  # per step: loss, grad_norm[, group norms...]
         self.params: list[torch.Tensor] = []
-        self.snapshot: list[torch.Tensor] = []
+        self.snapshot: list[torch.Tensor] = []  # views of self.flats, one per parameter
+        self.flats: list[torch.Tensor] = []
         self.t0 = time.perf_counter()
 
-    def start_interval(self, model: nn.Module | None = None) -> None:
-        """A new interval; with `model` (at an epoch's start: its trainable set is fixed within one),
-        the parameters whose drift and norm the records give."""
-        with torch.no_grad():  # (a with, not the decorator: this runs at every interval)
-            if model is not None:
-                self.params = list(model.parameters())
-                # a copy in one multi-tensor op (x * 1.0 keeps -0.0, inf and NaN; Colab's torch 2.11 has no
-                # _foreach_clone)
-                self.snapshot = torch._foreach_mul(self.params, 1.0)
-            else:  # the same parameters: the copy refilled in place
+    def start_interval(self, model: nn.Module) -> None:
+        """A new interval at an epoch's start: `model`'s parameters (its trainable set is fixed within an
+        epoch) are the ones whose drift and norm the records give; `flush` starts each next interval."""
+        with torch.no_grad():
+            self.params = list(model.parameters())
+            # The copy of the parameters at the interval's start: views of one flat tensor per device and
+            # dtype, so that the drift and the size are one norm each over the flat tensors (on a CPU a
+            # multi-tensor norm costs one norm per parameter).
+            groups: dict[tuple, list[torch.Tensor]] = {}
+            for param in self.params:
+                groups.setdefault((param.device, param.dtype), []).append(param)
+            self.flats, views = [], {}
+            for (device, dtype), group in groups.items():
+                flat = torch.empty(sum(q.numel() for q in group), device=device, dtype=dtype)
+                self.flats.append(flat)
+                parts = flat.split([q.numel() for q in group])
+                views.update({id(q): v.view(q.shape) for q, v in zip(group, parts)})
+            self.snapshot = [views[id(q)] for q in self.params]
+            if self.params:
                 torch._foreach_copy_(self.snapshot, self.params)
         self.rows = []
         self.t0 = time.perf_counter()
 
     def record(self, r: StepResult) -> None:
         # The step's () tensors, kept as they are: no op and no wait for the GPU; `flush` stacks them.
+        # Its skip flag is not kept: a step was skipped exactly when its loss or gradient norm is not
+        # finite (nbtools.step.train_step), which the values read show (under torchrun: the ranks'
+        # mean loss, non-finite when one rank's is; the gradient norm is the same on all ranks).
         groups = r.group_norms if len(r.group_norms) > 1 else ()  # one group: its norm is the total
-        self.rows.append((r.skipped, r.loss, r.grad_norm, *groups))
+        self.rows.append((r.loss, r.grad_norm, *groups))
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def flush(self, epoch: int, step: int, lrs: list[float], scale: float | None) -> dict:
-        # Five ops however many steps and parameters: one foreach norm of each parameter's distance from
-        # the snapshot (snapshot - params, exactly -(params - snapshot)) and of its size, then one stack
-        # of them and of every step's () float values (all float: a stack of mixed dtypes converts each).
+        # Six ops however many steps and parameters (one device and dtype): the parameters' distance
+        # from the snapshot (snapshot - params, exactly -(params - snapshot)) in place, its norm, the
+        # snapshot refilled for the next interval, its norm (the parameters' size), then one stack of
+        # them and of every step's () float values (all float: a stack of mixed dtypes converts each).
         with torch.no_grad():
-            torch._foreach_sub_(self.snapshot, self.params)
-            norms = torch._foreach_norm([*self.snapshot, *self.params])
-            flat = torch.stack([*(t for row in self.rows for t in row), *norms])
+            if self.params:
+                torch._foreach_sub_(self.snapshot, self.params)
+            norms = [torch.linalg.vector_norm(f) for f in self.flats]
+            if self.params:
+                torch._foreach_copy_(self.snapshot, self.params)
+            norms += [torch.linalg.vector_norm(f) for f in self.flats]
+            flat = torch.stack([t for row in self.rows for t in row] + norms)
             values = self.reduce(flat).tolist()  # the interval's one host sync
-        n, k, p = len(self.rows), len(self.rows[0]), len(self.params)  # steps, values per step, params
-        bad, loss, grad = values[0 : n * k : k], values[1 : n * k : k], values[2 : n * k : k]  # per step
+        n, k, p = len(self.rows), len(self.rows[0]), len(self.flats)  # steps, values per step, groups
+        loss, grad = values[0 : n * k : k], values[1 : n * k : k]  # per step
         # one column per group; a single group's norm is the total
-        groups = [values[3 + g : n * k : k] for g in range(k - 3)] or [grad]
+        groups = [values[2 + g : n * k : k] for g in range(k - 2)] or [grad]
+        isfinite = math.isfinite
+        bad = [not (isfinite(a) and isfinite(g)) for a, g in zip(loss, grad)]
         first = step - n + 1
         skipped = [first + i for i in range(n) if bad[i]]
 
@@ -96,10 +116,11 @@ class Telemetry:
             "scale": scale,
             "skipped": len(skipped),
             "skipped_steps": skipped,
-            "nonfinite_loss": sum(1 for v, b in zip(loss, bad) if b and not math.isfinite(v)),
+            "nonfinite_loss": sum(not isfinite(v) for v in loss) if skipped else 0,  # each of them skipped
             "drift": _total(values[end - 2 * p : end - p]),
             "param_norm": _total(values[end - p :]),
             "seconds": time.perf_counter() - self.t0,
         }
-        self.start_interval()
+        self.rows = []
+        self.t0 = time.perf_counter()
         return record
