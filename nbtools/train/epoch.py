@@ -18,7 +18,7 @@ from nbtools.step import BufferGuard, train_step
 from nbtools.train.accel import as_input, compiled
 from nbtools.train.ema import ema_pairs, update_ema
 from nbtools.train.evaluate import evaluate
-from nbtools.train.guards import check_interval, nan_policy_stop, probe_fp16
+from nbtools.train.guards import check_interval, nan_policy_stop, nothing_to_guard, probe_fp16
 from nbtools.train.loader import TrainBatches, epoch_seed, make_loader
 from nbtools.train.monitor import best_text
 from nbtools.train.optim import apply_unfreeze, group_names, sync_trainable, train_mode
@@ -130,9 +130,19 @@ def end_interval(st: TrainState, telemetry, progress, micro: list, loss_fn) -> N
     record = telemetry.flush(st.epoch, st.step, st.scheduler.get_last_lr(), scale)
     run.steps.append(record)
     progress.interval(record)
+    if nothing_to_guard(record, st.precision.mode):  # the common interval, at once
+        st.bad_streak, found = 0, []
+    else:
+        found = _guard(st, record, micro, loss_fn)
+    step_findings = st.step_rules.run(lambda: rules.step_findings(run), force=run.stop is not None)
+    report(run, progress, [*found, *(step_findings or [])])
+
+
+def _guard(st: TrainState, record: dict, micro: list, loss_fn) -> list[Finding]:
+    """Apply the guards to an interval with skipped steps or under fp16; returns their findings."""
     probe = probe_fp16(record, st.model, micro, loss_fn, st.precision, st.dist)  # None unless fp16 failed
     decision = check_interval(
-        run,
+        st.run,
         record,
         st.precision.mode,
         st.bad_streak,
@@ -143,9 +153,8 @@ def end_interval(st: TrainState, telemetry, progress, micro: list, loss_fn) -> N
     st.bad_streak, st.amp_window = decision.bad_streak, decision.amp_window
     if decision.fall_back is not None:
         st.precision.fall_back(decision.fall_back)
-    run.stop = run.stop or decision.stop
-    step_findings = st.step_rules.run(lambda: rules.step_findings(run), force=run.stop is not None)
-    report(run, progress, [*decision.findings, *(step_findings or [])])
+    st.run.stop = st.run.stop or decision.stop
+    return decision.findings
 
 
 def end_epoch(st: TrainState, val_loader, loss_fn, run_dir: Path, t_epoch: float) -> list[Finding | None]:

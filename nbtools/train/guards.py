@@ -70,6 +70,12 @@ class GuardDecision:
     stop: Stop | None = None  # set when the run is to stop
 
 
+def nothing_to_guard(record: dict, precision_mode: str) -> bool:
+    """The common interval: no step skipped, and not fp16 (whose monitor looks at every interval).
+    `check_interval` would find nothing, and the bad-step streak is 0."""
+    return not record["skipped"] and precision_mode != "fp16"
+
+
 def _trailing_skips(record: dict) -> int:
     n, last = 0, record["step"]
     skipped = set(record["skipped_steps"])
@@ -146,9 +152,9 @@ def check_interval(
     """Apply the guards to one telemetry record (already in run.steps). Reads run.config and
     run.steps; changes nothing. fp16_probe: what `probe_fp16` found for this interval;
     fallback_mode: where fp16 would switch to (Precision.fallback_mode)."""
-    cfg, fp16 = run.config, precision_mode == "fp16"
-    if not fp16 and not record["skipped"]:  # the common case, at every interval: nothing found, no streak
+    if nothing_to_guard(record, precision_mode):
         return GuardDecision(0, amp_window)
+    cfg, fp16 = run.config, precision_mode == "fp16"
     findings: list[Finding] = []
     # fp16 overflow skips are the scaler's business (the AMP rule below), not a run of bad steps.
     overflow_only = fp16 and record["nonfinite_loss"] == 0
