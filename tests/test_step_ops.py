@@ -261,3 +261,28 @@ def test_the_interval_record_gives_the_drift_and_size_of_every_parameter():
         assert record["drift"] == pytest.approx(drift, rel=1e-6)
         assert record["param_norm"] == pytest.approx(size, rel=1e-6)
     assert model[0].weight.is_contiguous(memory_format=torch.channels_last)  # the model is untouched
+
+
+@pytest.mark.parametrize("total", [0.0, 1e-9, 0.5, 1.0, 1.0000001, 3.0, 7e30, float("inf"), float("nan")])
+@pytest.mark.parametrize("max_norm", [1e-3, 1.0, 5.0])
+def test_clip_scales_the_gradients_bit_for_bit_as_torchs_clip_grads_with_norm(total, max_norm):
+    from torch.nn.utils import clip_grads_with_norm_
+
+    from nbtools.step.clip import clip_
+
+    torch.manual_seed(0)
+    params = [
+        nn.Parameter(torch.randn(3, 4)),
+        nn.Parameter(torch.randn(5)),
+        nn.Parameter(torch.randn(2).half()),
+    ]
+    for p in params:
+        p.grad = torch.randn_like(p)
+    theirs = [p.grad.clone() for p in params]
+    holders = [nn.Parameter(torch.zeros_like(g)) for g in theirs]
+    for h, g in zip(holders, theirs):
+        h.grad = g
+    clip_grads_with_norm_(holders, max_norm, torch.tensor(total))
+    ours = [p.grad for p in params]
+    clip_(ours, max_norm, torch.tensor(total))
+    assert_same(ours, theirs)
