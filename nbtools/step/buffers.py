@@ -34,11 +34,11 @@ from torch import nn
 _FLAT = "_nbtools_flat_buffers"  # marks the flat tensors made here (their views may be flattened again)
 
 
-def _groups(buffers: Sequence[torch.Tensor]) -> list[list[torch.Tensor]]:
-    """Buffers that pack into one tensor: same device and dtype, and all 0-d or all not."""
+def like_groups(tensors: Sequence[torch.Tensor]) -> list[list[torch.Tensor]]:
+    """Tensors that pack into one flat tensor: same device and dtype, and all 0-d or all not."""
     groups: dict[tuple, list[torch.Tensor]] = {}
-    for b in buffers:
-        groups.setdefault((b.device, b.dtype, b.dim() == 0), []).append(b)
+    for t in tensors:
+        groups.setdefault((t.device, t.dtype, t.dim() == 0), []).append(t)
     return list(groups.values())
 
 
@@ -48,7 +48,8 @@ def _pack(group: list[torch.Tensor]) -> torch.Tensor:
     return torch.cat([b if b.dim() == 1 else b.reshape(-1) for b in group])
 
 
-def _unpack(flat: torch.Tensor, group: list[torch.Tensor]) -> list[torch.Tensor]:
+def views_of(flat: torch.Tensor, group: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Views of `flat` (a group's tensors one after the other) in the group's shapes."""
     if group[0].dim() == 0:
         return list(flat.unbind())
     parts = flat.split([b.numel() for b in group])
@@ -88,17 +89,17 @@ class BufferGuard:
         self.flats: list[torch.Tensor] = []
         self.views: list[tuple[nn.Module, str, torch.Tensor]] = []
         views: dict[int, torch.Tensor] = {}
-        for group in _groups(list({id(b): b for _, _, b in slots if id(b) in flat_ids}.values())):
+        for group in like_groups(list({id(b): b for _, _, b in slots if id(b) in flat_ids}.values())):
             flat = _pack(group).clone()  # a tensor of its own: the old buffers (or old flat) are let go
             setattr(flat, _FLAT, True)
             self.flats.append(flat)
-            views.update({id(b): v for b, v in zip(group, _unpack(flat, group))})
+            views.update({id(b): v for b, v in zip(group, views_of(flat, group))})
         for m, k, b in slots:
             if id(b) in views:
                 m._buffers[k] = views[id(b)]
                 self.views.append((m, k, views[id(b)]))
         self.saved = [torch.empty_like(f) for f in self.flats]  # snapshot() fills them
-        self.copied = _groups(list({id(b): b for _, _, b in slots if id(b) not in flat_ids}.values()))
+        self.copied = like_groups(list({id(b): b for _, _, b in slots if id(b) not in flat_ids}.values()))
 
     def intact(self) -> bool:
         """The model still holds the views (nothing replaced a buffer since the guard was made)."""
@@ -119,6 +120,6 @@ class BufferGuard:
         dst, src = [], []
         for g, s in zip(self.copied, saved[len(self.flats) :]):
             dst += g
-            src += _unpack(torch.where(bad, s, _pack(g)), g)
+            src += views_of(torch.where(bad, s, _pack(g)), g)
         if dst:
             torch._foreach_copy_(dst, src)

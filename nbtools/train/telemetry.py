@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from nbtools.step import StepResult
+from nbtools.step.buffers import like_groups, views_of
 
 
 def _mean(values: list[float]) -> float | None:
@@ -45,18 +46,14 @@ class Telemetry:
         epoch) are the ones whose drift and norm the records give; `flush` starts each next interval."""
         with torch.no_grad():
             self.params = list(model.parameters())
-            # The copy of the parameters at the interval's start: views of one flat tensor per device and
-            # dtype, so that the drift and the size are one norm each over the flat tensors (on a CPU a
-            # multi-tensor norm costs one norm per parameter).
-            groups: dict[tuple, list[torch.Tensor]] = {}
-            for param in self.params:
-                groups.setdefault((param.device, param.dtype), []).append(param)
+            # The copy of the parameters at the interval's start: views of one flat tensor per group of
+            # like parameters (as the buffer guard's), so that the drift and the size are one norm each
+            # over the flat tensors (on a CPU a multi-tensor norm costs one norm per parameter).
             self.flats, views = [], {}
-            for (device, dtype), group in groups.items():
-                flat = torch.empty(sum(q.numel() for q in group), device=device, dtype=dtype)
+            for group in like_groups(self.params):
+                flat = group[0].new_empty(sum(q.numel() for q in group))
                 self.flats.append(flat)
-                parts = flat.split([q.numel() for q in group])
-                views.update({id(q): v.view(q.shape) for q, v in zip(group, parts)})
+                views.update(zip(map(id, group), views_of(flat, group)))
             self.snapshot = [views[id(q)] for q in self.params]
             if self.params:
                 torch._foreach_copy_(self.snapshot, self.params)
@@ -75,7 +72,7 @@ class Telemetry:
         return len(self.rows)
 
     def flush(self, epoch: int, step: int, lrs: list[float], scale: float | None) -> dict:
-        # Six ops however many steps and parameters (one device and dtype): the parameters' distance
+        # Six ops however many steps and parameters (one group of like ones): the parameters' distance
         # from the snapshot (snapshot - params, exactly -(params - snapshot)) in place, its norm, the
         # snapshot refilled for the next interval, its norm (the parameters' size), then one stack of
         # them and of every step's () float values (all float: a stack of mixed dtypes converts each).
