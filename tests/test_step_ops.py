@@ -249,7 +249,7 @@ def test_the_interval_record_gives_the_drift_and_size_of_every_parameter():
             for p in model.parameters():
                 p.add_(torch.randn_like(p))
         one = torch.tensor(1.0)
-        telemetry.record(StepResult(one, torch.tensor(False), torch.tensor(0.0), one, [one]))
+        telemetry.record(StepResult(one, torch.tensor(False), one, [one]))
         record = telemetry.flush(0, 1, [1e-3], None)
         now = list(model.parameters())
         drift = torch.stack([torch.linalg.vector_norm(p.double() - s.double()) for p, s in zip(now, start)])

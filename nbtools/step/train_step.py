@@ -24,7 +24,6 @@ from nbtools.step.precision import Precision
 class StepResult:
     loss: torch.Tensor  # () mean loss over the micro-batches, on the device
     bad: torch.Tensor  # () bool: the step was skipped (non-finite loss or gradient)
-    skipped: torch.Tensor  # () float, 1.0 where `bad` (what fused optimizers take as found_inf), else 0.0
     grad_norm: torch.Tensor  # () total gradient norm before clipping
     group_norms: list[torch.Tensor]  # one () norm per optimizer parameter group
 
@@ -116,4 +115,4 @@ def train_step(
     scaler.update()  # backs the fp16 scale off after an overflow
     buffers.restore_if(bad, saved)
     dist.broadcast_buffers(buffers)
-    return StepResult(loss_sum, bad, skipped, grad_norm, group_norms)
+    return StepResult(loss_sum, bad, grad_norm, group_norms)
