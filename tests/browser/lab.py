@@ -396,15 +396,28 @@ def scroll_to_cell(page: Page, selector: str) -> None:
 
 def image_digest(page: Page, selector: str) -> dict:
     """src and SHA-256 of the bytes behind the first `selector` <img> in the notebook (ipywidgets.Image
-    shows its value through a blob: URL), so a change means new pixels, not just a new URL."""
+    shows its value through a blob: URL), so a change means new pixels, not just a new URL.
+
+    A redraw revokes the old blob: URL, so a read that overlaps one fails: it is read again from the new
+    src (a failure on a src that did not change is raised)."""
     return page.evaluate(
         f"""async (selector) => {{
-          const img = document.querySelector('{PANEL} ' + selector);
-          if (!img || !img.src) return {{src: null, sha256: null, bytes: 0}};
-          const data = await (await fetch(img.src)).arrayBuffer();
-          const hash = await crypto.subtle.digest('SHA-256', data);
-          const hex = Array.from(new Uint8Array(hash)).map(b => b.toString(16).padStart(2, '0')).join('');
-          return {{src: img.src, sha256: hex, bytes: data.byteLength}};
+          for (let attempt = 0; ; attempt++) {{
+            const img = document.querySelector('{PANEL} ' + selector);
+            if (!img || !img.src) return {{src: null, sha256: null, bytes: 0}};
+            const src = img.src;
+            let data;
+            try {{
+              data = await (await fetch(src)).arrayBuffer();
+            }} catch (e) {{
+              const now = document.querySelector('{PANEL} ' + selector)?.src;
+              if (now !== src && attempt < 20) continue;  // redrawn while read: read the new one
+              throw e;
+            }}
+            const hash = await crypto.subtle.digest('SHA-256', data);
+            const hex = Array.from(new Uint8Array(hash)).map(b => b.toString(16).padStart(2, '0')).join('');
+            return {{src, sha256: hex, bytes: data.byteLength}};
+          }}
         }}""",
         selector,
     )
