@@ -49,8 +49,8 @@ class SliceViewer:
 # ======================================================================================================
 # The notebooks and what to check in them. 02 runs at smoke sizes but 20 epochs: the dashboard redraws at
 # every epoch end, so its cell shows many frames. timeout_s caps a run (it fails a hung one, nothing
-# waits it out): 02 takes well under a minute on a quiet 2-core machine and ~9 min with load 14 on its
-# 2 cores; 01 a few seconds quiet, ~2 min loaded.
+# waits it out): 02's test takes well under a minute on a quiet 2-core machine and 9 min with load 15 on
+# its 2 cores (other work beside two torch jobs); 01's a few seconds quiet, 66 s loaded.
 REAL_DASHBOARD = Dashboard(
     notebook=REPO / "notebooks" / "02_train_resnet3d.ipynb",
     image=".nbtools-dashboard img.widget-image",  # the dashboard's figure, an ipywidgets.Image
