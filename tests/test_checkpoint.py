@@ -57,9 +57,14 @@ def test_sigkill_never_leaves_an_unloadable_newest_checkpoint(tmp_path):
         before = _names(tmp_path)
         child = ctx.Process(target=_train_forever, args=(str(tmp_path),))
         child.start()
-        deadline = time.monotonic() + 60
-        while _names(tmp_path) <= before and time.monotonic() < deadline:
-            time.sleep(0.05)  # until the child is training and has written a new checkpoint
+        # until the child is training and has written a new checkpoint: ~8 s a round with load 12 on the
+        # 2 cores (the forkserver preloads the imports), less on a quiet machine; the cap holds at 10x
+        deadline = time.monotonic() + 120
+        while _names(tmp_path) <= before:
+            assert child.is_alive() and time.monotonic() < deadline, (
+                f"the child (exit code {child.exitcode}) wrote no new checkpoint in 120 s; had {sorted(before)}"
+            )
+            time.sleep(0.05)
         time.sleep(rng.uniform(0.0, 0.5))  # then kill it at a random moment, mid-write or not
         os.kill(child.pid, signal.SIGKILL)
         child.join(10)

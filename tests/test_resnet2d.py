@@ -2,7 +2,6 @@
 prior bias, and every argument taking effect."""
 
 import socket
-import time
 from urllib.error import URLError
 
 import pytest
@@ -13,6 +12,7 @@ import torchvision
 import nbtools as nbt
 from nbtools.config import TrainConfig
 from nbtools.models.attention import CBAM, SqueezeExcitation
+from nbtools.models.imagenet import DOWNLOAD_TIMEOUT
 from nbtools.train.optim import apply_unfreeze, build_optimizer, group_of
 
 GROUPS = {"backbone": 5e-5, "attention": 2e-4, "classifier": 5e-4}
@@ -121,16 +121,16 @@ def test_imagenet_offline_fails_fast_with_how_to_pass_a_local_file(tmp_path, mon
 
     monkeypatch.setattr(torch.hub, "urlopen", offline)
     before = socket.getdefaulttimeout()
-    start = time.monotonic()
     with pytest.raises(RuntimeError, match="could not download") as err:
         nbt.models.resnet2d_attention("resnet18", weights="imagenet")
-    assert time.monotonic() - start < 10
     message = str(err.value)
     assert "weights='/path/resnet18-f37072fd.pth'" in message
     assert "~/.cache/torch/hub/checkpoints" in message
     assert "name resolution" in message
     assert isinstance(err.value.__cause__, URLError)
-    assert seen and seen[0] is not None and seen[0] <= 60  # the download ran under a timeout
+    # What makes it fast, rather than the clock (which a busy machine stretches): one attempt, no retry
+    # loop, made under the socket timeout that was set, so a network that drops packets fails too.
+    assert seen == [DOWNLOAD_TIMEOUT] and 0 < DOWNLOAD_TIMEOUT <= 60, seen
     assert socket.getdefaulttimeout() == before  # ... which was put back
     assert not list((tmp_path / "hub" / "checkpoints").glob("*"))  # no partial file left behind
 

@@ -1,7 +1,9 @@
 """Drive a real JupyterLab in Debian's headless Chromium: start the server, open a notebook, run all
 cells through the menu, and read what the page shows (errors, widgets, images).
 
-Every wait is bounded and says what it waited for when it gives up. The server and its kernels are always
+Every wait is for an event, bounded, and says what it waited for when it gives up. The bounds are caps,
+not expected times: each holds at 10x and more what it takes on a quiet 2-core machine, since other work
+on the machine (CI shares a developer's) stretches every step. The server and its kernels are always
 stopped by `running_lab`, the browser by `chromium`.
 """
 
@@ -78,7 +80,7 @@ class Lab:
         text = self.log.read_text(errors="replace") if self.log.exists() else "(no log)"
         return "\n".join(text.splitlines()[-lines:])
 
-    def api(self, path: str, method: str = "GET", timeout: float = 5.0):
+    def api(self, path: str, method: str = "GET", timeout: float = 30.0):
         req = urllib.request.Request(f"{self.url}{path}", method=method)
         req.add_header("Authorization", f"token {self.token}")
         with urllib.request.urlopen(req, timeout=timeout) as resp:
@@ -101,7 +103,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_lab(root: Path, work: Path, kernel_env: dict[str, str] | None = None, timeout: float = 90) -> Lab:
+def start_lab(root: Path, work: Path, kernel_env: dict[str, str] | None = None, timeout: float = 300) -> Lab:
     """Start `python -m jupyterlab` serving `root`, with its config, settings and workspaces under `work`.
 
     Kernels inherit the server's environment: NBTOOLS_SMOKE=1, this checkout first on PYTHONPATH (so the
@@ -258,7 +260,7 @@ def prompts(page: Page) -> list[str]:
     return page.evaluate(_PROMPTS_JS)
 
 
-def open_notebook(page: Page, lab: Lab, name: str, timeout: float = 90) -> None:
+def open_notebook(page: Page, lab: Lab, name: str, timeout: float = 300) -> None:
     """Open `name` (relative to the server root) in `page` and wait until its kernel is idle."""
     page.goto(lab.notebook_url(name), timeout=timeout * 1000)
     try:
@@ -278,7 +280,7 @@ def open_notebook(page: Page, lab: Lab, name: str, timeout: float = 90) -> None:
     wait_idle(page, timeout, what=f"{name}: kernel started")
 
 
-def wait_idle(page: Page, timeout: float = 90, what: str = "kernel idle") -> None:
+def wait_idle(page: Page, timeout: float = 300, what: str = "kernel idle") -> None:
     """Wait until the notebook's kernel is started and idle."""
     idle = f"() => {{ const k = ({_KERNEL_JS})(); return !!k.name && k.name !== 'No Kernel' && k.status === 'idle'; }}"
     wait_js(page, idle, timeout, what)
@@ -290,10 +292,10 @@ def run_all(page: Page) -> None:
     page.locator(".lm-MenuBar-itemLabel:text-is('Run')").click()
     page.locator(".lm-Menu-itemLabel:text-is('Run All Cells')").click()
     started = f"() => ({_PROMPTS_JS})().some((p, i) => p !== {json.dumps(before)}[i])"
-    wait_js(page, started, 30, "Run All Cells to start (a prompt to change)")
+    wait_js(page, started, 60, "Run All Cells to start (a prompt to change)")
 
 
-def wait_executed(page: Page, timeout: float = 120) -> list[str]:
+def wait_executed(page: Page, timeout: float = 300) -> list[str]:
     """Wait until every code cell ran ("[n]:") and the kernel is idle, or a cell failed and the run
     stopped there (JupyterLab aborts the cells queued after an error). Returns the prompts."""
     done = f"""() => {{
@@ -350,7 +352,7 @@ def widget_state(page: Page) -> dict:
     )
 
 
-def wait_widgets_rendered(page: Page, timeout: float = 30) -> dict:
+def wait_widgets_rendered(page: Page, timeout: float = 60) -> dict:
     """Wait until at least one widget view is on the page and no "Loading widget..." placeholder is
     left (an error placeholder ends the wait too, for the caller to report). Returns `widget_state`."""
     rendered = f"""() => {{
@@ -363,7 +365,7 @@ def wait_widgets_rendered(page: Page, timeout: float = 30) -> dict:
     return widget_state(page)
 
 
-def wait_settled(page: Page, selector: str, quiet_s: float = 1.0, timeout: float = 30) -> None:
+def wait_settled(page: Page, selector: str, quiet_s: float = 1.0, timeout: float = 60) -> None:
     """Wait until the kernel is idle and the `selector` <img> has kept its src for `quiet_s` seconds: the
     kernel has answered every widget message (idle alone can be a gap between two of them)."""
     settled = f"""([selector, quietMs]) => {{
@@ -396,15 +398,28 @@ def scroll_to_cell(page: Page, selector: str) -> None:
 
 def image_digest(page: Page, selector: str) -> dict:
     """src and SHA-256 of the bytes behind the first `selector` <img> in the notebook (ipywidgets.Image
-    shows its value through a blob: URL), so a change means new pixels, not just a new URL."""
+    shows its value through a blob: URL), so a change means new pixels, not just a new URL.
+
+    A redraw revokes the old blob: URL, so a read that overlaps one fails: it is read again from the new
+    src (a failure on a src that did not change is raised)."""
     return page.evaluate(
         f"""async (selector) => {{
-          const img = document.querySelector('{PANEL} ' + selector);
-          if (!img || !img.src) return {{src: null, sha256: null, bytes: 0}};
-          const data = await (await fetch(img.src)).arrayBuffer();
-          const hash = await crypto.subtle.digest('SHA-256', data);
-          const hex = Array.from(new Uint8Array(hash)).map(b => b.toString(16).padStart(2, '0')).join('');
-          return {{src: img.src, sha256: hex, bytes: data.byteLength}};
+          for (let attempt = 0; ; attempt++) {{
+            const img = document.querySelector('{PANEL} ' + selector);
+            if (!img || !img.src) return {{src: null, sha256: null, bytes: 0}};
+            const src = img.src;
+            let data;
+            try {{
+              data = await (await fetch(src)).arrayBuffer();
+            }} catch (e) {{
+              const now = document.querySelector('{PANEL} ' + selector)?.src;
+              if (now !== src && attempt < 20) continue;  // redrawn while read: read the new one
+              throw e;
+            }}
+            const hash = await crypto.subtle.digest('SHA-256', data);
+            const hex = Array.from(new Uint8Array(hash)).map(b => b.toString(16).padStart(2, '0')).join('');
+            return {{src, sha256: hex, bytes: data.byteLength}};
+          }}
         }}""",
         selector,
     )
