@@ -4,6 +4,9 @@ passed are not read again unless they changed. The files are real: NIfTI written
 with PIL, then damaged the way copies and exports damage them."""
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -61,7 +64,7 @@ def test_make_job_names_every_bad_file_in_one_message_and_writes_no_run_folder(t
     assert text.startswith("2 of 14 files cannot be trained on")
     assert f"{truncated}: truncated: the data ends early" in text
     assert f"{flat}: holds an array of shape (10, 10); expected a 3D volume" in text
-    assert "export them again" in text and "remove them from the folder" in text
+    assert "export them again from the source" in text and "remove them from the folder" in text
     assert sorted(p for p, _ in e.value.problems) == sorted([str(truncated), str(flat)])
     assert not (tmp_path / "run").exists()
 
@@ -179,3 +182,28 @@ def test_a_resume_on_a_fresh_machine_trusts_the_runs_check_until_a_file_changes(
     opened.clear()  # fit read the files to train
     again = recipes.load_job(tmp_path / "run", epochs=3)  # the same sizes: the data check passes
     assert not again.file_check.known and opened == [str(path)]  # the 13 others passed on this machine
+
+
+def test_the_cli_names_both_bad_files_exits_non_zero_and_leaves_no_run_folder(tmp_path):
+    import nibabel as nib
+
+    vols = write_nifti_folder(tmp_path / "vols")
+    val = write_nifti_folder(tmp_path / "val", {"benign": 2, "malignant": 2}, seed=1)
+    truncated = _cut(vols / "benign" / "case_006.nii.gz")
+    nib.save(nib.Nifti1Image(np.ones((10, 10), np.float32), np.eye(4)), val / "benign" / "case_001.nii.gz")
+    root = Path(__file__).resolve().parents[1]
+    data = ["--data", "vols", "--val", "val", "--shape", "16", "16", "16"]
+    r = subprocess.run(
+        [sys.executable, "-m", "nbtools", "train", "resnet3d", *data, "--smoke", "--run-dir", "runs/mine"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "2"},
+    )
+    assert r.returncode != 0
+    assert "2 of 18 files cannot be trained on" in r.stderr
+    assert "vols/benign/case_006.nii.gz: truncated" in r.stderr
+    assert "val/benign/case_001.nii.gz: holds an array of shape (10, 10)" in r.stderr
+    assert not (tmp_path / "runs" / "mine").exists() or not any((tmp_path / "runs" / "mine").iterdir())
+    assert truncated.exists()  # nothing of the user's is touched

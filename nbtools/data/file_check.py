@@ -185,11 +185,11 @@ def _nonfinite(x: Any) -> str | None:
 
 
 def _message(problems: list[tuple[str, str]], n_files: int) -> str:
-    n = len(problems)
-    listed = "\n  ".join(f"{path}: {what}" for path, what in problems)
+    n, listed = len(problems), "\n  ".join(f"{path}: {what}" for path, what in problems)
+    it, its = ("it", "its row") if n == 1 else ("them", "their rows")
     fixes = [
-        "export them again from their source (a copy cut short by a disconnect is truncated: copy it "
-        "again), or remove them from the folder (or their rows from the CSV)"
+        f"export {it} again from the source (a copy cut short by a disconnect is truncated: copy it again), "
+        f"or remove {it} from the folder (or {its} from the CSV)"
     ]
     if any(" NaN and " in what for _, what in problems):
         fixes.append(

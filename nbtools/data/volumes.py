@@ -55,7 +55,7 @@ def read_volume(path: str | Path, key: str | None = None) -> np.ndarray:
             import nibabel as nib
         except ImportError as e:
             raise ImportError(
-                f"reading {path} needs nibabel, a dependency of nbtools: pip install 'nibabel>=5.0'"
+                f"reading {path} needs nibabel, a dependency of nbtools: pip install 'nibabel>=5.2'"
             ) from e
         # a cut header raises ImageFileError, a broken one HeaderDataError or WrapStructError, a damaged
         # gzip stream zlib.error: none of them is an OSError
