@@ -7,7 +7,8 @@ threads; cached (every file passed before, unchanged: only a stat each); and the
 a stat each, no record opened). For scale, one serial pass of `dataset[i]` over the folder: what one
 epoch of training pays to read the files. Prints the median seconds of each and the load average (the
 machine is shared: compare within a round, not with another day's figures) and the CPU seconds, which
-machine load does not inflate as much: more threads than free cores shorten nothing.
+machine load does not inflate as much: more threads than free cores shorten nothing. --latency-ms
+makes every read wait that long first (a Drive mount's round trip), where threads overlap the waits.
 """
 
 from __future__ import annotations
@@ -36,6 +37,19 @@ def _write(root: Path, n: int, side: int) -> None:
         nib.Nifti1Image(vol, np.diag([1.5, 1.5, 2.0, 1.0])).to_filename(str(folder / f"case_{i:03d}.nii.gz"))
 
 
+class _Remote:
+    """A folder whose every read waits `latency` seconds first, as a read from a network mount (a Google
+    Drive in Colab) waits on the network: a stand-in, since no Drive is mounted here."""
+
+    def __init__(self, ds, latency: float) -> None:
+        self.ds, self.latency = ds, latency
+        self.root, self.paths, self.config = ds.root, ds.paths, ds.config
+
+    def __getitem__(self, i):
+        time.sleep(self.latency)
+        return self.ds[i]
+
+
 def _timed(fn, *args, **kwargs) -> tuple[float, float]:
     """(wall seconds, CPU seconds of this process, all threads) of fn(*args, **kwargs)."""
     t, c = time.perf_counter(), time.process_time()
@@ -49,18 +63,24 @@ def main() -> None:
     parser.add_argument("--side", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--workers", default="1,2,4,8")
+    parser.add_argument("--latency-ms", type=float, default=0.0, help="wait per file read (a network mount)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         _write(tmp / "vols", args.n, args.side)
         ds = nbt.data.VolumeFolder(tmp / "vols", shape=(args.side,) * 3)
+        if args.latency_ms:
+            ds = _Remote(ds, args.latency_ms / 1000)
         mb = sum(p.stat().st_size for p in ds.paths) / 1e6
-        print(f"{args.n} files of {args.side}^3 float32, {mb:.1f} MB gzipped, load average {os.getloadavg()}")
+        print(
+            f"{args.n} files of {args.side}^3 float32, {mb:.1f} MB gzipped, {args.latency_ms:g} ms latency per "
+            f"read, load average {os.getloadavg()}"
+        )
         times: dict[str, list[tuple[float, float]]] = {}
         workers = [int(w) for w in args.workers.split(",")]
         for r in range(args.rounds):
             times.setdefault("one epoch's reads (serial ds[i])", []).append(
-                _timed(lambda: [ds[i] for i in range(len(ds))])
+                _timed(lambda: [ds[i] for i in range(len(ds.paths))])
             )
             for w in workers:
                 cache = tmp / f"cache-{r}-{w}"  # a fresh record: every file is read

@@ -6,6 +6,7 @@ with PIL, then damaged the way copies and exports damage them."""
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -207,3 +208,70 @@ def test_the_cli_names_both_bad_files_exits_non_zero_and_leaves_no_run_folder(tm
     assert "val/benign/case_001.nii.gz: holds an array of shape (10, 10)" in r.stderr
     assert not (tmp_path / "runs" / "mine").exists() or not any((tmp_path / "runs" / "mine").iterdir())
     assert truncated.exists()  # nothing of the user's is touched
+
+
+@pytest.mark.parametrize("kind", ["float32", "int16_scaled", "big_endian", "nifti2", "4d_channel"])
+def test_a_gzipped_nifti_reads_exactly_as_nib_load_reads_it(tmp_path, kind):
+    """read_volume decompresses a .nii.gz whole (so gzip checks its CRC) before nibabel decodes it: the
+    array must be nib.load's, bit for bit, whatever the header says."""
+    import nibabel as nib
+
+    rng = np.random.default_rng(0)
+    arr = rng.normal(50, 10, (7, 8, 9)).astype(np.float32)
+    if kind == "int16_scaled":
+        img = nib.Nifti1Image(arr.astype(np.int16), np.eye(4))
+        img.header.set_slope_inter(0.37, -12.5)
+    elif kind == "big_endian":
+        img = nib.Nifti1Image(arr.astype(">f4"), np.eye(4), nib.Nifti1Header(endianness=">"))
+    elif kind == "nifti2":
+        img = nib.Nifti2Image(arr.astype(np.float64), np.eye(4))
+    elif kind == "4d_channel":
+        img = nib.Nifti1Image(arr[..., None], np.eye(4))
+    else:
+        img = nib.Nifti1Image(arr, np.eye(4))
+    path = tmp_path / "v.nii.gz"
+    nib.save(img, path)
+    expected = np.asarray(nib.load(path).get_fdata(dtype=np.float32)).reshape(7, 8, 9)
+    got = volumes_module.read_volume(path)
+    assert got.dtype == np.float32 and got.tobytes() == expected.tobytes()
+
+
+class _Listed:
+    """A folder dataset in the shape check_files reads (`.root`, `.paths`, items (x, y)), whose reads are
+    counted and can stop like the stop button."""
+
+    def __init__(self, root, paths, stop_at=None):
+        self.root, self.paths, self.stop_at, self.reads = root, paths, stop_at, 0
+
+    def __getitem__(self, i):
+        self.reads += 1
+        if i == self.stop_at:
+            raise KeyboardInterrupt
+        time.sleep(0.005)  # a read takes time
+        return np.zeros(4, np.float32), 0
+
+
+def _files(tmp_path, n, size):
+    paths = []
+    for i in range(n):
+        path = tmp_path / "files" / f"f{i:03d}.bin"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "wb") as f:
+            f.truncate(size)  # sparse: the size without the bytes
+        paths.append(path)
+    return paths
+
+
+def test_big_files_get_fewer_threads_so_their_decoded_copies_fit_in_memory(tmp_path):
+    small = _Listed(tmp_path, _files(tmp_path / "s", 4, 1 << 20))
+    assert check_files([small], progress=False).workers == 8
+    big = _Listed(tmp_path, _files(tmp_path / "b", 4, 100 << 20))  # a 512^3 CT is bigger
+    assert check_files([big], progress=False).workers == 1
+    assert check_files([big], workers=3, progress=False).workers == 3  # asked for
+
+
+def test_the_stop_button_stops_the_check_without_reading_the_rest(tmp_path):
+    ds = _Listed(tmp_path, _files(tmp_path, 200, 10), stop_at=2)
+    with pytest.raises(KeyboardInterrupt):
+        check_files([ds], workers=1, progress=False)
+    assert ds.reads < 20  # the queued reads were dropped

@@ -30,9 +30,14 @@ from nbtools.data.file_record import PassedFiles, Stamp, reader_of, set_key, sta
 
 log = logging.getLogger(__name__)
 
-# Threads reading files at once. Decoding is CPU work that releases the GIL, reading from a Drive
-# mount waits on the network: more threads than cores help the second and cost the first little.
-WORKERS = 4
+# Threads reading files at once: up to MAX_WORKERS, fewer for big files. Decoding is CPU work that
+# releases the GIL and reading from a Drive mount waits on the network: more threads than cores help the
+# second and cost the first little. But each read holds its decoded copies at once: a 200x256x256 int16
+# CT, 14 MB gzipped, peaks at 330 MB in load_volume (23x; a volume with more background compresses
+# better), so the threads share MEMORY_BUDGET at 64x the largest file's size.
+MAX_WORKERS = 8
+MEMORY_BUDGET = 2 << 30
+PEAK_PER_FILE_BYTE = 64
 
 
 class BadFilesError(SampleError):
@@ -85,8 +90,9 @@ def check_files(
 
     known_key: the key a run recorded; when the files still match it, nothing is read. Otherwise
     files that passed before with the same size, mtime and ctime (in `cache_dir`, default
-    cache_home()/data-checks) are not read again. workers: threads (default WORKERS); progress: a
-    tqdm bar (None: in the main process of a torchrun launch only).
+    cache_home()/data-checks) are not read again. workers: threads (default: MAX_WORKERS, fewer for
+    big files, see MEMORY_BUDGET); progress: a tqdm bar (None: in the main process of a torchrun
+    launch only).
 
     >>> check = check_files([VolumeFolder("vols", shape=(64, 64, 64))])   # doctest: +SKIP
     >>> print(check)                                                       # doctest: +SKIP
@@ -94,26 +100,44 @@ def check_files(
     """
     t0 = time.perf_counter()
     sets = [ds for ds in datasets if ds is not None]
-    workers = max(1, int(workers or WORKERS))
+    with ThreadPoolExecutor(MAX_WORKERS) as pool:  # a stat on a Drive mount waits on the network too
+        stamps = [list(pool.map(stamp, ds.paths)) for ds in sets]
+    key = set_key([(reader_of(ds), Path(ds.root), ds.paths, st) for ds, st in zip(sets, stamps)])
+    n_files = sum(len(st) for st in stamps)
+    largest = max((s.size for st in stamps for s in st if s is not None), default=0)
+    workers = max(1, int(workers or min(MAX_WORKERS, MEMORY_BUDGET // max(1, PEAK_PER_FILE_BYTE * largest))))
+    if known_key is not None and key == known_key and all(s for st in stamps for s in st):
+        return FileCheck(key, n_files, 0, time.perf_counter() - t0, workers, known=True)
+    records = [PassedFiles(ds.root, reader_of(ds), cache_dir) for ds in sets]
+    todo = [
+        (ds, rec, i, Path(p), s)
+        for ds, rec, st in zip(sets, records, stamps)
+        for i, (p, s) in enumerate(zip(ds.paths, st))
+        if not rec.passed(Path(p), s)
+    ]
     if progress is None:
         progress = int(os.environ.get("RANK", "0")) == 0
-    with ThreadPoolExecutor(workers) as pool:
-        stamps = [list(pool.map(stamp, ds.paths)) for ds in sets]
-        parts = [(reader_of(ds), Path(ds.root), ds.paths, st) for ds, st in zip(sets, stamps)]
-        key, n_files = set_key(parts), sum(len(ds.paths) for ds in sets)
-        if known_key is not None and key == known_key and all(s for st in stamps for s in st):
-            return FileCheck(key, n_files, 0, time.perf_counter() - t0, workers, known=True)
-        records = [PassedFiles(ds.root, reader_of(ds), cache_dir) for ds in sets]
-        todo = [
-            (ds, rec, i, Path(p), s)
-            for ds, rec, st in zip(sets, records, stamps)
-            for i, (p, s) in enumerate(zip(ds.paths, st))
-            if not rec.passed(Path(p), s)
-        ]
-        problems: list[tuple[str, str]] = []
+    problems = _read(todo, workers, progress)
+    if todo:
+        for rec in records:
+            rec.save()  # the good files need not be read again after the bad ones are fixed
+    seconds = time.perf_counter() - t0
+    log.info("file check: %d of %d files read in %.2f s, %d threads", len(todo), n_files, seconds, workers)
+    if problems:
+        raise BadFilesError(_message(sorted(problems), n_files), sorted(problems))
+    return FileCheck(key, n_files, len(todo), seconds, workers)
+
+
+def _read(todo: list, workers: int, progress: bool) -> list[tuple[str, str]]:
+    """Probe each (dataset, record, index, path, stamp) in `workers` threads; add the files that passed
+    to their record; return (path, what is wrong) of the others."""
+    problems: list[tuple[str, str]] = []
+    pool = ThreadPoolExecutor(workers)
+    try:
         futures = {pool.submit(_probe, ds, i, path, s): (rec, path, s) for ds, rec, i, path, s in todo}
-        bar = tqdm(total=len(todo), desc="reading files", unit="file", disable=not progress or not todo)
-        with bar:
+        with tqdm(
+            total=len(todo), desc="reading files", unit="file", disable=not progress or not todo
+        ) as bar:
             for future in as_completed(futures):
                 rec, path, before = futures[future]
                 what, after = future.result()
@@ -122,16 +146,9 @@ def check_files(
                 elif after == before:  # not rewritten while it was read
                     rec.add(path, before)
                 bar.update()
-    for rec in records:
-        if todo:
-            rec.save()  # the good files need not be read again after the bad ones are fixed
-    seconds = time.perf_counter() - t0
-    log.info(
-        "file check: %d of %d files read in %.2f s with %d threads", len(todo), n_files, seconds, workers
-    )
-    if problems:
-        raise BadFilesError(_message(sorted(problems), n_files), sorted(problems))
-    return FileCheck(key, n_files, len(todo), seconds, workers)
+    finally:  # the stop button: drop the files not started instead of reading them all first
+        pool.shutdown(wait=True, cancel_futures=True)
+    return problems
 
 
 def _probe(ds: Any, index: int, path: Path, before: Stamp | None) -> tuple[str | None, Stamp | None]:
