@@ -1,17 +1,24 @@
-"""What the file check remembers, so the same files are not read twice: each file's stamp (size,
-modification time and, on this machine, change time), a key for a whole set of files, and the files
-that passed, kept per folder in the machine's nbtools cache (`nbtools.cache.cache_home()`).
+"""What the file check remembers, so the same files are not read twice. Two records, for two cases:
+
+- per machine (`PassedFiles`): each file that passed, with its stamp (size, mtime, ctime), one small
+  JSON per folder in `nbtools.cache.cache_home()/data-checks` (local disk, /root/.cache in Colab). It
+  serves a rerun in the same session, and after a fix only the changed files are read again.
+- per run (`set_key`): one sha256 over every file's relative path, size and mtime, kept in the run's
+  meta["data"]["file_check"] (in metrics.json and each checkpoint, written only once the data passed).
+  It serves a resume after Colab recycled the VM (the local record is gone; the run folder on Drive
+  is not), and costs no file of its own.
 
 A stamp is taken before a file is read and again after; a file is remembered only if the two agree,
-so a file written while it was read is read again next time. A record never vouches for a file whose
-size or modification time changed since it passed: the mtime joins the key here, although a data
-fingerprint (which decides whether a resume trains on the same data) leaves it out, because the two
-err on opposite sides. A copy of the data (Drive re-upload, `cp` without -p) has new mtimes and the
-same content: for a resume that is the same data, while for this record it is only a re-read. Content
-is not hashed: that costs the read the record saves. What size and mtime cannot see is a file rewritten
-at the same size with its mtime set back (`touch -r`, `cp -p` over it); the per-machine record also
-compares the change time (st_ctime_ns), which no tool sets back; the run's key (see `set_key`) cannot,
-since a Drive mount reports new change times after a remount.
+so a file written while it was read is read again next time. Neither record vouches for a file whose
+size or mtime changed since it passed. The mtime joins the key here, although the data fingerprint
+(which decides whether a resume trains on the same data) leaves it out, because the two err on
+opposite sides: a copy of the data (a Drive re-upload, `cp` without -p) has new mtimes and the same
+content, which for a resume is the same data and for this record only a re-read. Content is not
+hashed: that costs the read the records save. What size and mtime cannot see is a file rewritten at
+the same size with its mtime set back (`touch -r`, `cp -p` over it): the per-machine record also
+compares the change time, which no tool sets back; the run's key leaves it out, since it must hold on
+another machine (a new Colab VM mounting the same Drive), where the change time is whatever that
+mount reports.
 """
 
 from __future__ import annotations
