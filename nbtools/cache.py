@@ -1,8 +1,10 @@
-"""Clearing on-disk caches. A stale cache is never worth a wrong run."""
+"""On-disk caches: where nbtools keeps its own records on this machine, and clearing a cache.
+A stale cache is never worth a wrong run."""
 
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -27,3 +29,13 @@ def clear_cache(path: str | Path = "cache") -> int:
         path.unlink()
     log.info("cleared %s: %d bytes freed", path, freed)
     return freed
+
+
+def cache_home() -> Path:
+    """The folder for nbtools' records on this machine: $NBTOOLS_CACHE_DIR, else $XDG_CACHE_HOME/nbtools,
+    else ~/.cache/nbtools. Local disk (in Colab /root/.cache/nbtools, never Drive); nothing in it is ever
+    needed for a correct run, so `clear_cache(cache_home())` is always safe."""
+    if os.environ.get("NBTOOLS_CACHE_DIR"):
+        return Path(os.environ["NBTOOLS_CACHE_DIR"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base).expanduser() / "nbtools"

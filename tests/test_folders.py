@@ -160,7 +160,7 @@ def test_missing_nibabel_is_a_clear_import_error(tmp_path, monkeypatch):
     (tmp_path / "a" / "x.nii.gz").write_bytes(b"not read")
     monkeypatch.setitem(sys.modules, "nibabel", None)  # what `import nibabel` sees when it is not installed
     with pytest.raises(
-        ImportError, match=r"x\.nii\.gz needs nibabel: pip install nibabel \(or nbtools\[nifti\]\)"
+        ImportError, match=r"x\.nii\.gz needs nibabel, a dependency of nbtools: pip install 'nibabel>=5.2'"
     ):
         VolumeFolder(tmp_path, shape=(8, 8, 8))[0]
 

@@ -8,6 +8,7 @@ from nbtools.data.augreport import AugIssue, AugReport
 from nbtools.data.cache import VolumeCache
 from nbtools.data.checked import SampleError
 from nbtools.data.documents import SyntheticDocuments
+from nbtools.data.file_check import BadFilesError, FileCheck, check_files
 from nbtools.data.fingerprint import DataChange, compare_fingerprints, data_fingerprint
 from nbtools.data.folders import VolumeFolder
 from nbtools.data.images import ImageFolder, ImageReadError, image_folder
@@ -22,9 +23,11 @@ __all__ = [
     "AugIssue",
     "AugReport",
     "Augment3D",
+    "BadFilesError",
     "DataChange",
     "DataIssue",
     "DataReport",
+    "FileCheck",
     "ImageFolder",
     "ImageReadError",
     "SampleError",
@@ -34,6 +37,7 @@ __all__ = [
     "VolumeFolder",
     "VolumeReadError",
     "check_augmentation",
+    "check_files",
     "compare_fingerprints",
     "data_fingerprint",
     "document_augmentation",

@@ -51,7 +51,11 @@ def data_fingerprint(dataset: Any) -> dict[str, Any]:
                 f"{path} is listed by the dataset but does not exist: restore it or build the dataset again"
             ) from e
         files.append(
-            [_relative(Path(path), resolved), size, classes[label] if 0 <= label < len(classes) else label]
+            [
+                relative_path(Path(path), resolved),
+                size,
+                classes[label] if 0 <= label < len(classes) else label,
+            ]
         )
     files.sort(key=lambda f: (f[0], f[1], str(f[2])))
     return {
@@ -66,7 +70,8 @@ def data_fingerprint(dataset: Any) -> dict[str, Any]:
     }
 
 
-def _relative(path: Path, root: Path) -> str:
+def relative_path(path: Path, root: Path) -> str:
+    """`path` relative to the resolved `root` (posix, ".." where it lies outside), or absolute on another drive."""
     path = path.resolve()
     try:
         return Path(os.path.relpath(path, root)).as_posix()

@@ -9,9 +9,9 @@ how a run folder rebuilds its job for a resume or for `predict`, and our users' 
 """
 
 from nbtools.recipes.data_check import DataChangedError
+from nbtools.recipes.job import Job
 from nbtools.recipes.jobs import (
     RECIPES,
-    Job,
     focal2d_job,
     make_job,
     recorded_job,

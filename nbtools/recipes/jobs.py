@@ -3,7 +3,8 @@
 A recipe is a function returning a `Job`; `make_job` builds one by name and records how (the recipe
 and its arguments) in `job.meta`, which `fit` keeps with the run, so `load_job(run_dir)` can rebuild
 the same job after a Colab disconnect. `data=None` trains on the recipe's embedded demo set; a folder or
-`path,label` CSV trains on the user's files, and the run records them (see user_data, data_check).
+`path,label` CSV trains on the user's files, every one read before training, and the run records them
+(see user_data, data_check, job).
 `smoke=True` shrinks a job to seconds for CI (the notebooks set it from NBTOOLS_SMOKE=1).
 """
 
@@ -11,13 +12,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import Dataset
 
 from nbtools.config import TrainConfig
 from nbtools.data import (
@@ -32,37 +31,9 @@ from nbtools.data import (
 from nbtools.jsonsafe import to_jsonable
 from nbtools.losses import FocalLoss
 from nbtools.models import resnet2d_attention, resnet3d
+from nbtools.recipes.job import Job
 from nbtools.recipes.user_data import VAL_FRACTION, build_user_data, describe_data, say
 from nbtools.runs import Run, list_checkpoints, load_checkpoint
-from nbtools.train import fit
-
-
-@dataclass
-class Job:
-    model: nn.Module
-    train_data: Dataset
-    val_data: Dataset
-    loss_fn: nn.Module
-    config: TrainConfig
-    batch_transform: Callable | None = None  # runs on the device on each training batch
-    meta: dict[str, Any] = field(default_factory=dict)  # how to rebuild it: {"recipe", "args"[, "data"]}
-    data_record: dict[str, Any] | None = None  # the user's data (meta["data"]), None for the demo set
-    allow_changed_data: bool = False  # load_job(allow_changed_data=True): the change is recorded
-
-    def fit(self, run_dir: str | Path, resume: str | int | Path | None = None, **fit_kwargs: Any) -> Run:
-        """`nbt.fit` on this job's parts; fit_kwargs: overwrite, device, verbose, dashboard."""
-        return fit(
-            self.model,
-            self.train_data,
-            self.val_data,
-            self.loss_fn,
-            self.config,
-            run_dir,
-            resume,
-            batch_transform=self.batch_transform,
-            meta=self.meta,
-            **{"allow_changed_data": self.allow_changed_data, **fit_kwargs},
-        )
 
 
 def smoke_mode() -> bool:
@@ -121,7 +92,7 @@ def resnet3d_job(
     if data is None:
         train = SyntheticVolumes(n=n_train, shape=(size,) * 3, positive_fraction=0.3, seed=1)
         valset = SyntheticVolumes(n=n_val, shape=(size,) * 3, positive_fraction=0.3, seed=2)
-        classes, record = num_classes or 2, None
+        classes, record, folders = num_classes or 2, None, ()
     else:
         shape = tuple(int(s) for s in (shape or (size,) * 3))
 
@@ -130,6 +101,7 @@ def resnet3d_job(
 
         user = build_user_data(open_folder, data, val, positive, val_fraction, cfg["seed"])
         train, valset, classes, record = user.train, user.val, len(user.classes), user.record
+        folders = user.folders
     return Job(
         model=resnet3d(depth=depth, in_channels=1, num_classes=classes, dropout=0.1, width=width),
         train_data=train,
@@ -138,6 +110,7 @@ def resnet3d_job(
         config=TrainConfig(**cfg),
         batch_transform=Augment3D() if augment else None,
         data_record=record,
+        folders=folders,
     )
 
 
@@ -212,13 +185,14 @@ def focal2d_job(
     if data is None:
         pages = SyntheticDocuments(n=n_train, size=size, forged_fraction=0.3, seed=1, raw=True)
         valset, prior, record = SyntheticDocuments(n=n_val, size=size, forged_fraction=0.3, seed=2), 0.3, None
+        folders = ()
     else:
 
         def open_folder(path, classes):
             return ImageFolder(path, size, raw=True, classes=classes)
 
         user = build_user_data(open_folder, data, val, positive, val_fraction, cfg["seed"], "focal2d", True)
-        pages, record = user.train, user.record
+        pages, record, folders = user.train, user.record, user.folders
         valset = AlbumentationsDataset(user.val, None)  # normalised as the training pages, no random op
         prior = float(user.train_labels.mean())
     return Job(
@@ -228,6 +202,7 @@ def focal2d_job(
         loss_fn=FocalLoss(gamma=gamma, alpha=alpha),
         config=TrainConfig(**cfg),
         data_record=record,
+        folders=folders,
     )
 
 
@@ -238,7 +213,16 @@ def make_job(recipe: str, **args: Any) -> Job:
     """Build the recipe named `recipe` with `args` (its own and TrainConfig fields), and record both
     in `job.meta` so the run folder says how to rebuild it. `smoke` defaults to NBTOOLS_SMOKE. The
     model is initialised from torch.manual_seed(args["seed"], default 0) without touching the global
-    RNG state, so the same arguments give the same job."""
+    RNG state, so the same arguments give the same job. On the user's files (data=), every file is
+    read once here (Job.check_files), before any run folder exists: bad files raise BadFilesError
+    naming every one."""
+    job = build_job(recipe, args)
+    job.check_files()
+    return job
+
+
+def build_job(recipe: str, args: dict[str, Any]) -> Job:
+    """make_job without reading the files: load_job compares the data with the run's first."""
     if recipe not in RECIPES:
         raise ValueError(f"unknown recipe {recipe!r}; choose one of {sorted(RECIPES)}")
     args.setdefault("smoke", smoke_mode())

@@ -9,7 +9,7 @@ from typing import Any
 
 from nbtools.config import TrainConfig
 from nbtools.recipes.data_check import check_data, locate
-from nbtools.recipes.jobs import Job, make_job, recorded_job
+from nbtools.recipes.jobs import Job, build_job, recorded_job
 from nbtools.recipes.user_data import say
 
 INIT_ONLY = {"weights"}  # recipe arguments that only initialise the model; a resume does without them
@@ -31,6 +31,8 @@ def load_job(
     A run on your own files is rebuilt from the files and checked against its fingerprint: changed
     data (files added, removed, relabelled, resized) raises DataChangedError naming them, unless
     `allow_changed_data=True`, which resumes on them and records the change in meta["data"]["changes"].
+    Then its files are read as make_job reads them, unless they are the files the run's check read
+    at the same sizes and modification times (BadFilesError names every bad one).
     data / val: where the run's folders are now (a Drive mounted at another path); the same files
     there are the same data, and the move is recorded.
 
@@ -53,7 +55,7 @@ def load_job(
         args["data"] = locate(run_dir, recorded, "data", data)
         if recorded["source"]["val"] is not None or val is not None:
             args["val"] = locate(run_dir, recorded, "val", val)
-    job = make_job(meta["recipe"], **args)
+    job = build_job(meta["recipe"], args)
     job.config = replace(cfg, **overrides)
     if recorded is not None:
         keep, lines = check_data(run_dir, recorded, job.data_record, allow_changed_data)
@@ -63,4 +65,7 @@ def load_job(
         job.data_record = keep
     job.meta = meta
     job.allow_changed_data = allow_changed_data
+    # after the comparison: changed data is refused without reading it; the same files at the same
+    # sizes and mtimes as the run's check are not read again
+    job.check_files(known_key=(recorded or {}).get("file_check", {}).get("key"))
     return job

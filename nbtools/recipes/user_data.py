@@ -5,8 +5,9 @@ and what the run records of it (`meta["data"]`), so a resume rebuilds exactly th
 meta["data"] = {"source": {"data", "data_resolved", "val", "val_resolved"} (paths as given and resolved),
 "classes": [...] (label i is classes[i]), "positive": the positive class (binary) or None,
 "split": {"kind": "holdout", "fraction", "seed", "n_train", "n_val", "val_sha256"} or {"kind": "folder",
-"n_train", "n_val"}, "fingerprint": {"train": data_fingerprint(...), "val": ... or None}}; a resume that
-found the folder moved or was allowed changed data appends to "moves" / "changes" (see data_check).
+"n_train", "n_val"}, "fingerprint": {"train": data_fingerprint(...), "val": ... or None}, "file_check":
+{"key", "n_files"} (every file read before training: Job.check_files)}; a resume that found the folder
+moved or was allowed changed data appends to "moves" / "changes" (see data_check).
 """
 
 from __future__ import annotations
@@ -37,6 +38,11 @@ class UserData:
     train: Dataset
     val: Dataset
     record: dict[str, Any]
+
+    @property
+    def folders(self) -> tuple[Dataset, ...]:
+        """Every folder read: the data's, and the validation folder's when given."""
+        return (self.folder,) if self.val_folder is None else (self.folder, self.val_folder)
 
     @property
     def classes(self) -> list[str]:
