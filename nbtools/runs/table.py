@@ -22,8 +22,15 @@ def _num(v: Any) -> str:
 
 
 def _value(v: Any) -> str:
-    """A config value in a difference: JSON for dicts and lists (group_lrs, unfreeze), else as Python says it."""
-    return json.dumps(v, sort_keys=True) if isinstance(v, (dict, list, tuple)) else _num(v)
+    """A config value in a difference: JSON for dicts and lists (group_lrs, unfreeze), None as None (no EMA,
+    no clipping; also a field or recipe argument the other run does not have), numbers short."""
+    return (
+        json.dumps(v, sort_keys=True)
+        if isinstance(v, (dict, list, tuple))
+        else repr(v)
+        if v is None
+        else _num(v)
+    )
 
 
 def wall_time(seconds: float | None) -> str:
