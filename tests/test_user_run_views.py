@@ -48,7 +48,7 @@ def test_findings_name_the_classes_the_run_records(tmp_path):
     assert "100% of validation predictions are forged (class 1)" in f.message
     assert "FocalLoss alpha weights forged (class 1)" in f.fix
     plain = rules.class_collapse(Run(tmp_path, nbt.TrainConfig(epochs=10), history=collapsed))
-    assert "are class 1 " in plain.message and "alpha weights class 1;" in plain.fix  # no names: the label
+    assert "are class 1," in plain.message and "alpha weights class 1;" in plain.fix  # no names: the label
     cfg = nbt.TrainConfig(monitor="val_auc")
     assert (
         "are all authentic (class 0)" in preflight_finding(cfg, OneClass(), ["authentic", "forged"]).message
