@@ -13,7 +13,7 @@ from nbtools.data.validate import validate_dataset
 from nbtools.diagnose import doctor, find_lr, find_nonfinite, overfit_batch
 from nbtools.env import Env, mount_drive, runs_root, seed_everything, setup
 from nbtools.recipes import Predictions, predict
-from nbtools.runs import Run, find_checkpoint, list_checkpoints
+from nbtools.runs import Run, compare_runs, find_checkpoint, list_checkpoints
 from nbtools.train import fit
 
 __all__ = [
@@ -23,6 +23,7 @@ __all__ = [
     "TrainConfig",
     "check_augmentation",
     "clear_cache",
+    "compare_runs",
     "data",
     "doctor",
     "find_checkpoint",

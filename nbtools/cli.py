@@ -8,6 +8,7 @@ python -m nbtools train resnet3d --run-dir runs/mine --resume latest   # the sam
 python -m nbtools predict runs/demo --data new_volumes --out predictions.csv --tta
 python -m nbtools checkpoints runs/demo
 python -m nbtools doctor runs/demo      # exit code 0: none open, 1: open findings printed, 2: no run
+python -m nbtools runs runs --baseline demo --csv runs.csv   # runs side by side: status, best, config changes
 """
 
 from __future__ import annotations
@@ -20,7 +21,14 @@ import sys
 from nbtools import recipes
 from nbtools.diagnose import doctor
 from nbtools.env import setup
-from nbtools.runs import CheckpointError, NonFiniteError, RunExistsError, list_checkpoints, open_first
+from nbtools.runs import (
+    CheckpointError,
+    NonFiniteError,
+    RunExistsError,
+    compare_runs,
+    list_checkpoints,
+    open_first,
+)
 
 
 def _resume(value: str | None):
@@ -181,6 +189,19 @@ def _doctor(run_dir: str) -> int:
     return 1 if any(f.is_open for f in findings) else 0
 
 
+def _runs(args: argparse.Namespace) -> int:
+    try:
+        table = compare_runs(args.runs_dir, baseline=args.baseline)
+        out = table.to_csv(args.csv) if args.csv and len(table) else None
+    except (OSError, ValueError) as e:  # no such folder, a baseline that is not there, an unwritable CSV
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(table)
+    if out is not None:
+        print(f"wrote {len(table)} rows to {out}")
+    return 0 if len(table) else 2
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m nbtools", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -220,6 +241,10 @@ def main(argv: list[str] | None = None) -> int:
     ls.add_argument("run_dir")
     doc = sub.add_parser("doctor", help="print a run folder's findings (exit code 1 if any is open)")
     doc.add_argument("run_dir")
+    runs = sub.add_parser("runs", help="compare the runs in a folder: status, best, findings, config changes")
+    runs.add_argument("runs_dir", help="a folder of run folders (or one run folder)")
+    runs.add_argument("--baseline", help="the run the config differences are against (default: the oldest)")
+    runs.add_argument("--csv", help="also write the table to this CSV file")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.command == "train":
@@ -228,5 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         return _predict(args)
     if args.command == "doctor":
         return _doctor(args.run_dir)
+    if args.command == "runs":
+        return _runs(args)
     print(list_checkpoints(args.run_dir))
     return 0

@@ -37,6 +37,7 @@ from torch import nn
 from torch.utils.data import Subset, TensorDataset
 
 from nbtools.losses import main_output
+from nbtools.runs.classes import class_names, positive_name
 from nbtools.runs.findings import Finding, status_from
 
 log = logging.getLogger(__name__)
@@ -146,7 +147,9 @@ def _references(run) -> list[tuple[float, str]]:
         if task.get("outputs", 1) >= 2:
             what = f"uniform logits over {task['outputs']} outputs"
         else:
-            what = f"predicting the training prior, positive rate {_g(task.get('pos_rate'))}"
+            names = class_names(getattr(run, "meta", None))
+            positive = f"rate of {positive_name(names)}" if names else "positive rate"
+            what = f"predicting the training prior, {positive} {_g(task.get('pos_rate'))}"
         refs.append((chance, f"the chance level {_g(chance)} ({what})"))
     loss0 = first.get("loss_first")
     if loss0 is not None and math.isfinite(loss0) and loss0 > 0 and first["step"] == first["steps"]:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import statistics
 
+from nbtools.runs.classes import class_name, class_names, positive_name
 from nbtools.runs.findings import Finding, status_from
 
 COLLAPSE_SHARE, COLLAPSE_OTHER_RECALL, COLLAPSE_EPOCHS = 0.98, 0.05, 3
@@ -70,11 +71,12 @@ def class_collapse(run) -> Finding | None:
             streak.append((h, c))
         if len(streak) >= need:
             (h0, _), (h1, (k, share, true, rec, prec, other)) = streak[0], streak[-1]
+            names = class_names(getattr(run, "meta", None))  # a run on the user's folders names its classes
             aucs = [h["val_auc"] for h, _ in streak if h.get("val_auc") is not None]
             ranks = len(aucs) == len(streak) and min(aucs) > 0.5 + NO_LEARN_AUC_BAND
             message = (
-                f"epochs {h0['epoch']}-{h1['epoch']}: {share:.0%} of validation predictions are class {k} "
-                f"(its true share {true:.0%}); its recall {rec:.2f} at precision {prec:.2f} against a base rate "
+                f"epochs {h0['epoch']}-{h1['epoch']}: {share:.0%} of validation predictions are {class_name(names, k)}, "
+                f"whose true share is {true:.0%}; its recall {rec:.2f} at precision {prec:.2f} against a base rate "
                 f"of {true:.2f}, the other classes' recall {other:.2f}"
             )
             if ranks:  # the scores separate the classes: the cut puts them all on one side
@@ -91,7 +93,7 @@ def class_collapse(run) -> Finding | None:
             else:
                 fix = (
                     "the model ignores its input and predicts one class (seed 000's 'recall stuck at 99 %'): "
-                    "check the LR (nbt.find_lr), the class weighting (FocalLoss alpha weights class 1; "
+                    f"check the LR (nbt.find_lr), the class weighting (FocalLoss alpha weights {positive_name(names)}; "
                     "pos_weight), the decision threshold (TrainConfig.threshold) and that labels match inputs; "
                     "nbt.overfit_batch(model, batch, loss_fn) tells whether it can fit at all."
                 )

@@ -6,6 +6,7 @@ how a run folder rebuilds its job for a resume or for `predict`, and our users' 
 >>> job = nbt.recipes.load_job("runs/demo", lr=1e-3)             # doctest: +SKIP
 >>> run = job.fit("runs/demo", resume="latest")                  # doctest: +SKIP
 >>> preds = nbt.predict("runs/demo", "new_volumes", tta=True)    # doctest: +SKIP
+>>> nbt.recipes.run_predictions("runs/demo")   # the validation set against the run's metrics  # doctest: +SKIP
 """
 
 from nbtools.recipes.data_check import DataChangedError
@@ -22,6 +23,7 @@ from nbtools.recipes.jobs import (
 from nbtools.recipes.predict import predict
 from nbtools.recipes.predictions import Predictions
 from nbtools.recipes.resume import load_job
+from nbtools.recipes.run_predictions import RunPredictions, run_predictions
 from nbtools.recipes.user_data import describe_data
 
 __all__ = [
@@ -29,6 +31,7 @@ __all__ = [
     "DataChangedError",
     "Job",
     "Predictions",
+    "RunPredictions",
     "describe_data",
     "focal2d_job",
     "load_job",
@@ -36,6 +39,7 @@ __all__ = [
     "predict",
     "recorded_job",
     "resnet3d_job",
+    "run_predictions",
     "scaled_unfreeze",
     "smoke_mode",
 ]

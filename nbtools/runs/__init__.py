@@ -14,11 +14,14 @@ from nbtools.runs.checkpoints import (
     load_checkpoint,
     prune_checkpoints,
 )
+from nbtools.runs.classes import class_name, class_names
+from nbtools.runs.compare import compare_runs
 from nbtools.runs.findings import Finding, open_first
-from nbtools.runs.lock import RunLock, RunLockedError
+from nbtools.runs.lock import LockState, RunLock, RunLockedError, read_lock
 from nbtools.runs.metrics import classification_metrics, probabilities
 from nbtools.runs.run import NonFiniteError, Run, RunExistsError
 from nbtools.runs.stop import STOP_CODES, Stop
+from nbtools.runs.table import RunTable
 
 __all__ = [
     "STOP_CODES",
@@ -26,13 +29,18 @@ __all__ = [
     "CheckpointInfo",
     "CheckpointList",
     "Finding",
+    "LockState",
     "NonFiniteError",
     "Run",
     "RunExistsError",
     "RunLock",
     "RunLockedError",
+    "RunTable",
     "Stop",
+    "class_name",
+    "class_names",
     "classification_metrics",
+    "compare_runs",
     "describe_epochs",
     "find_checkpoint",
     "list_checkpoints",
@@ -40,4 +48,5 @@ __all__ = [
     "open_first",
     "probabilities",
     "prune_checkpoints",
+    "read_lock",
 ]

@@ -8,6 +8,8 @@ best.pt, best_ema.pt        model weights only, at the best epoch (of the EMA co
 last.pt                     model weights only, written when `fit` returns
 best_val.pt                 validation logits and targets at the best epoch (report figures)
 *.png                       curves and report figures
+predictions.csv             the predict cell's predictions on new files (predictions_val.csv: on the
+                            validation set), written next to the run (nbtools.recipes.run_predictions)
 events.out.tfevents.*       TensorBoard scalars (when tensorboard is installed), one file per session
 nbtools.lock                held while a process trains into the folder (pid, host, start time)
 """
@@ -25,6 +27,8 @@ LAST_FILE = "last.pt"
 BEST_VAL_FILE = "best_val.pt"
 LOSS_CURVE_FILE = "loss_curve.png"
 LEARNING_CURVES_FILE = "learning_curves.png"
+PREDICTIONS_FILE = "predictions.csv"
+VAL_PREDICTIONS_FILE = "predictions_val.csv"
 
 LOCK_FILE = "nbtools.lock"  # not a run file: overwrite=True leaves it, the holder removes it
 
@@ -43,6 +47,8 @@ RUN_FILES = (
     CONFIG_FILE,
     "*.png",
     TENSORBOARD_GLOB,
+    PREDICTIONS_FILE,
+    VAL_PREDICTIONS_FILE,
 )
 
 
@@ -61,8 +67,9 @@ def run_path(run_dir: str | Path) -> Path:
 
 
 # What makes a folder hold a run, for `fit(resume=None)` to refuse: RUN_FILES by their exact names (a
-# folder of the user's own PNGs is no run).
-RUN_MARKERS = (*(p for p in RUN_FILES if p != "*.png"), LOSS_CURVE_FILE, LEARNING_CURVES_FILE)
+# folder of the user's own PNGs, or of predictions alone, is no run).
+_NOT_MARKERS = ("*.png", PREDICTIONS_FILE, VAL_PREDICTIONS_FILE)
+RUN_MARKERS = (*(p for p in RUN_FILES if p not in _NOT_MARKERS), LOSS_CURVE_FILE, LEARNING_CURVES_FILE)
 
 
 def run_files(run_dir: Path) -> list[Path]:

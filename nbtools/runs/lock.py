@@ -17,6 +17,7 @@ import socket
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -172,3 +173,28 @@ class RunLock:
         if silent > STALE_AFTER_S:
             return f"its holder on host {host!r} has not refreshed it for {silent / 60:.0f} minutes"
         return None
+
+
+@dataclass(frozen=True)
+class LockState:
+    """A run folder's lock as a reader sees it: its holder (pid, host, started; {} when the file names
+    none) and why that holder no longer trains (None while it may: the run is running)."""
+
+    holder: dict
+    stale: str | None
+
+    @property
+    def live(self) -> bool:
+        return self.stale is None
+
+
+def read_lock(run_dir: Path) -> LockState | None:
+    """The lock of `run_dir` without taking it, None when there is none. A lock its holder left behind
+    (a kill, a Colab disconnect) is stale, by the rules RunLock takes one over with."""
+    lock = RunLock(Path(run_dir))
+    if not lock.path.exists():
+        return None
+    holder = lock._read()
+    if holder is None:
+        return LockState({}, f"the lock file {lock.path} names no holder")
+    return LockState(holder, lock._stale_because(holder))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,9 @@ class Run:
     stop: Stop | None = None  # why training ended before cfg.epochs (None when it ran them all)
     # one entry per resume that changed the config
     config_changes: list[dict[str, Any]] = field(default_factory=list)
+    # one entry per `fit` call: {"started": UTC ISO time, "epoch", "step" (where it began: 0, 0 for the
+    # first), "checkpoint": the file it resumed from, None for the first}; older records have none
+    sessions: list[dict[str, Any]] = field(default_factory=list)
     # plain-JSON facts about the run, e.g. the recipe that built its model and data
     meta: dict[str, Any] = field(default_factory=dict)
     # what fit saw of the task when it started (outputs, positive rate, chance-level loss), for the
@@ -66,6 +70,16 @@ class Run:
     @property
     def epoch(self) -> int:
         return self.history[-1]["epoch"] if self.history else 0
+
+    @property
+    def resumes(self) -> list[dict[str, Any]]:
+        """The sessions that resumed the run (all but the first)."""
+        return self.sessions[1:]
+
+    def start_session(self, epoch: int = 0, step: int = 0, checkpoint: str | None = None) -> None:
+        """Record that a `fit` call starts here (after `epoch` completed epochs and `step` steps)."""
+        started = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+        self.sessions.append({"started": started, "epoch": epoch, "step": step, "checkpoint": checkpoint})
 
     def best(self) -> dict[str, Any] | None:
         return next((h for h in self.history if h["epoch"] == self.best_epoch), None)
@@ -91,6 +105,7 @@ class Run:
             "steps": self.steps,
             "findings": [f.to_dict() for f in self.findings],
             "config_changes": self.config_changes,
+            "sessions": self.sessions,
             "meta": self.meta,
             "task": self.task,
         }
@@ -110,6 +125,7 @@ class Run:
             best_ema_epoch=d.get("best_ema_epoch"),
             stop=Stop.from_dict(d["stop"]) if "stop" in d else from_legacy_text(d.get("stopped", "")),
             config_changes=list(d.get("config_changes", [])),
+            sessions=list(d.get("sessions", [])),
             meta=dict(d.get("meta", {})),
             task=dict(d.get("task") or {}),
         )

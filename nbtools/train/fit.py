@@ -15,6 +15,7 @@ from nbtools.config import TrainConfig
 from nbtools.diagnose import rules
 from nbtools.env import sync_drive
 from nbtools.runs import NonFiniteError, Run, Stop
+from nbtools.runs.classes import class_names
 from nbtools.runs.files import CONFIG_FILE, LAST_FILE, run_path
 from nbtools.runs.stop import RAISING_CODES
 from nbtools.step import Distributed
@@ -95,7 +96,7 @@ def fit(
     ).num_batches()
     if n_batches == 0:
         raise ValueError(f"the training data is empty (len {len(train_data)}); pass at least one sample")
-    progress = make_progress(dashboard, cfg.epochs, verbose and dist.is_main)
+    progress = make_progress(dashboard, cfg.epochs, verbose and dist.is_main, class_names(meta))
     progress = WithTensorBoard(progress, TensorBoardLog(run_dir, enabled=dist.is_main))
     st, checkpoint = start(
         model,
@@ -120,7 +121,8 @@ def fit(
     if dist.is_main:
         cfg.to_json(run_dir / CONFIG_FILE)
     telemetry = Telemetry(group_names(cfg), reduce=dist.mean)
-    report(run, progress, [preflight_finding(cfg, val_data)])  # a monitor the validation set cannot define
+    # a monitor the validation set cannot define
+    report(run, progress, [preflight_finding(cfg, val_data, class_names(run.meta))])
     if checkpoint is not None:
         progress.resumed(run)  # the dashboard starts from the restored history
         st.restore_rng(checkpoint)  # last: nothing from here to the first batch draws random numbers

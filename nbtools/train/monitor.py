@@ -11,6 +11,7 @@ from torch.utils.data import Dataset, Subset
 
 from nbtools.config import TrainConfig
 from nbtools.runs import Finding
+from nbtools.runs.classes import class_name
 
 CODE = "monitor-undefined"
 
@@ -36,21 +37,24 @@ def _fix(cfg: TrainConfig) -> str:
     )
 
 
-def preflight_finding(cfg: TrainConfig, val_data: Dataset) -> Finding | None:
+def preflight_finding(
+    cfg: TrainConfig, val_data: Dataset, classes: list[str] | None = None
+) -> Finding | None:
     """Before training: a Finding when the validation labels cannot define cfg.monitor (AUC with one
-    class), else None (also when the dataset does not declare its labels)."""
+    class), else None (also when the dataset does not declare its labels). classes: the run's class
+    names (nbtools.runs.classes), for the message."""
     if cfg.monitor != "val_auc":
         return None
     labels = _labels(val_data)
     if labels is None or len(labels) == 0:
         return None
-    classes = sorted({int(v) for v in labels.tolist()})
-    if len(classes) >= 2:
+    found = sorted({int(v) for v in labels.tolist()})
+    if len(found) >= 2:
         return None
     return Finding(
         CODE,
-        f"monitor='val_auc' is undefined on this validation set: its {len(labels)} samples are all class "
-        f"{classes[0]}, and AUC needs both classes; every epoch will count as no improvement",
+        f"monitor='val_auc' is undefined on this validation set: its {len(labels)} samples are all "
+        f"{class_name(classes, found[0])}, and AUC needs both classes; every epoch will count as no improvement",
         _fix(cfg),
     )
 

@@ -130,7 +130,9 @@ def start(
     if resume is None:
         cfg = with_workers(cfg, device)
         seed_everything(cfg.seed + dist.rank)
-        st = TrainState.create(cfg, model, device, steps_per_epoch, Run(run_dir, cfg), dist)
+        run = Run(run_dir, cfg)
+        run.start_session()
+        st = TrainState.create(cfg, model, device, steps_per_epoch, run, dist)
         st.train_len = train_len
         return st, None
     info = find_checkpoint(run_dir, resume)
@@ -149,6 +151,7 @@ def start(
     # a new batch_size / grad_accum: the remaining epochs have steps_per_epoch steps each
     total = st.step + (cfg.epochs - st.epoch + 1) * steps_per_epoch if new_layout else None
     lr_plan = resume_plan(st.scheduler, checkpoint["scheduler"], old, cfg, st.step, steps_per_epoch, total)
+    run.start_session(st.epoch - 1, st.step, info.path.name)
     where = f"epoch {st.epoch - 1}" + (f" + {st.batch} batches" if st.batch else "")
     progress.message(f"resuming {run_dir} from {info.path.name} ({where}, step {st.step})")
     if previous:

@@ -1,6 +1,7 @@
 """Figures of a run: learning curves, report figures, the live dashboard, the per-layer heatmap,
-and viewers for the data."""
+runs compared, and viewers for the data."""
 
+from nbtools.viz.compare import compare_curves
 from nbtools.viz.curves import save_curves
 from nbtools.viz.dashboard import Dashboard
 from nbtools.viz.grad_heatmap import GradHeatmap, grad_heatmap
@@ -13,6 +14,7 @@ __all__ = [
     "GradHeatmap",
     "Report",
     "checkpoint_picker",
+    "compare_curves",
     "grad_heatmap",
     "image_grid",
     "report",

@@ -24,6 +24,7 @@ import time
 from matplotlib.figure import Figure
 
 from nbtools.runs import Finding, open_first
+from nbtools.runs.classes import class_names
 from nbtools.viz import panels, snapshot
 
 BAR_SECONDS = 0.2  # the progress bar is updated at most this often
@@ -50,9 +51,15 @@ class Dashboard:
     view="image", plain outputs updated in place. `close` leaves the last frame as a plain PNG."""
 
     def __init__(
-        self, epochs: int, min_redraw_seconds: float = 2.0, display: bool = True, view: str = "widgets"
+        self,
+        epochs: int,
+        min_redraw_seconds: float = 2.0,
+        display: bool = True,
+        view: str = "widgets",
+        classes: list[str] | None = None,
     ):
         self.epochs, self.min_redraw_seconds = epochs, min_redraw_seconds
+        self.classes = classes  # the run's class names (nbtools.runs.classes), None when it has none
         self.steps: list[dict] = []
         self.history: list[dict] = []
         self.findings: list[Finding] = []
@@ -102,6 +109,7 @@ class Dashboard:
         """Start from a resumed run's restored history, telemetry and findings."""
         self.steps, self.history = list(run.steps), list(run.history)
         self.config_changes = list(run.config_changes)
+        self.classes = self.classes or class_names(run.meta)
         for f in run.findings:
             self.finding(f)
         self._update_status()
@@ -155,7 +163,7 @@ class Dashboard:
         panels.loss_panel(axes[0, 0], self.steps, self.history)
         panels.grad_panel(axes[0, 1], self.steps)
         panels.lr_panel(axes[0, 2], self.steps, self.config_changes)
-        panels.metrics_panel(axes[1, 0], self.history)
+        panels.metrics_panel(axes[1, 0], self.history, self.classes)
         panels.scale_panel(axes[1, 1], self.steps)
         panels.drift_panel(axes[1, 2], self.steps)
         buf = io.BytesIO()

@@ -11,6 +11,7 @@ from matplotlib.axes import Axes
 from matplotlib.ticker import LogLocator, NullLocator
 
 from nbtools.diagnose.rules import FROZEN_REL_DRIFT
+from nbtools.runs.classes import positive_name
 
 _METRICS = ("val_acc", "val_precision", "val_recall", "val_f1", "val_auc", "val_pred_pos_rate")
 
@@ -126,13 +127,15 @@ def drift_panel(ax: Axes, steps: list[dict]) -> None:
         ax.legend(fontsize=7)
 
 
-def metrics_panel(ax: Axes, history: list[dict]) -> None:
-    """Validation metrics per epoch (x = the epoch's last step), with the predicted-positive rate."""
+def metrics_panel(ax: Axes, history: list[dict], classes: list[str] | None = None) -> None:
+    """Validation metrics per epoch (x = the epoch's last step), with the share of samples predicted
+    positive, named after the positive class when the run knows the class names (`classes`)."""
     for i, key in enumerate(_METRICS):
         xs, ys = _xy(history, key)
         if ys:
             dashed = key == "val_pred_pos_rate"
-            ax.plot(xs, ys, marker="o", ms=3, ls="--" if dashed else "-", color=f"C{i}", label=key[4:])
+            label = f"predicted {positive_name(classes)}" if dashed and classes else key[4:]
+            ax.plot(xs, ys, marker="o", ms=3, ls="--" if dashed else "-", color=f"C{i}", label=label)
     ax.set(xlabel="step", title="validation (per epoch)", ylim=(-0.02, 1.02))
     if history:
         ax.legend(fontsize=7)

@@ -90,11 +90,12 @@ def in_notebook() -> bool:
     return shell is not None and getattr(shell, "kernel", None) is not None
 
 
-def make_progress(dashboard: str | None, epochs: int, enabled: bool = True):
+def make_progress(dashboard: str | None, epochs: int, enabled: bool = True, classes: list[str] | None = None):
     """What `fit` shows. "auto": in a notebook kernel the dashboard, as ipywidgets where they render
     and as plain outputs updated in place where they do not (the rule: nbtools.viz.frontend); text
     progress outside a kernel. "widgets" / "image" choose the view (text, with a warning, outside a
-    kernel); "text"; None or "off" = nothing. Either dashboard leaves a plain PNG when training ends."""
+    kernel); "text"; None or "off" = nothing. Either dashboard leaves a plain PNG when training ends.
+    classes: the run's class names, for the dashboard's labels."""
     if dashboard not in DASHBOARDS:
         raise ValueError(f"dashboard must be one of {', '.join(map(repr, DASHBOARDS))}, got {dashboard!r}")
     if not enabled or dashboard in (None, "off"):
@@ -113,4 +114,4 @@ def make_progress(dashboard: str | None, epochs: int, enabled: bool = True):
     elif dashboard == "widgets" and importlib.util.find_spec("ipywidgets") is None:
         log.warning("dashboard='widgets' needs ipywidgets; showing the dashboard as an image output")
         dashboard = "image"
-    return Dashboard(epochs, view=dashboard)
+    return Dashboard(epochs, view=dashboard, classes=classes)

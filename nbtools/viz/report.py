@@ -21,6 +21,7 @@ from matplotlib.figure import Figure
 from sklearn.metrics import auc, precision_recall_curve, roc_curve
 
 from nbtools.runs import Run, classification_metrics, probabilities
+from nbtools.runs.classes import class_name, class_names
 from nbtools.runs.files import BEST_VAL_FILE, run_path
 from nbtools.runs.metrics import f1_optimal_threshold
 from nbtools.viz import panels
@@ -56,10 +57,6 @@ def grad_norm_figure(run: Run) -> Figure:
     panels.grad_panel(ax, run.steps)
     panels.scale_panel(ax_scale, run.steps)
     return fig
-
-
-def _name(classes: list[str] | None, k: int) -> str:
-    return f"class {k}" if not classes or k >= len(classes) else f"{classes[k]} ({k})"
 
 
 def confusion_figure(
@@ -123,7 +120,7 @@ def roc_figure(
             log.info("ROC for class %d skipped: the validation set has only one of its two sides", k)
             continue
         fpr, tpr, _ = roc_curve(y == k, score)
-        ax.plot(fpr, tpr, label=f"{_name(classes, k)} (AUC {auc(fpr, tpr):.3f})")
+        ax.plot(fpr, tpr, label=f"{class_name(classes, k)}, AUC {auc(fpr, tpr):.3f}")
         if binary is not None:
             for (label, t, x, yy, _), m in zip(_operating_points(y, score, threshold), "os"):
                 ax.plot([x], [yy], m, ms=7, mfc="none", label=f"{label} {t:.3g}")
@@ -144,7 +141,7 @@ def pr_figure(
     precision, recall, _ = precision_recall_curve(y, score)
     fig = Figure(figsize=(4.5, 4), layout="constrained")
     ax = fig.add_subplot()
-    ax.plot(recall, precision, label=f"{_name(classes, 1)} (positive rate {np.mean(y == 1):.2f})")
+    ax.plot(recall, precision, label=f"{class_name(classes, 1)}, positive rate {np.mean(y == 1):.2f}")
     for (label, t, _, tpr, prec), m in zip(_operating_points(y, score, threshold), "os"):
         f1 = 2 * prec * tpr / (prec + tpr) if prec + tpr else 0.0
         ax.plot([tpr], [prec], m, ms=7, mfc="none", label=f"{label} {t:.3g} (F1 {f1:.3f})")
@@ -188,7 +185,7 @@ def report(run_or_dir, save: bool = True) -> Report:
     if best_val.is_file():
         best = _best_val(best_val)
         targets, logits = best["targets"].numpy(), best["logits"].float().numpy()
-        classes = (run.meta.get("data") or {}).get("classes")  # a run on the user's folder names them
+        classes = class_names(run.meta)  # a run on the user's folder names them
         figures["confusion_matrix"] = confusion_figure(
             targets, logits, run.config.threshold, best["epoch"], classes
         )
