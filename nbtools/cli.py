@@ -184,7 +184,7 @@ def _doctor(run_dir: str) -> int:
     return 1 if any(f.is_open for f in findings) else 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m nbtools", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     common = argparse.ArgumentParser(add_help=False)
@@ -251,7 +251,11 @@ def main(argv: list[str] | None = None) -> int:
         "doctor", help="print a run folder's findings (exit code 1 if any is open)", parents=[common]
     )
     doc.add_argument("run_dir")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     with speaking("cli"), quiet_output():  # flags in messages; output to a reader gone fails quietly
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
         debug = getattr(args, "debug", False)

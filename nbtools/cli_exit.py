@@ -96,7 +96,7 @@ def message(e: BaseException) -> str:
     if "Original Traceback (most recent call last):" in text:
         at = list(re.finditer(rf"^(?:[\w.]+\.)?{re.escape(type(e).__name__)}: ", text, re.MULTILINE))
         if at:
-            text = text[at[-1].end() :]
+            text = text[at[-1].end() :].rstrip()
     return reword(text, "cli")
 
 

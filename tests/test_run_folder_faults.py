@@ -204,5 +204,5 @@ def test_a_run_that_kept_nothing_is_replaced_and_said(tmp_path, capsys):
     # a run with a history in metrics.json is a run, even without any checkpoint
     for p in run_dir.glob("*.pt"):
         p.unlink()
-    with pytest.raises(nbt.runs.RunExistsError, match="no epoch checkpoints, but metrics.json"):
+    with pytest.raises(nbt.runs.RunExistsError, match=r"no epoch checkpoints, but metrics\.json"):
         nbt.fit(small_cnn(), NoisyBlobs(), *args, verbose=False)

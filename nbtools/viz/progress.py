@@ -55,6 +55,14 @@ class QuietStream:
     def __getattr__(self, name: str):
         return getattr(self.stream, name)
 
+    # equal to the stream it wraps: tqdm.write clears the bars of the stream it writes to (or of
+    # sys.stdout / sys.stderr, which share a terminal) by comparing streams
+    def __eq__(self, other) -> bool:
+        return self.stream == getattr(other, "stream", other)
+
+    def __hash__(self) -> int:
+        return hash(self.stream)
+
 
 def _fmt(v) -> str:
     return "-" if v is None else f"{v:.4g}"
