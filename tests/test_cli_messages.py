@@ -62,6 +62,7 @@ def plain_run(tmp_path_factory):
     return run_dir
 
 
+@pytest.mark.slow  # three CLI processes (each imports torch)
 def test_a_run_there_or_locked_is_refused_in_flags_and_debug_shows_the_traceback(plain_run, tmp_path):
     r = _cli("train", "resnet3d", "--smoke", "--run-dir", str(plain_run), cwd=tmp_path)
     assert r.returncode == 2 and r.stderr.startswith(
