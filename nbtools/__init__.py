@@ -5,7 +5,7 @@
 >>> run = nbt.fit(model, train_ds, val_ds, loss, cfg, run_dir="runs/demo")   # doctest: +SKIP
 """
 
-from nbtools import data, losses, models, recipes, runs, viz
+from nbtools import data, losses, models, recipes, runs, viz, wording
 from nbtools.cache import clear_cache
 from nbtools.config import TrainConfig
 from nbtools.data.augcheck import check_augmentation
@@ -43,5 +43,6 @@ __all__ = [
     "setup",
     "validate_dataset",
     "viz",
+    "wording",
 ]
 __version__ = "0.1.0"

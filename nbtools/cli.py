@@ -5,10 +5,16 @@ python -m nbtools train resnet3d --run-dir runs/demo --resume latest --epochs 10
 python -m nbtools train resnet3d --data volumes/ --shape 64 64 64 --run-dir runs/mine   # your files
 python -m nbtools train focal2d --data pages.csv --val val_pages/ --size 224 --run-dir runs/pages
 python -m nbtools train resnet3d --run-dir runs/mine --resume latest   # the same files, checked
+python -m nbtools train focal2d --run-dir runs/p --monitor val_loss --set clip_norm=0.25 --set ema_decay=0.999
 python -m nbtools predict runs/demo --data new_volumes --out predictions.csv --tta
 python -m nbtools checkpoints runs/demo
 python -m nbtools doctor runs/demo      # exit code 0: none open, 1: open findings printed, 2: no run
 python -m nbtools runs runs --baseline demo --csv runs.csv   # runs side by side: status, best, config changes
+
+Messages name flags (nbtools.wording). A known error (bad data, a missing package, a run that exists or is
+locked, changed data, a bad value) exits with 2 and its message, no traceback (--debug shows it); Ctrl-C
+exits with 130 and the command that resumes; training goes on to its checkpoint when the output's reader
+has gone (nbtools.cli_exit).
 """
 
 from __future__ import annotations
@@ -19,16 +25,14 @@ import os
 import sys
 
 from nbtools import recipes
+from nbtools.cli_exit import quiet_output, resume_command, run_command
+from nbtools.config import MONITORS, SCHEDULES, ConfigFieldError
 from nbtools.diagnose import doctor
-from nbtools.env import setup
-from nbtools.runs import (
-    CheckpointError,
-    NonFiniteError,
-    RunExistsError,
-    compare_runs,
-    list_checkpoints,
-    open_first,
-)
+from nbtools.env import PRECISIONS, setup
+from nbtools.recipes.predict import WEIGHTS
+from nbtools.runs import NonFiniteError, compare_runs, list_checkpoints, open_first
+from nbtools.settings import parse_settings
+from nbtools.wording import CLI_FLAGS, speaking
 
 
 def _resume(value: str | None):
@@ -40,60 +44,31 @@ def _resume(value: str | None):
         return value  # a checkpoint path
 
 
+FLAGGED_FIELDS = ("epochs", "precision", "lr", "batch_size", "monitor", "threshold", "schedule")
+
+
+def _config_overrides(args: argparse.Namespace) -> dict[str, tuple[object, str]]:
+    """TrainConfig fields from the flags and --set: {field: (value, how it was given)}."""
+    given = {}
+    for text in args.set or []:
+        key = text.partition("=")[0].strip()
+        if key in CLI_FLAGS:  # one way to set each field: --lr 1e-4, not also --set lr=1e-4
+            raise ValueError(f"--set {text}: {key} has its own flag, {CLI_FLAGS[key]}")
+        given.update({k: (v, f"--set {text}") for k, v in parse_settings([text]).items()})
+    for k in FLAGGED_FIELDS:
+        if getattr(args, k) is not None:
+            given[k] = (getattr(args, k), f"{CLI_FLAGS[k]} {getattr(args, k)}")
+    return given
+
+
 def _train(args: argparse.Namespace) -> int:
     main_rank = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 prints
+    given = _config_overrides(args)  # before setup: a bad --set ends the command at once
     env = setup(seed=args.seed, verbose=main_rank)
-    overrides = {
-        k: v
-        for k, v in (
-            ("epochs", args.epochs),
-            ("precision", args.precision),
-            ("lr", args.lr),
-            ("batch_size", args.batch_size),
-        )
-        if v is not None
-    }
-    if args.shape and args.job != "resnet3d":
-        print(
-            f"error: --shape is for resnet3d; {args.job} takes --size (images become size x size)",
-            file=sys.stderr,
-        )
-        return 2
-    if args.resume is None:
-        try:
-            job = recipes.make_job(
-                args.job, smoke=args.smoke, seed=args.seed, **_data_args(args), **overrides
-            )
-        except (FileNotFoundError, ValueError) as e:  # a missing folder, a bad layout or CSV, a bad option
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-    else:  # the run's own recipe arguments, config and data, with the options given on top
-        fixed = [f"--{k.replace('_', '-')}" for k, v in _data_args(args).items() if k not in ("data", "val")]
-        if fixed:
-            print(
-                f"error: {', '.join(fixed)}: the run fixes them; a resume takes only --data/--val (where its "
-                f"files are now)",
-                file=sys.stderr,
-            )
-            return 2
-        try:
-            job = recipes.load_job(
-                args.run_dir,
-                data=args.data,
-                val=args.val,
-                allow_changed_data=args.allow_changed_data,
-                **overrides,
-            )
-        except (FileNotFoundError, ValueError) as e:  # not a run folder, no recipe, other data
-            print(f"error: cannot resume {args.run_dir}: {e}", file=sys.stderr)
-            return 2
-        if job.meta["recipe"] != args.job:
-            print(
-                f"error: {args.run_dir} was trained with the {job.meta['recipe']!r} recipe, not {args.job!r}; "
-                f"run: python -m nbtools train {job.meta['recipe']} --run-dir {args.run_dir} --resume {args.resume}",
-                file=sys.stderr,
-            )
-            return 2
+    try:
+        job = _job(args, {k: v for k, (v, _) in given.items()})
+    except ConfigFieldError as e:  # a value the config refuses: name the flag or --set that gave it
+        raise ValueError(f"{given[e.field][1]}: {e}" if e.field in given else str(e)) from e
     try:
         run = job.fit(
             args.run_dir,
@@ -102,9 +77,6 @@ def _train(args: argparse.Namespace) -> int:
             device=env.device,
             verbose=main_rank,
         )
-    except RunExistsError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
     except NonFiniteError as e:
         print(f"error: {e}", file=sys.stderr)
         return 3
@@ -133,6 +105,37 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _job(args: argparse.Namespace, overrides: dict):
+    """The recipe's job with the options given; on --resume, the run's own job with them on top."""
+    if args.shape and args.job != "resnet3d":
+        raise ValueError(f"--shape is for resnet3d; {args.job} takes --size (images become size x size)")
+    if args.resume is None:
+        return recipes.make_job(args.job, smoke=args.smoke, seed=args.seed, **_data_args(args), **overrides)
+    fixed = [f"--{k.replace('_', '-')}" for k in _data_args(args) if k not in ("data", "val")]
+    if fixed:
+        raise ValueError(
+            f"{', '.join(fixed)}: the run fixes them; a resume takes only --data/--val (where its files are now)"
+        )
+    try:
+        job = recipes.load_job(
+            args.run_dir,
+            data=args.data,
+            val=args.val,
+            allow_changed_data=args.allow_changed_data,
+            **overrides,
+        )
+    except ConfigFieldError:
+        raise
+    except (FileNotFoundError, ValueError) as e:  # not a run folder, no recipe, other data
+        raise ValueError(f"cannot resume {args.run_dir}: {e}") from e
+    if job.meta["recipe"] != args.job:
+        raise ValueError(
+            f"{args.run_dir} was trained with the {job.meta['recipe']!r} recipe, not {args.job!r}; run: python "
+            f"-m nbtools train {job.meta['recipe']} --run-dir {args.run_dir} --resume {args.resume}"
+        )
+    return job
+
+
 def _data_args(args: argparse.Namespace) -> dict:
     """The recipe arguments for the user's data, those given on the command line."""
     given = {
@@ -156,19 +159,16 @@ def print_findings(findings: list) -> None:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    try:
-        preds = recipes.predict(
-            args.run_dir,
-            args.data,
-            weights=args.weights,
-            tta=args.tta,
-            batch_size=args.batch_size,
-            device=args.device,
-        )
-        out = preds.to_csv(args.out)
-    except (OSError, ValueError, CheckpointError) as e:  # no run, no data, a bad file (named), no weights
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    preds = recipes.predict(
+        args.run_dir,
+        args.data,
+        weights=args.weights,
+        tta=args.tta,
+        batch_size=args.batch_size,
+        device=args.device,
+        threshold=args.threshold,
+    )
+    out = preds.to_csv(args.out)
     print(f"wrote {len(preds)} rows to {out}: {preds!r}")
     if preds.labels is not None:
         m = preds.metrics()
@@ -177,11 +177,7 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _doctor(run_dir: str) -> int:
-    try:
-        findings = doctor(run_dir)
-    except (FileNotFoundError, ValueError) as e:  # not a run folder, or an unreadable metrics.json
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    findings = doctor(run_dir)  # not a run folder, or an unreadable metrics.json: exit code 2
     for f in findings:  # open first, resolved ones marked
         print(f)
     if not findings:
@@ -202,11 +198,13 @@ def _runs(args: argparse.Namespace) -> int:
     return 0 if len(table) else 2
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m nbtools", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="show the traceback of an error, too")
     train = sub.add_parser(
-        "train", help="train a recipe on your folder/CSV (--data) or its embedded demo set"
+        "train", help="train a recipe on your folder/CSV (--data) or its embedded demo set", parents=[common]
     )
     train.add_argument("job", choices=sorted(recipes.RECIPES))
     train.add_argument(
@@ -225,28 +223,70 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--overwrite", action="store_true", help="delete the run in --run-dir and start again")
     train.add_argument("--epochs", type=int)
     train.add_argument("--lr", type=float)
-    train.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"])
+    train.add_argument("--precision", choices=PRECISIONS)
     train.add_argument("--batch-size", type=int)
+    train.add_argument("--monitor", choices=MONITORS, help="the metric that picks best.pt and early stopping")
+    train.add_argument(
+        "--threshold", type=float, help="two classes: predict the positive one from this probability"
+    )
+    train.add_argument(
+        "--schedule",
+        choices=SCHEDULES,
+        help="a resume with a new plan: continue the LR curve, or restart it warm",
+    )
+    train.add_argument(
+        "--set",
+        action="append",
+        metavar="FIELD=VALUE",
+        help="any TrainConfig field, e.g. --set clip_norm=0.5 --set 'group_lrs={\"backbone\": 1e-4}' (repeatable)",
+    )
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--smoke", action="store_true", help="tiny sizes, for a seconds-long check")
-    pred = sub.add_parser("predict", help="apply a run's model to a folder or CSV of files; write a CSV")
+    pred = sub.add_parser(
+        "predict", help="apply a run's model to a folder or CSV of files; write a CSV", parents=[common]
+    )
     pred.add_argument("run_dir")
     pred.add_argument("--data", required=True, help="folder (class sub-folders or files directly) or CSV")
     pred.add_argument("--out", required=True, help="the CSV to write: path, label, predicted, prob_<class>")
-    pred.add_argument("--weights", choices=["best", "best_ema", "last"], default="best")
+    pred.add_argument("--weights", choices=WEIGHTS, default="best")
     pred.add_argument("--tta", action="store_true", help="average over flips (3D: D/H/W, 2D: horizontal)")
     pred.add_argument("--batch-size", type=int)
     pred.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when there is one)")
-    ls = sub.add_parser("checkpoints", help="list a run folder's checkpoints and whether each loads")
+    pred.add_argument(
+        "--threshold",
+        type=float,
+        help="two classes: the cut on the positive probability (default: the run's)",
+    )
+    ls = sub.add_parser(
+        "checkpoints", help="list a run folder's checkpoints and whether each loads", parents=[common]
+    )
     ls.add_argument("run_dir")
-    doc = sub.add_parser("doctor", help="print a run folder's findings (exit code 1 if any is open)")
+    doc = sub.add_parser(
+        "doctor", help="print a run folder's findings (exit code 1 if any is open)", parents=[common]
+    )
     doc.add_argument("run_dir")
-    runs = sub.add_parser("runs", help="compare the runs in a folder: status, best, findings, config changes")
+    runs = sub.add_parser(
+        "runs", help="compare the runs in a folder: status, best, findings, config changes", parents=[common]
+    )
     runs.add_argument("runs_dir", help="a folder of run folders (or one run folder)")
     runs.add_argument("--baseline", help="the run the config differences are against (default: the oldest)")
     runs.add_argument("--csv", help="also write the table to this CSV file")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    with speaking("cli"), quiet_output():  # flags in messages; output to a reader gone fails quietly
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+        debug = getattr(args, "debug", False)
+        return run_command(lambda: _command(args), debug, lambda: _interrupted(args))
+
+
+def _interrupted(args: argparse.Namespace) -> str:
+    return resume_command(args.job, args.run_dir) if args.command == "train" else "interrupted"
+
+
+def _command(args: argparse.Namespace) -> int:
     if args.command == "train":
         return _train(args)
     if args.command == "predict":

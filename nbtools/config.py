@@ -121,8 +121,16 @@ class TrainConfig:
         return {k: (a[k], b[k]) for k in a if a[k] != b[k]}
 
 
+class ConfigFieldError(ValueError):
+    """A TrainConfig field given a value it cannot take; `.field` names it (the CLI names its flag)."""
+
+    def __init__(self, field_name: str, message: str):
+        super().__init__(message)
+        self.field = field_name
+
+
 def _fail(field_name: str, expected: str, value: Any) -> None:
-    raise ValueError(f"TrainConfig.{field_name} must be {expected}, got {value!r}")
+    raise ConfigFieldError(field_name, f"TrainConfig.{field_name} must be {expected}, got {value!r}")
 
 
 SEED_LIMIT = 2**63  # seeds go to torch.manual_seed and numpy; offsets per rank are added to them

@@ -19,7 +19,7 @@ def test_main_job_trains_resumes_and_refuses_to_overwrite(tmp_path):
     assert [c.epoch for c in nbt.list_checkpoints(tmp_path / "runs/demo")] == [1, 2]
     # "Run all" again after a disconnect: refused, with the choices named, and nothing touched
     r = _cli("train", "resnet3d", "--run-dir", "runs/demo", "--smoke", cwd=tmp_path)
-    assert r.returncode == 2 and 'resume="latest"' in r.stderr
+    assert r.returncode == 2 and "--resume latest" in r.stderr and "--overwrite" in r.stderr
     r = _cli(
         "train",
         "resnet3d",

@@ -129,7 +129,7 @@ def test_an_interrupt_before_anything_was_kept_leaves_no_run_behind(tmp_path, ca
         _train(tmp_path, model, verbose=True, dashboard="text")
     handle.remove()
     said = capsys.readouterr()
-    assert "nothing to resume, run fit again as before" in said.out + said.err
+    assert "nothing to resume; start the run again as before" in said.out + said.err
     assert not nbt.list_checkpoints(tmp_path) and not (tmp_path / "metrics.json").exists()
 
 

@@ -10,6 +10,7 @@ from torch import nn
 
 import nbtools as nbt
 from nbtools.runs import checkpoints as ckpt
+from nbtools.train.loader import TrainBatches
 from tests.helpers import NoisyBlobs, small_cnn
 
 CFG = nbt.TrainConfig(epochs=2, batch_size=8, checkpoint_every_minutes=None)
@@ -76,7 +77,8 @@ def test_a_checkpoint_with_the_marker_but_no_model_is_listed_invalid(run_dir, ca
     assert ckpt.find_checkpoint(run_dir, "latest").path.name == "epoch_002.pt"
 
 
-@pytest.mark.parametrize("kept", [None, "metrics.json", "config.json", "last.pt"])
+# config.json alone is no run: see test_a_run_that_kept_nothing_is_replaced_and_said
+@pytest.mark.parametrize("kept", [None, "metrics.json", "last.pt", "best.pt"])
 def test_a_finished_run_without_epoch_checkpoints_is_not_trained_over(run_dir, kept):
     for p in run_dir.glob("epoch_*.pt"):
         p.unlink()  # deleted to save Drive quota
@@ -164,3 +166,43 @@ def test_a_folder_of_the_users_own_pictures_is_no_run(tmp_path):
     (tmp_path / "scan_001.png").write_bytes(b"\x89PNG")
     _fit(tmp_path, CFG.replace(epochs=1))
     assert (tmp_path / "scan_001.png").read_bytes() == b"\x89PNG"
+
+
+class CorruptAt(NoisyBlobs):
+    """NoisyBlobs whose sample `bad` cannot be read, as a truncated file in a user's folder."""
+
+    def __init__(self, bad: int, **kw):
+        super().__init__(**kw)
+        self.bad = bad
+
+    def __getitem__(self, i):
+        if i == self.bad:
+            raise OSError(f"case_{i:03d}.nii.gz: compressed file ended before the end-of-stream marker")
+        return super().__getitem__(i)
+
+
+def test_a_run_that_kept_nothing_is_replaced_and_said(tmp_path, capsys):
+    """A run that failed on a bad file in epoch 1 leaves config.json (and TensorBoard events) but no
+    checkpoint; once the file is fixed, the same call trains there and says what it replaces."""
+    run_dir = tmp_path / "run"
+    cfg = CFG.replace(epochs=1, batch_size=4)
+    bad = list(TrainBatches(48, 4, cfg.seed, 1, 0, 1))[2][0]  # in epoch 1's third batch
+    args = (NoisyBlobs(seed=1, augment=False), nn.CrossEntropyLoss(), cfg, run_dir)
+    with pytest.raises(ValueError, match="case_0"):
+        nbt.fit(small_cnn(), CorruptAt(bad), *args, verbose=False)
+    left = {p.name for p in run_dir.iterdir()}
+    assert "config.json" in left and not nbt.list_checkpoints(run_dir)
+    (run_dir / "metrics.json").write_text('{"history": [], "steps": []}')  # an empty record, too
+    (run_dir / "scan.png").write_bytes(b"\x89PNG")  # the user's own file in the folder
+    capsys.readouterr()
+    run = nbt.fit(small_cnn(), NoisyBlobs(), *args, verbose=True, dashboard="text")
+    said = capsys.readouterr().out
+    assert f"{run_dir} holds no checkpoint or results, only config.json, metrics.json" in said
+    assert "starting a new run there, in their place" in said
+    assert run.epoch == 1 and [c.epoch for c in nbt.list_checkpoints(run_dir)] == [1]
+    assert (run_dir / "scan.png").read_bytes() == b"\x89PNG"
+    # a run with a history in metrics.json is a run, even without any checkpoint
+    for p in run_dir.glob("*.pt"):
+        p.unlink()
+    with pytest.raises(nbt.runs.RunExistsError, match=r"no epoch checkpoints, but metrics\.json"):
+        nbt.fit(small_cnn(), NoisyBlobs(), *args, verbose=False)

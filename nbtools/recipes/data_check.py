@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from nbtools.data import DataChange, compare_fingerprints
+from nbtools.wording import Reworded
 
 
-class DataChangedError(ValueError):
+class DataChangedError(Reworded, ValueError):
     """The data a resume found is not the data the run was trained on; the message names the change."""
 
 
@@ -34,11 +35,10 @@ def locate(run_dir: str | Path, record: dict[str, Any], part: str, given: str | 
     for path in (recorded, record["source"][f"{part}_resolved"]):
         if Path(path).exists():
             return str(path)
-    flag = "--data" if part == "data" else "--val"
-    raise FileNotFoundError(
+    raise FileNotFoundError(  # the options in Python's words; the CLI and the notebooks show theirs
         f"{run_dir} was trained on {recorded} (resolved {record['source'][part + '_resolved']}), which is "
         f"not there: mount Google Drive (or restore the folder), or pass where it is now: "
-        f"load_job(run_dir, {part}=NEW_PATH) (CLI: {flag} NEW_PATH); the files are checked against the run"
+        f"load_job(run_dir, {part}=NEW_PATH); the files are checked against the run"
     )
 
 
@@ -88,7 +88,7 @@ def check_data(
                 f"{run_dir} was trained on other data than what is there now: {changed_text}. A resume must "
                 f"train on the same files. To proceed: restore the files; or start a new run (a new run_dir) "
                 f"on the data as it is now; or, knowingly, resume on the changed data with "
-                f"load_job(run_dir, allow_changed_data=True) (CLI: --allow-changed-data), which records the "
+                f"load_job(run_dir, allow_changed_data=True), which records the "
                 f"change in the run's meta['data']['changes']"
             )
         if recorded["classes"] != current["classes"]:

@@ -65,6 +65,7 @@ def predict(
     tta: bool = False,
     batch_size: int | None = None,
     device: str | torch.device | None = None,
+    threshold: float | None = None,
 ) -> Predictions:
     """Class probabilities of a trained run (or a model) on `data`, one row per sample.
 
@@ -78,13 +79,15 @@ def predict(
     flips: every combination of the axes Augment3D flipped in training (8 passes for the 3D recipe),
     the width for 2D images (2 passes). batch_size: default the run's eval batch size. Class names:
     the run's (meta "classes"), else the data's, else "0", "1", ... Binary tasks predict class 1 at
-    the run's `threshold`. A bad file raises SampleError naming it.
+    `threshold` (default: the run's TrainConfig.threshold). A bad file raises SampleError naming it.
 
     >>> preds = nbt.predict("runs/mine", "drive/MyDrive/new_volumes", tta=True)   # doctest: +SKIP
     >>> preds.to_csv("predictions.csv")                                          # doctest: +SKIP
     """
     if weights not in WEIGHTS:
         raise ValueError(f"weights must be one of {', '.join(map(repr, WEIGHTS))}, got {weights!r}")
+    if threshold is not None and not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold must be a probability in [0, 1], got {threshold!r}")
     device = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     source = _source(run_or_dir_or_model, weights)
     cfg = source.config or TrainConfig()
@@ -109,6 +112,11 @@ def predict(
     logits, targets, _ = predict_logits(model, loader, precision)
     logits = logits.numpy().reshape(len(logits), -1)
     probs = _probabilities(logits)
+    if threshold is not None and probs.shape[1] != 2:
+        raise ValueError(
+            f"threshold={threshold} cuts the positive class's probability of a two-class model; this one has "
+            f"{probs.shape[1]} classes and predicts the most probable: drop threshold"
+        )
     labels = targets.numpy().astype(np.int64)
     classes, agree = _class_names(source.meta, ds, probs.shape[1])
     scalar = labels.ndim == 1  # one whole-number label per sample, not a mask or a soft target
@@ -118,7 +126,7 @@ def predict(
         probs=probs,
         logits=logits,
         classes=classes,
-        threshold=cfg.threshold if probs.shape[1] == 2 else None,
+        threshold=(cfg.threshold if threshold is None else threshold) if probs.shape[1] == 2 else None,
         labels=labels if known else None,
         paths=[str(p) for p in paths] if paths is not None else None,
         tta=tta,

@@ -24,6 +24,7 @@ import numpy as np
 from torch.utils.data import Dataset, Subset
 
 from nbtools.data import data_fingerprint, holdout_split
+from nbtools.wording import reword
 
 VAL_FRACTION = 0.2  # the hold-out's share when no validation folder is given
 
@@ -161,4 +162,4 @@ def describe_data(record: dict[str, Any]) -> str:
 def say(text: str) -> None:
     """Print what a recipe found about the data, once: under torchrun only rank 0 prints."""
     if int(os.environ.get("RANK", "0")) == 0:
-        print(text)
+        print(reword(text))  # options as the reader sets them (nbtools.wording)

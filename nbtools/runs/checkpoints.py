@@ -19,6 +19,7 @@ import torch
 from nbtools.env import run_folder_hint
 from nbtools.runs.files import CHECKPOINT_GLOB, CHECKPOINT_NAME, run_path
 from nbtools.runs.integrity import zip_problem
+from nbtools.wording import Reworded
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,7 @@ FORMAT = "nbtools-checkpoint"
 REQUIRED = ("epoch", "step", "batch", "config", "model", "optimizer", "scheduler", "run")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(Reworded, RuntimeError):
     """A checkpoint file that cannot be used; the message names the file and what to do."""
 
 
@@ -211,7 +212,7 @@ def find_checkpoint(run_dir: str | Path, which: str | int | Path) -> CheckpointI
             log.warning("skipping %s: %s; falling back to the checkpoint before it", c.path, c.error)
         raise FileNotFoundError(
             f"no valid checkpoint in {run_dir} to resume from ({len(checkpoints)} files found); "
-            f"start a new run with resume=None, or point run_dir at the run to resume; {run_folder_hint()}"
+            f"start a new run (resume=None), or point run_dir at the run to resume; {run_folder_hint()}"
         )
     if isinstance(which, numbers.Integral):
         match = [c for c in checkpoints if c.epoch == which and not c.mid_epoch]

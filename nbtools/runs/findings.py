@@ -6,6 +6,8 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
+from nbtools.wording import reword
+
 STATUSES = ("open", "resolved")
 
 
@@ -37,7 +39,7 @@ class Finding:
             at = f" at epoch {self.resolved_epoch}" if self.resolved_epoch is not None else ""
             where.append(f"resolved{at}")
         head = f"[{self.code}]" + (f" ({'; '.join(where)})" if where else "")
-        return f"{head} {self.message}\n    fix: {self.fix}"
+        return reword(f"{head} {self.message}\n    fix: {self.fix}")  # options as the reader sets them
 
     def to_dict(self) -> dict:
         return asdict(self)

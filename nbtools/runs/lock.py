@@ -22,6 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from nbtools.runs.files import LOCK_FILE
+from nbtools.wording import Reworded
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ HEARTBEAT_S = 30.0
 STALE_AFTER_S = 600.0  # ten missed heartbeats, with room for Drive's sync delay and clock skew
 
 
-class RunLockedError(RuntimeError):
+class RunLockedError(Reworded, RuntimeError):
     """Another process holds the run folder's lock; the message names it and what to do."""
 
 

@@ -17,15 +17,16 @@ from nbtools.env import run_folder_hint
 from nbtools.runs.files import METRICS_FILE, run_path
 from nbtools.runs.findings import Finding
 from nbtools.runs.stop import Stop, from_legacy_text
+from nbtools.wording import Reworded
 
 log = logging.getLogger(__name__)
 
 
-class RunExistsError(FileExistsError):
+class RunExistsError(Reworded, FileExistsError):
     """`fit(resume=None)` found checkpoints in run_dir and will not train over them."""
 
 
-class NonFiniteError(RuntimeError):
+class NonFiniteError(Reworded, RuntimeError):
     """Training stopped on non-finite losses or gradients; `.run` holds what was saved."""
 
     def __init__(self, message: str, run: Run):
@@ -159,6 +160,6 @@ class Run:
         for k in ("val_loss", "val_auc", "val_f1", "val_acc"):
             if last.get(k) is not None:
                 parts.append(f"{k} {last[k]:.4f}")
-        if self.stopped:
-            parts.append(f"stopped: {self.stopped}")
+        if self.stop is not None:
+            parts.append(f"stopped: {self.stop}")
         return "; ".join(parts)

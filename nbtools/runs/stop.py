@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from nbtools.wording import reword
+
 STOP_CODES = ("nonfinite", "amp", "early-stop", "interrupted")
 RAISING_CODES = ("nonfinite", "amp")  # `fit` raises NonFiniteError after saving the run
 
@@ -28,7 +30,7 @@ class Stop:
             raise ValueError(f"stop code must be one of {', '.join(STOP_CODES)}, got {self.code!r}")
 
     def __str__(self) -> str:
-        return self.message
+        return reword(self.message)  # options as the reader sets them (nbtools.wording)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -90,7 +90,7 @@ def fit(
     model.to(device)
     set_memory_format(model, cfg.channels_last)  # before the optimizer state and the EMA copy exist
     preflight(model, train_data, val_data, loss_fn, device, cfg.channels_last)  # nor data that cannot train
-    prepare_run_dir(run_dir, resume, overwrite, dist)
+    replaced = prepare_run_dir(run_dir, resume, overwrite, dist)  # a line to show, or None
     n_batches = TrainBatches(
         len(train_data), cfg.batch_size, cfg.seed, 1, dist.rank, dist.world
     ).num_batches()
@@ -98,6 +98,8 @@ def fit(
         raise ValueError(f"the training data is empty (len {len(train_data)}); pass at least one sample")
     progress = make_progress(dashboard, cfg.epochs, verbose and dist.is_main, class_names(meta))
     progress = WithTensorBoard(progress, TensorBoardLog(run_dir, enabled=dist.is_main))
+    if replaced:
+        progress.message(replaced)
     st, checkpoint = start(
         model,
         cfg,

@@ -95,7 +95,8 @@ def _resume_hint(run_dir) -> tuple[str, bool]:
     """How to go on, and whether there is a checkpoint to go on from."""
     found = list_checkpoints(run_dir).valid()
     if not found:
-        return f"no checkpoint in {run_dir} yet: nothing to resume, run fit again as before", False
+        return f"no checkpoint in {run_dir} yet: nothing to resume; start the run again as before", False
+    # in Python's words; the progress, the CLI and the notebooks show theirs (nbtools.wording)
     return f'the newest checkpoint is {found[-1].path.name}: to continue, fit(..., resume="latest")', True
 
 

@@ -3,6 +3,7 @@ its checkpoints. "Run all" after a disconnect must never train over a run: that 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -19,45 +20,84 @@ from nbtools.runs import (
     list_checkpoints,
     load_checkpoint,
 )
-from nbtools.runs.files import RUN_FILES, run_files
+from nbtools.runs.files import (
+    CONFIG_FILE,
+    LEARNING_CURVES_FILE,
+    LOSS_CURVE_FILE,
+    METRICS_FILE,
+    RUN_FILES,
+    TENSORBOARD_GLOB,
+    run_files,
+)
 from nbtools.step import Distributed
 from nbtools.train.loader import default_workers
 from nbtools.train.schedule import resume_plan
 from nbtools.train.state import TrainState
+from nbtools.wording import audience
 
 
-def prepare_run_dir(run_dir: Path, resume, overwrite: bool, dist: Distributed) -> None:
-    """Refuse to start a new run over checkpoints (unless `overwrite`), delete the old run's files
-    when overwriting, create the folder, and remove temp files a killed process left behind."""
-    found = list_checkpoints(run_dir, verify=False)
-    # A finished run whose epoch_*.pt were deleted (to save Drive quota) is still a run: best.pt,
-    # last.pt and metrics.json are its results.
+def prepare_run_dir(run_dir: Path, resume, overwrite: bool, dist: Distributed) -> str | None:
+    """Refuse to start a new run over a run (unless `overwrite`), delete the old run's files when
+    overwriting, create the folder, and remove temp files a killed process left behind.
+
+    A run is what a resume or a user would miss: a checkpoint, weights (a finished run whose epoch_*.pt
+    were deleted to save Drive quota keeps best.pt and last.pt) or a history in metrics.json. A folder
+    holding only what a run writes before its first checkpoint (config.json, a metrics.json without
+    epochs, TensorBoard events, figures: a run that failed on a bad file in epoch 1) is no run to
+    protect: a new run replaces those files, and the line returned says so (None when there were none)."""
     files = run_files(run_dir)
-    if files and resume is None and not overwrite:
+    kept = [p for p in files if _is_result(p)]
+    replaced = None
+    if kept and resume is None and not overwrite:
+        found = list_checkpoints(run_dir, verify=False)
         if found:
             held = f"{describe_epochs(found)}, newest {found[-1].path.name}"
-            choices = (
-                'resume="latest" (or an epoch number) to continue it, with the same model, data and loss as '
-                "the run started with (a recipe run, from 02/03 or the CLI: 04_resume or --resume latest "
-                'rebuild them; a run of plain nbt.fit: call fit(..., resume="latest") with your own objects '
-                "again); "
-            )
         else:
-            names = [p.name for p in files]
+            names = [p.name for p in kept]
             held = f"no epoch checkpoints, but {', '.join(names[:6])}{' ...' if len(names) > 6 else ''}"
-            choices = ""
+        # the CLI and 04_resume rebuild a recipe's model, data and loss; in Python a plain fit's are the caller's
+        own = ' (a run of plain nbt.fit: call fit(..., resume="latest") with your own objects again)'
         raise RunExistsError(
-            f"{run_dir} already holds a run ({held}); fit will not train over it. Choose one: {choices}"
-            f"a new run_dir to start another, or overwrite=True to delete it and start again."
+            f"{run_dir} already holds a run ({held}); fit will not train over it. Choose one: "
+            f'resume="latest" (or an epoch number) to continue it, with the model, data and loss it started '
+            f"with{own if audience() == 'python' else ''}; a new run_dir to start another; or overwrite=True "
+            f"to delete it and start again."
+        )
+    if files and resume is None and not overwrite:
+        names = ", ".join(sorted({_kind(p) for p in files}, key=str.lower))
+        replaced = (
+            f"{run_dir} holds no checkpoint or results, only {names} of a run that stopped before its first "
+            f"checkpoint: starting a new run there, in their place"
         )
     if dist.is_main:
         if overwrite and resume is None:
             for pattern in RUN_FILES:
                 for p in run_dir.glob(pattern):
                     p.unlink()
+        elif replaced:  # only the run's own files (a user's PNG in the folder stays)
+            for p in files:
+                p.unlink(missing_ok=True)
         run_dir.mkdir(parents=True, exist_ok=True)
         remove_stale_temp_files(run_dir)
     dist.barrier()
+    return replaced
+
+
+def _is_result(path: Path) -> bool:
+    """Whether a run file is something a run kept: any checkpoint or weights, a metrics.json with
+    epochs in it (or one that cannot be read, which cannot say it has none)."""
+    if path.name in (CONFIG_FILE, LOSS_CURVE_FILE, LEARNING_CURVES_FILE) or path.match(TENSORBOARD_GLOB):
+        return False
+    if path.name != METRICS_FILE:
+        return True
+    try:
+        return bool(json.loads(path.read_text()).get("history"))
+    except (OSError, ValueError, AttributeError):
+        return True
+
+
+def _kind(path: Path) -> str:
+    return "TensorBoard events" if path.match(TENSORBOARD_GLOB) else path.name
 
 
 def check_layout(

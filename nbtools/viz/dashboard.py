@@ -26,6 +26,7 @@ from matplotlib.figure import Figure
 from nbtools.runs import Finding, open_first
 from nbtools.runs.classes import class_names
 from nbtools.viz import panels, snapshot
+from nbtools.wording import reword
 
 BAR_SECONDS = 0.2  # the progress bar is updated at most this often
 DRAW_BUDGET = 20  # wait at least this many times the last draw's duration before the next
@@ -37,9 +38,8 @@ def _fmt(v) -> str:
 
 def _finding_html(f: Finding) -> str:
     where = "" if f.epoch is None else f" (epoch {f.epoch})"
-    text = (
-        f"<b>[{html.escape(f.code)}]</b>{where} {html.escape(f.message)}<br><i>fix:</i> {html.escape(f.fix)}"
-    )
+    message, fix = html.escape(reword(f.message)), html.escape(reword(f.fix))
+    text = f"<b>[{html.escape(f.code)}]</b>{where} {message}<br><i>fix:</i> {fix}"
     if f.is_open:
         return f"<li>{text}</li>"
     at = "" if f.resolved_epoch is None else f" at epoch {f.resolved_epoch}"
@@ -125,7 +125,7 @@ class Dashboard:
         )
 
     def message(self, text: str) -> None:
-        self.messages.append(text)
+        self.messages.append(reword(text))
         self._update_status()
 
     def close(self) -> None:

@@ -1,20 +1,67 @@
 """What `fit` shows while it trains: a tqdm bar per epoch, its postfix at each log interval, and
 one summary line per epoch; or, in a notebook, the dashboard in nbtools.viz.dashboard, which takes
-the same calls. `make_progress` chooses."""
+the same calls. `make_progress` chooses.
+
+Showing never stops training: the text goes through `QuietStream`, so when whoever reads it has gone
+(`... | tee log` and Ctrl-C, which ends `tee` first; a closed output), writing fails quietly and `fit`
+still keeps the last step and records the stop. Messages name options for the chosen audience
+(nbtools.wording)."""
 
 from __future__ import annotations
 
 import importlib.util
 import logging
 import sys
+from contextlib import contextmanager
 
 from tqdm.auto import tqdm
 
 from nbtools.runs import Finding
 from nbtools.viz.dashboard import Dashboard
 from nbtools.viz.frontend import widgets_render
+from nbtools.wording import reword
 
 log = logging.getLogger(__name__)
+
+
+class QuietStream:
+    """A text stream whose writes and flushes fail quietly once its reader is gone: a broken pipe
+    (OSError) or a closed file (ValueError). `.broken` says one failed; the rest is the stream's."""
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.broken = False
+
+    def write(self, text: str) -> int:
+        with self._reader_gone():
+            return self.stream.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        with self._reader_gone():
+            self.stream.flush()
+
+    @contextmanager
+    def _reader_gone(self):
+        try:
+            yield
+        except OSError:  # EPIPE, EIO ...: nobody reads this any more
+            self.broken = True
+        except ValueError as e:
+            if "closed" not in str(e):  # only "I/O operation on closed file" is a reader gone
+                raise
+            self.broken = True
+
+    def __getattr__(self, name: str):
+        return getattr(self.stream, name)
+
+    # equal to the stream it wraps: tqdm.write clears the bars of the stream it writes to (or of
+    # sys.stdout / sys.stderr, which share a terminal) by comparing streams
+    def __eq__(self, other) -> bool:
+        return self.stream == getattr(other, "stream", other)
+
+    def __hash__(self) -> int:
+        return hash(self.stream)
 
 
 def _fmt(v) -> str:
@@ -29,7 +76,11 @@ class TextProgress:
     def start_epoch(self, epoch: int, total_batches: int, done_batches: int) -> None:
         if self.enabled:
             self.bar = tqdm(
-                total=total_batches, initial=done_batches, desc=f"epoch {epoch}/{self.epochs}", leave=False
+                total=total_batches,
+                initial=done_batches,
+                desc=f"epoch {epoch}/{self.epochs}",
+                leave=False,
+                file=QuietStream(sys.stderr),  # the stream of now: pytest and notebooks swap it
             )
 
     def batches_done(self, n: int) -> None:
@@ -54,13 +105,13 @@ class TextProgress:
         if self.enabled:
             keys = ("train_loss", "val_loss", "val_acc", "val_f1", "val_auc", "ema_val_auc")
             shown = "  ".join(f"{k} {_fmt(record[k])}" for k in keys if k in record)
-            tqdm.write(f"epoch {record['epoch']}/{self.epochs}  {shown}  ({record['seconds']:.1f}s)")
+            _write(f"epoch {record['epoch']}/{self.epochs}  {shown}  ({record['seconds']:.1f}s)")
 
     def resumed(self, run) -> None:
         if self.enabled and run.history:
             best = f", best epoch {run.best_epoch}" if run.best_epoch else ""
             n_open = sum(f.is_open for f in run.findings)
-            tqdm.write(
+            _write(
                 f"restored {len(run.history)} epochs of history{best}; findings so far: {n_open} open, "
                 f"{len(run.findings) - n_open} resolved"
             )
@@ -68,16 +119,21 @@ class TextProgress:
     def finding(self, finding: Finding) -> None:
         """A new finding, or a known one whose status changed (str shows "resolved at epoch N")."""
         if self.enabled:
-            tqdm.write(str(finding))
+            _write(str(finding))
 
     def message(self, text: str) -> None:
         if self.enabled:
-            tqdm.write(text)
+            _write(reword(text))
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+def _write(text: str) -> None:
+    """A line above the bar, on standard output."""
+    tqdm.write(text, file=QuietStream(sys.stdout))
 
 
 DASHBOARDS = ("auto", "text", "widgets", "image", "off", None)
