@@ -17,6 +17,7 @@ LAYERS = [
     {"atomic"},
     {"config", "cache"},
     {"models", "losses", "data"},
+    {"tasks"},
     {"runs", "step"},
     {"diagnose"},
     {"viz"},
