@@ -189,9 +189,12 @@ class SegmentationFolder(Dataset):
         cls, record: dict[str, Any], root: str | Path | None = None, **changes: Any
     ) -> SegmentationFolder:
         """The dataset a `record` describes (root: where the folder is now, e.g. Drive mounted elsewhere)."""
+        csv = record["csv"]
+        if csv is not None and root is not None:  # the CSV moved with its folder
+            csv = Path(root) / Path(csv).relative_to(record["root"])
         args = dict(
             patch=record["patch"],
-            csv=record["csv"] if root is None else None,
+            csv=csv,
             classes=record["classes"],
             oversample=record["oversample"],
             seed=record["seed"],

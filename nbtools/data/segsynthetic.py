@@ -13,7 +13,7 @@ from nbtools.data.augment2d import to_tensor
 from nbtools.data.synthetic import MIN_SIDE, item_index
 
 _STREAM = 2  # SyntheticVolumes uses streams 0 and 1; a different stream keeps these independent
-CONTRAST = 2.0  # class c is c * CONTRAST noise stds above the background (3D), before z-scoring
+CONTRAST = 2.5  # class c is c * CONTRAST noise stds above the background (3D), before z-scoring
 _COLOURS = ((220, 60, 60), (60, 200, 80), (70, 90, 230), (230, 200, 40), (200, 70, 210))  # 2D class tints
 
 
@@ -56,7 +56,7 @@ def _bias(rng: np.random.Generator, shape: tuple[int, ...], amplitude: float) ->
 
 class SyntheticSegVolumes(Dataset):
     """Map-style dataset of ``(x, mask)``: x float32 (1, D, H, W) z-scored, mask int64 (D, H, W) in
-    0..num_classes-1. Every case holds one ellipsoid per foreground class (class c is c * 2 noise stds
+    0..num_classes-1. Every case holds one ellipsoid per foreground class (class c is c * 2.5 noise stds
     brighter, radii 12-25 % of the side), white noise of std `noise` and a linear bias field.
 
     Case i is a function of (seed, i) only: any index in any order, the same on every machine. `classes`
@@ -92,7 +92,7 @@ class SyntheticSegVolumes(Dataset):
     def _generate(self, i: int):
         rng = np.random.default_rng([self.seed, _STREAM, 3, i])
         mask, info = _blobs(rng, self.shape, self.num_classes)
-        vol = CONTRAST * mask + _bias(rng, self.shape, 1.0) + self.noise * rng.standard_normal(self.shape)
+        vol = CONTRAST * mask + _bias(rng, self.shape, 0.5) + self.noise * rng.standard_normal(self.shape)
         vol = (vol - vol.mean()) / vol.std()
         return vol.astype(np.float32), mask, info
 
