@@ -340,3 +340,35 @@ def test_the_3d_set_needs_the_blobs_extent_which_a_convolution_sees():
         raw,
         smooth,
     )
+
+
+def test_images_without_masks_read_unlabelled_for_prediction(tmp_path, vols):
+    root = write_segmentation_folder(vols, tmp_path / "new")
+    for p in (root / "labels").iterdir():
+        p.unlink()
+    (root / "labels").rmdir()
+    with pytest.raises(SegmentationDataError, match="masks='optional'"):
+        SegmentationFolder(root)
+    ds = SegmentationFolder(root, patch=None, masks="optional")
+    x, label = ds[0]
+    assert not ds.labeled and label == -1 and x.shape == (1, 16, 20, 24)
+    assert nbt.data.data_fingerprint(ds)["n_files"] == 4
+    with pytest.raises(SegmentationDataError, match=r"\['case_404'\] not found"):
+        SegmentationFolder(root, masks="optional", cases=["case_000", "case_404"])
+
+
+def test_nnunet_2d_grey_channels_are_stacked(tmp_path):
+    root = tmp_path / "Dataset002_Road"
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    rng = np.random.default_rng(0)
+    for case in ("a", "b"):
+        for k in range(2):
+            grey = rng.integers(40 + 100 * k, 60 + 100 * k, (12, 14), dtype=np.uint8)
+            Image.fromarray(grey).save(root / "imagesTr" / f"{case}_{k:04d}.png")
+        Image.fromarray(rng.integers(0, 2, (12, 14), dtype=np.uint8)).save(root / "labelsTr" / f"{case}.png")
+    ds = SegmentationFolder(root, patch=None, normalize=None)
+    x, mask = ds[1]
+    assert (ds.ndim, ds.channels) == (2, 2) and x.shape == (2, 12, 14) and mask.shape == (12, 14)
+    assert 40 <= float(x[0].mean()) < 60 and 140 <= float(x[1].mean()) < 160
+    assert SegmentationFolder(root, patch=None).normalize == "zscore"  # not RGB: no ImageNet statistics

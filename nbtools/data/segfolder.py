@@ -19,6 +19,7 @@ from nbtools.data.segcheck import pinned_classes, scan_cases
 from nbtools.data.seglayout import find_cases, select_cases
 from nbtools.data.segread import read_image, read_mask, resize_pair
 from nbtools.data.splits import holdout_split, kfold
+from nbtools.data.synthetic import item_index
 from nbtools.data.volumes import normalize as normalize_volume
 
 log = logging.getLogger(__name__)
@@ -38,10 +39,9 @@ class SegmentationFolder(Dataset):
     palette PNG's indices). A case is its file name without the extension.
 
     patch: a spatial size for random training patches, or None for whole cases (validation: evaluate by
-    sliding window). "auto": (64, 64, 64) for volumes, (256, 256) for images, each side at most the largest
-    case's; None with size=. Cases
-    smaller than the patch are padded (image with each channel's minimum, mask with 0; `pads` records
-    how much). oversample: the fraction of patches centred on a random foreground voxel (nnU-Net: 1/3;
+    sliding window). "auto": (64, 64, 64) for volumes, (256, 256) for images, no side larger than the
+    largest case's; None with size=. Cases smaller than the patch are padded (image with each channel's
+    minimum, mask with 0; `pads` records how much). oversample: the fraction of patches centred on a random foreground voxel (nnU-Net: 1/3;
     see `nbtools.data.patches`). seed, `set_epoch(epoch)`: with an epoch set, the patch of item i is a
     function of (seed, epoch, i) alone, whatever the workers or a resume; without one, each item draws
     its patch's seed from torch's global RNG, as AlbumentationsDataset does (seeded per worker and
@@ -191,7 +191,8 @@ class SegmentationFolder(Dataset):
         """The dataset a `record` describes (root: where the folder is now, e.g. Drive mounted elsewhere)."""
         csv = record["csv"]
         if csv is not None and root is not None:  # the CSV moved with its folder
-            csv = Path(root) / Path(csv).relative_to(record["root"])
+            inside = Path(csv).is_relative_to(record["root"])
+            csv = Path(root) / (Path(csv).relative_to(record["root"]) if inside else Path(csv).name)
         args = dict(
             patch=record["patch"],
             csv=csv,
@@ -254,11 +255,7 @@ class SegmentationFolder(Dataset):
         )
 
     def __getitem__(self, index: int):
-        if isinstance(index, bool) or not isinstance(index, (int, np.integer)):
-            raise TypeError(f"index must be an int, got {type(index).__name__}")
-        index = int(index) + len(self) if index < 0 else int(index)
-        if not 0 <= index < len(self):
-            raise IndexError(f"index {index} is out of range for {len(self)} cases")
+        index = item_index(index, self)
         image, mask = self._load(index)
         channel_axis = -1 if self.raw else 0
         if self.patch is not None:
