@@ -60,7 +60,8 @@ class DiceLoss(nn.Module):
         self.include_background = include_background
 
     def extra_repr(self) -> str:
-        return f"smooth={self.smooth}, reduction={self.reduction!r}, include_background={self.include_background}"
+        background = self.include_background
+        return f"smooth={self.smooth}, reduction={self.reduction!r}, include_background={background}"
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return reduce(self._dice_loss(logits, targets), self.reduction)

@@ -3,7 +3,7 @@ stage, and a 1x1(x1) head per decoder level for deep supervision, in 2D or 3D.
 
 Parameter names (three groups, by prefix, for `TrainConfig.group_lrs` and `unfreeze`):
 
-    encoder.conv1 / bn1 / layer1 ... layer4   the ResNet's own keys (MedicalNet / torchvision files load as is)
+    encoder.conv1 / bn1 / layer1 ... layer4   the ResNet's own keys (MedicalNet, torchvision files load)
     decoder.s16 / s8 / s4 / s2 / s1           one block per level, named by its stride (s1: full resolution)
     heads.main (s1), heads.aux1 (s2), heads.aux2 (s4), heads.aux3 (s8), heads.aux4 (s16)
 
@@ -67,7 +67,8 @@ class ResNetEncoder(nn.Module):
 
 
 class DecoderBlock(nn.Module):
-    """Up x2 (transposed conv), concatenate the skip, two conv-norm-ReLU: (B, in_ch, *s) -> (B, out_ch, *2s)."""
+    """Up x2 (transposed conv), concatenate the skip, two conv-norm-ReLU:
+    (B, in_ch, *s) and a skip (B, skip_ch, *2s) -> (B, out_ch, *2s)."""
 
     def __init__(self, in_ch: int, skip_ch: int, out_ch: int, dims: int, norm: NormLayer) -> None:
         super().__init__()
@@ -142,14 +143,16 @@ class UNet(nn.Module):
         if x.dim() != want or x.shape[1] != self.encoder.in_channels:
             axes = "D, H, W" if self.dims == 3 else "H, W"
             raise ValueError(
-                f"{name} expects input of shape (B, {self.encoder.in_channels}, {axes}), got {tuple(x.shape)}; "
-                "add the channel axis with x.unsqueeze(1), or build the model with the matching in_channels"
+                f"{name} expects input of shape (B, {self.encoder.in_channels}, {axes}), "
+                f"got {tuple(x.shape)}; add the channel axis with x.unsqueeze(1), or build the model "
+                "with the matching in_channels"
             )
         bad = [s for s in x.shape[2:] if s % STRIDE or s == 0]
         if bad:
             fixed = tuple(max(STRIDE, math.ceil(s / STRIDE) * STRIDE) for s in x.shape[2:])
             raise ValueError(
                 f"{name} needs every spatial size to be a multiple of {STRIDE} (the encoder's stride), got "
-                f"input shape {tuple(x.shape)}; pad it to {fixed} (or crop it to multiples of {STRIDE}), or predict "
-                f"whole volumes by sliding window with a patch of multiples of {STRIDE} (nbtools.tasks.sliding_window_predict)"
+                f"input shape {tuple(x.shape)}; pad it to {fixed} (or crop it to multiples of {STRIDE}), "
+                f"or predict whole volumes by sliding window with a patch of multiples of {STRIDE} "
+                "(nbtools.tasks.sliding_window_predict)"
             )

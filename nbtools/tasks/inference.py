@@ -53,8 +53,8 @@ def _check_patch(patch: Sequence[int], x: torch.Tensor) -> tuple[int, ...]:
     patch = tuple(patch)
     if len(patch) != x.dim() - 2 or not all(isinstance(p, int) and p > 0 for p in patch):
         raise ValueError(
-            f"patch must give {x.dim() - 2} positive sizes, one per spatial dim of the input {tuple(x.shape)}, "
-            f"got {patch}"
+            f"patch must give {x.dim() - 2} positive sizes, one per spatial dim of the input "
+            f"{tuple(x.shape)}, got {patch}"
         )
     return patch
 

@@ -72,12 +72,14 @@ def confusion_counts(pred: torch.Tensor, truth: torch.Tensor, num_classes: int) 
         truth = truth.squeeze(1)
     if truth.shape != pred.shape:
         raise ValueError(
-            f"masks {tuple(truth.shape)} do not fit predictions {tuple(pred.shape)}; expected {tuple(pred.shape)}"
+            f"masks {tuple(truth.shape)} do not fit predictions {tuple(pred.shape)}; "
+            f"expected {tuple(pred.shape)} or {(pred.shape[0], 1, *pred.shape[1:])}"
         )
     if truth.is_floating_point() or truth.is_complex():
         raise TypeError(
-            f"masks must be integer class maps, got {truth.dtype}; a float mask is usually a label map "
-            "resampled with linear interpolation: resample masks by nearest neighbour and store them as integers"
+            f"masks must be integer class maps, got {truth.dtype}; a float mask is usually a label "
+            "map resampled with linear interpolation: resample masks by nearest neighbour and store "
+            "them as integers"
         )
     dims = tuple(range(1, pred.dim()))
     cols, truth_in, pred_in = [], 0, 0
@@ -91,7 +93,8 @@ def confusion_counts(pred: torch.Tensor, truth: torch.Tensor, num_classes: int) 
 
 
 def dice_scores(counts: np.ndarray, empty: str = "monai") -> np.ndarray:
-    """(N, C) Dice per case and class (background included) from (N, C, 3) tp/fp/fn, NaN where `empty` says."""
+    """(N, C) Dice per case and class (background included) from (N, C, 3) tp/fp/fn; NaN where
+    `empty` says."""
     tp, fp, fn = (counts[..., i].astype(np.float64) for i in range(3))
     undefined = (tp + fn == 0) if empty == "monai" else (tp + fp + fn == 0)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -128,7 +131,7 @@ class DiceAccumulator:
     >>> for x, y in val_loader:                                     # doctest: +SKIP
     ...     acc.update(model(x), y)                                  # logits (B, 3, D, H, W), y (B, D, H, W)
     >>> acc.compute()                                                # doctest: +SKIP
-    {'val_dice': 0.71, 'val_dice_grey_matter': 0.68, 'val_dice_white_matter': 0.74, 'val_dice_left_out': 0, ...}
+    {'val_dice': 0.71, 'val_dice_grey_matter': 0.68, 'val_dice_white_matter': 0.74, ...}
     """
 
     def __init__(
@@ -136,7 +139,8 @@ class DiceAccumulator:
     ) -> None:
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
             raise ValueError(
-                f"num_classes must be an int >= 2 (background and at least one structure), got {num_classes!r}"
+                "num_classes must be an int >= 2 (background and at least one structure), "
+                f"got {num_classes!r}"
             )
         if empty not in EMPTY_POLICIES:
             raise ValueError(f"empty must be one of {EMPTY_POLICIES}, got {empty!r}")
@@ -184,9 +188,9 @@ class DiceAccumulator:
             bad = np.flatnonzero(rows[:, column])
             if bad.size:
                 raise ValueError(
-                    f"validation case {int(bad[0])} (in loader order) has {int(rows[bad[0], column])} voxels in its "
-                    f"{what} outside the classes 0..{c - 1} ({bad.size} such cases); check num_classes and the "
-                    "label values of the masks"
+                    f"validation case {int(bad[0])} (in loader order) has {int(rows[bad[0], column])} "
+                    f"voxels in its {what} outside the classes 0..{c - 1} ({bad.size} such cases); "
+                    "check num_classes and the label values of the masks"
                 )
         tpfpfn = rows[:, : 3 * c].reshape(-1, c, 3)
         dice = dice_scores(tpfpfn, self.empty)[:, 1:]
