@@ -14,9 +14,11 @@ NaN values are left out of every mean and counted (``dice_left_out``). `val_dice
 of each case's mean over its foreground classes (MONAI's reduction "mean": every case weighs the same,
 however many of its classes are defined); ``val_dice_<class>`` the mean over cases for one class (MONAI's
 "mean_batch"); NaN when nothing is left to average (MONAI gives 0 there). Others differ:
-segmentation_models_pytorch scores an empty-in-both pair 0 (``zero_division``, with a warning) or 1 and
-averages per image or over the whole set; fastai's Dice/DiceMulti sums tp/fp/fn over the whole validation
-set (one global Dice per class, NaN for a class absent from the set), not per case.
+segmentation_models_pytorch's f1_score leaves nothing out: an empty-in-both pair scores ``zero_division``
+(1.0 by default; "warn" gives 0), a false positive on an empty mask 0, and its reductions average per
+image ("-imagewise") or pool the counts of the whole set; fastai's DiceMulti pools each class's
+intersection and union over the whole validation set (one Dice per class, background included, NaN for a
+class absent from masks and predictions alike) and averages the classes: no per-case Dice at all.
 """
 
 from __future__ import annotations
