@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 MONITOR, MONITOR_MODE = "val_dice", "max"  # what best.pt and early stopping follow
 TIE_BREAK = ("val_loss", "min")  # Dice saturates (1.0 on a small set): ties go to the lower loss
 EMPTY_POLICIES = ("monai", "nnunet")
-_COUNTS = ("left_out", "empty_predicted")  # metric names beside the classes'
+COUNT_NAMES = ("left_out", "empty_predicted")  # val_dice_<these> are counts, not Dice
 
 
 def is_segmentation_pair(output: torch.Tensor, target: torch.Tensor) -> bool:
@@ -152,15 +152,17 @@ class DiceAccumulator:
                 f"class_names has {len(names)} names for {num_classes} classes (background first): {names}"
             )
         keys = [metric_name(n) for n in names[1:]]
-        clash = [k for k in keys if not k or keys.count(k) > 1 or k in _COUNTS]
+        clash = [k for k in keys if not k or keys.count(k) > 1 or k in COUNT_NAMES]
         if clash:
             raise ValueError(
                 f"class names {names[1:]} give the metric names {keys}; {clash} is empty, repeated or one of "
-                f"{_COUNTS}: rename those classes"
+                f"{COUNT_NAMES}: rename those classes"
             )
         self.num_classes, self.class_names, self.empty = num_classes, names, empty
         self._batches: list[torch.Tensor] = []
-        self.per_case: np.ndarray | None = None  # (N, C - 1) Dice after compute, NaN where undefined
+        # after compute: (N, C - 1) Dice per case, NaN where undefined; (N, C, 3) tp/fp/fn (chance_dice's)
+        self.per_case: np.ndarray | None = None
+        self.tpfpfn: np.ndarray | None = None
 
     def update(self, outputs, targets: torch.Tensor) -> None:
         """outputs: logits (B, C, *spatial), a [main, aux...] list, or a predicted class map (B, *spatial);
@@ -175,7 +177,7 @@ class DiceAccumulator:
         return torch.cat(self._batches)
 
     def reset(self) -> None:
-        self._batches, self.per_case = [], None
+        self._batches, self.per_case, self.tpfpfn = [], None, None
 
     def compute(
         self, prefix: str = "val_", counts: torch.Tensor | np.ndarray | None = None
@@ -196,7 +198,7 @@ class DiceAccumulator:
                 )
         tpfpfn = rows[:, : 3 * c].reshape(-1, c, 3)
         dice = dice_scores(tpfpfn, self.empty)[:, 1:]
-        self.per_case = dice
+        self.per_case, self.tpfpfn = dice, tpfpfn
         truth_empty = tpfpfn[:, 1:, 0] + tpfpfn[:, 1:, 2] == 0
         out = {f"{prefix}dice": mean_dice(dice)}
         out |= {
@@ -216,8 +218,8 @@ def chance_dice(counts: np.ndarray, class_names: Sequence[str], empty: str = "mo
     """val_dice of constant predictions, for the doctor: {class name: val_dice if every voxel were
     predicted as that class, "majority": the same for the class with the most voxels in the masks}.
     All background scores 0 (when any mask has foreground); all foreground of class k scores
-    mean over cases of 2 n_k / (n_k + n) for class k and 0 for the others. counts: (N, C, 3) tp/fp/fn
-    (`DiceAccumulator.counts()` as numpy, first 3 * C columns reshaped)."""
+    mean over cases of 2 n_k / (n_k + n) for class k and 0 for the others. counts: (N, C, 3) tp/fp/fn,
+    `DiceAccumulator.tpfpfn` after compute."""
     truth = counts[..., 0] + counts[..., 2]  # (N, C) mask voxels per case and class
     voxels = truth.sum(1, keepdims=True)
     out = {}
