@@ -57,8 +57,8 @@ def unet3d(
     mode [main, aux1, ...] (a tensor when deep_supervision=0), eval mode main (B, num_classes, D, H, W).
 
     >>> model = unet3d(depth=18, width=0.25, deep_supervision=3)
-    >>> [tuple(o.shape) for o in model(torch.zeros(1, 1, 32, 32, 32))]
-    [(1, 2, 32, 32, 32), (1, 2, 16, 16, 16), (1, 2, 8, 8, 8), (1, 2, 4, 4, 4)]
+    >>> [tuple(o.shape) for o in model(torch.zeros(2, 1, 32, 32, 32))]  # train mode
+    [(2, 2, 32, 32, 32), (2, 2, 16, 16, 16), (2, 2, 8, 8, 8), (2, 2, 4, 4, 4)]
     """
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(
