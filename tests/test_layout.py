@@ -17,6 +17,7 @@ LAYERS = [
     {"atomic"},
     {"config", "cache"},
     {"models", "losses", "data", "wording", "settings"},
+    {"tasks"},
     {"runs", "step"},
     {"diagnose"},
     {"viz"},

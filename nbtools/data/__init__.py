@@ -1,5 +1,5 @@
-"""Datasets: embedded synthetic sets that make every notebook run offline, folder datasets, checks,
-augmentation and splits."""
+"""Datasets: embedded synthetic sets that make every notebook run offline, folder datasets (classification
+and segmentation), checks, augmentation and splits."""
 
 from nbtools.data.augcheck import check_augmentation
 from nbtools.data.augment2d import AlbumentationsDataset, document_augmentation
@@ -12,7 +12,12 @@ from nbtools.data.file_check import BadFilesError, FileCheck, check_files
 from nbtools.data.fingerprint import DataChange, compare_fingerprints, data_fingerprint
 from nbtools.data.folders import VolumeFolder
 from nbtools.data.images import ImageFolder, ImageReadError, image_folder
+from nbtools.data.patches import PatchBox
 from nbtools.data.report import DataIssue, DataReport
+from nbtools.data.segcases import SegmentationDataError
+from nbtools.data.segfolder import SegmentationFolder
+from nbtools.data.segsynthetic import SyntheticSegImages, SyntheticSegVolumes
+from nbtools.data.segwrite import write_segmentation_folder
 from nbtools.data.splits import holdout_split, kfold
 from nbtools.data.synthetic import SyntheticVolumes
 from nbtools.data.validate import validate_dataset
@@ -30,8 +35,13 @@ __all__ = [
     "FileCheck",
     "ImageFolder",
     "ImageReadError",
+    "PatchBox",
     "SampleError",
+    "SegmentationDataError",
+    "SegmentationFolder",
     "SyntheticDocuments",
+    "SyntheticSegImages",
+    "SyntheticSegVolumes",
     "SyntheticVolumes",
     "VolumeCache",
     "VolumeFolder",
@@ -45,4 +55,5 @@ __all__ = [
     "image_folder",
     "kfold",
     "validate_dataset",
+    "write_segmentation_folder",
 ]

@@ -3,7 +3,8 @@
 Seed 001 lost weeks to an augmentation pipeline that clipped every z-scored image to >= 0 (so gamma
 would not return NaN) and moved the mean from 0 to ~0.4. This runs the transform, op by op where it
 can see the ops, on the user's own samples, and flags NaN/Inf it creates, inputs outside an op's
-domain, and a systematic shift of the mean or std.
+domain, and a systematic shift of the mean or std; with segmentation samples, masks whose labels were
+interpolated or whose class set changed (`augmask`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from nbtools.data.augmask import MaskRecord, as_array, judge_masks, mask_of
 from nbtools.data.augment3d import Augment3D
 from nbtools.data.augreport import AugIssue, AugReport, OpRecord, Stats, judge
 
@@ -44,12 +46,16 @@ def check_augmentation(
     numpy HWC; a CHW tensor sample is converted), an `nbt.data.Augment3D` (called on the samples
     stacked into one batch (B, C, D, H, W)), or any callable taking one tensor sample and returning it.
     samples: a list of arrays/tensors, a tensor (N, ...), or a Dataset (up to `max_samples` evenly
-    spaced samples; issues then name dataset indices).
+    spaced samples; issues then name dataset indices). Segmentation samples, ``(x, mask)`` items of a
+    dataset or list whose mask covers x's voxels, go through the transform together: albumentations
+    with `mask=`, Augment3D as `transform(x, mask)`, a plain callable as `transform(x, mask) -> (x, mask)`.
     Flags, per op of a Compose (the pipeline as a whole otherwise): "nonfinite" (NaN/Inf that were not
     in the input), "domain" (input outside the op's domain, e.g. negative values into RandomGamma, even
     when p < 1 kept it from firing here), "mean_shift" / "std_shift" (averaged over samples and trials,
     the mean moves by more than `tolerance` input stds, or the std changes by more than `tolerance` of
-    itself), "range" (an output reaches beyond the input's [min, max] by more than `tolerance` of its span).
+    itself), "range" (an output reaches beyond the input's [min, max] by more than `tolerance` of its span);
+    for masks, "mask_interpolated" (values that are not class ids of the input: linear resampling) and
+    "mask_classes" (a class of the input gone from the output).
 
     tolerance=0.3, from these measurements (mean shift in input stds / std change; 8 samples x 8
     trials; test_augcheck.py checks the first rows):
@@ -79,62 +85,80 @@ def check_augmentation(
         raise ValueError(f"trials must be an int >= 1, got {trials!r}")
     if not tolerance > 0:
         raise ValueError(f"tolerance must be > 0, got {tolerance!r}")
-    names, inputs = _samples(samples, max_samples)
-    kind, ops, run = _plan(transform, inputs, seed)
+    names, inputs, masks = _samples(samples, max_samples)
+    kind, ops, run = _plan(transform, inputs, seed, masks)
     records = [OpRecord(label, domain) for label, domain in ops]
+    mask_records = [MaskRecord(label) for label, _ in ops] if masks is not None else []
     whole = OpRecord("pipeline", None)
     with _seeded(seed), np.errstate(all="ignore"):  # NaN from the transform is reported, not warned
         for trial in range(trials):
             for i, steps in enumerate(run()):
-                for rec, (before, after) in zip(records, steps):
+                for rec, (before, after, *_) in zip(records, steps):
                     rec.add(names[i], trial, Stats.of(before), Stats.of(after))
                 whole.add(names[i], trial, Stats.of(steps[0][0]), Stats.of(steps[-1][1]))
+                for mrec, (_, _, mask_before, mask_after) in zip(mask_records, steps):
+                    mrec.add(names[i], trial, mask_before, mask_after)
     issues: list[AugIssue] = []
     for rec in records:
         issues += judge(rec, tolerance)
     if len(records) > 1:
         seen = {i.kind for i in issues}
         issues += [i for i in judge(whole, tolerance) if i.kind not in seen]
+    for mrec in mask_records:
+        issues += judge_masks(mrec)
     return AugReport(issues, whole.pooled("before"), whole.pooled("after"), records, len(names), trials, kind)
 
 
-def _samples(samples: Any, max_samples: int) -> tuple[list, list]:
+def _samples(samples: Any, max_samples: int) -> tuple[list, list, list | None]:
+    """(names, inputs, masks): masks None unless every sample is an (x, mask) pair."""
     if isinstance(samples, (torch.Tensor, np.ndarray)):
-        return list(range(len(samples))), list(samples)
+        return list(range(len(samples))), list(samples), None
     if isinstance(samples, (list, tuple)):
-        return list(range(len(samples))), list(samples)
+        return list(range(len(samples))), *_split_masks(list(samples), pairs_only=True)
     if hasattr(samples, "__getitem__") and hasattr(samples, "__len__"):
         n = len(samples)
         idx = (
             sorted(set(np.linspace(0, n - 1, min(n, max_samples)).round().astype(int).tolist())) if n else []
         )
-        picked = [samples[i] for i in idx]
-        return idx, [s[0] if isinstance(s, (tuple, list)) else s for s in picked]
+        return idx, *_split_masks([samples[i] for i in idx], pairs_only=False)
     raise TypeError(
         f"samples must be a list of arrays/tensors, a tensor (N, ...) or a Dataset, got {type(samples).__name__}"
     )
 
 
+def _split_masks(items: list, pairs_only: bool) -> tuple[list, list | None]:
+    """Inputs, and masks when every item is (x, mask); a list of plain samples is kept whole
+    (pairs_only), a dataset's items give their first element."""
+    pairs = all(isinstance(s, (tuple, list)) and len(s) >= 2 and mask_of(s[0], s[1]) for s in items)
+    if items and pairs:
+        return [s[0] for s in items], [s[1] for s in items]
+    if pairs_only:
+        return items, None
+    return [s[0] if isinstance(s, (tuple, list)) else s for s in items], None
+
+
 def _plan(
-    transform: Callable, inputs: list, seed: int
+    transform: Callable, inputs: list, seed: int, masks: list | None = None
 ) -> tuple[str, list[tuple[str, dict | None]], Callable]:
-    """(kind, [(op label, domain rule)], run) where run() yields, per sample, [(op input, op output)]."""
+    """(kind, [(op label, domain rule)], run) where run() yields, per sample, [(op input, op output,
+    op's input mask, op's output mask)] (the masks None without masks)."""
     if not inputs:
         raise ValueError("check_augmentation needs at least one sample")
     album = _albumentations_ops(transform)
     if album is not None:
         images = [_hwc(x) for x in inputs]
+        targets = [None] * len(images) if masks is None else [as_array(m) for m in masks]
         ops = copy.deepcopy(album)  # seeding below must not touch the caller's transform
         ops.set_random_seed(seed)  # as Compose(seed=seed) would: a Compose passes it to its ops
         steps = list(ops.transforms) if _is_compose(ops) else [ops]
 
         def run_album() -> Iterator[list]:
-            for img in images:
+            for img, mask in zip(images, targets):
                 trace, cur = [], img
                 for op in steps:
-                    out = op(image=cur)["image"]
-                    trace.append((cur, out))
-                    cur = out
+                    out = op(image=cur) if mask is None else op(image=cur, mask=mask)
+                    trace.append((cur, out["image"], mask, out.get("mask")))
+                    cur, mask = out["image"], out.get("mask")
                 yield trace
 
         labels = [(f"op {j} {_op_name(op)}", _domain(op)) for j, op in enumerate(steps)]
@@ -146,21 +170,27 @@ def _plan(
                 f"Augment3D is checked on samples (C, D, H, W) of one shape, got {sorted({tuple(v.shape) for v in vols})}"
             )
         batch = torch.stack(vols)
+        stacked = None if masks is None else torch.stack([torch.as_tensor(m) for m in masks])
 
         def run_batch() -> Iterator[list]:
-            out, _ = transform(batch, None)
-            for v, o in zip(vols, out):
-                yield [(v, o)]
+            out, moved = transform(batch, stacked)
+            for j, (v, o) in enumerate(zip(vols, out)):
+                yield [(v, o, None if stacked is None else stacked[j], None if stacked is None else moved[j])]
 
         return "Augment3D", [("Augment3D", None)], run_batch
     if not callable(transform):
         raise TypeError(f"transform must be callable, got {type(transform).__name__}")
     tensors = [torch.as_tensor(x) for x in inputs]
     name = getattr(transform, "__name__", type(transform).__name__)
+    targets = None if masks is None else [torch.as_tensor(m) for m in masks]
 
     def run_callable() -> Iterator[list]:
-        for t in tensors:
-            yield [(t, transform(t.clone()))]  # a clone: an in-place transform must not change the samples
+        for j, t in enumerate(tensors):  # clones: an in-place transform must not change the samples
+            if targets is None:
+                yield [(t, transform(t.clone()), None, None)]
+            else:
+                out, moved = transform(t.clone(), targets[j].clone())
+                yield [(t, out, targets[j], moved)]
 
     return "callable", [(name, None)], run_callable
 

@@ -58,6 +58,41 @@ def document_augmentation(train: bool = True, size: int | None = None, seed: int
     return A.Compose(ops, seed=seed)
 
 
+def segmentation_augmentation(train: bool = True, size: int | None = None, seed: int | None = None) -> Any:
+    """An albumentations Compose for uint8 HWC images with a `mask` target (class ids), before normalisation.
+
+    train=True: horizontal flip (p=0.5); affine (p=0.7) with rotation ±15°, shift ±8 %, scale ±10 %,
+    new corners black in the image and background (0) in the mask; brightness/contrast ±10 % and gamma
+    0.8-1.2 (p=0.5 each, image only). Geometric ops resample the mask with nearest neighbour (no class id
+    is invented); size: resize to size x size first (image INTER_AREA, mask nearest). train=False: the
+    resize only. `AlbumentationsDataset(SegmentationFolder(..., raw=True), segmentation_augmentation())`.
+    """
+    import albumentations as A
+
+    ops = (
+        []
+        if size is None
+        else [A.Resize(size, size, interpolation=RESIZE_INTERPOLATION, mask_interpolation=cv2.INTER_NEAREST)]
+    )
+    if train:
+        ops += [
+            A.HorizontalFlip(p=0.5),
+            A.Affine(
+                rotate=(-15, 15),
+                translate_percent=(-0.08, 0.08),
+                scale=(0.9, 1.1),
+                border_mode=cv2.BORDER_CONSTANT,
+                fill=0,
+                fill_mask=0,
+                mask_interpolation=cv2.INTER_NEAREST,
+                p=0.7,
+            ),
+            A.RandomBrightnessContrast(brightness_limit=0.1, contrast_limit=0.1, p=0.5),
+            A.RandomGamma(gamma_limit=(80, 120), p=0.5),
+        ]
+    return A.Compose(ops, seed=seed)
+
+
 def resize_image(image: np.ndarray, size: int) -> np.ndarray:
     """uint8 (H, W, C) -> (size, size, C) with cv2.INTER_AREA (see RESIZE_INTERPOLATION); an image already
     that size is returned as is. The aspect ratio is not kept: a page is stretched to the square."""
@@ -74,11 +109,24 @@ def is_albumentations(transform: Any) -> bool:
     return isinstance(transform, (A.BaseCompose, A.BasicTransform))
 
 
-def apply_transform(transform: Callable | None, image: np.ndarray) -> np.ndarray:
+def apply_transform(transform: Callable | None, image: np.ndarray, mask: np.ndarray | None = None):
     """`transform(image=image)["image"]` for an albumentations transform, `transform(image)` for any
     other callable, `image` for None. An albumentations transform is first reseeded from torch's global
     RNG, which a DataLoader seeds per worker and per epoch and `fit` saves with its checkpoints: so
-    workers and epochs differ, `torch.manual_seed` reproduces a pass, and a resumed run repeats it."""
+    workers and epochs differ, `torch.manual_seed` reproduces a pass, and a resumed run repeats it.
+    With a mask (H, W) of class ids: (image, mask), the mask passed as albumentations' `mask` target,
+    so every geometric op moves it with the image (and intensity ops leave it alone)."""
+    if mask is not None:
+        if transform is None:
+            return image, mask
+        if not is_albumentations(transform):
+            raise TypeError(
+                f"a transform for image/mask pairs must be an albumentations transform (its `mask` target moves "
+                f"the mask with the image); got {type(transform).__name__}"
+            )
+        transform.set_random_seed(int(torch.randint(0, 2**31 - 1, ())))
+        out = transform(image=image, mask=mask)
+        return out["image"], out["mask"]
     if transform is None:
         return image
     if is_albumentations(transform):
@@ -114,7 +162,9 @@ def to_tensor(
 
 class AlbumentationsDataset(Dataset):
     """Wrap a dataset of ``(image, label)`` (uint8 HWC numpy or PIL) into ``(x, label)``, x float32
-    (3, H, W): the transform runs on the uint8 image, normalisation with `mean`/`std` comes last.
+    (3, H, W): the transform runs on the uint8 image, normalisation with `mean`/`std` comes last. A
+    label that is a mask (H, W) over the image (`SegmentationFolder(raw=True)`) goes through the
+    transform as its `mask` target and comes out int64 (H, W).
 
     transform: an albumentations transform or Compose (or None, or any callable image -> image); it is
     copied, then reseeded per item from torch's RNG (see `apply_transform`). It must not normalise or
@@ -155,7 +205,20 @@ class AlbumentationsDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, Any]:
         image, label = self.dataset[index][:2]
-        return to_tensor(apply_transform(self.transform, np.asarray(image)), self.mean, self.std), label
+        image = np.asarray(image)
+        if is_mask(label, image):  # segmentation: the mask is a target of the same transform
+            image, mask = apply_transform(self.transform, image, np.asarray(label))
+            return to_tensor(image, self.mean, self.std), torch.from_numpy(np.asarray(mask, dtype=np.int64))
+        return to_tensor(apply_transform(self.transform, image), self.mean, self.std), label
+
+
+def is_mask(label: Any, image: np.ndarray) -> bool:
+    """True when `label` is a mask over `image`'s pixels: an array (H, W) for an image (H, W[, C])."""
+    return (
+        isinstance(label, (np.ndarray, torch.Tensor))
+        and label.ndim == 2
+        and tuple(label.shape) == image.shape[:2]
+    )
 
 
 def _op_names(transform: Any) -> set[str]:

@@ -4,7 +4,9 @@ Spatial ops (flips, rotation, zoom, translation) are composed into one affine ma
 applied with ONE `F.grid_sample` call for the batch (trilinear), so their cost does not grow with the
 number of ops and nothing goes through the CPU. A sample that is only flipped skips the resampling
 and is flipped exactly with `torch.flip`. Intensity ops follow: gamma, then scale and shift. Samples
-that no op picked are returned bit for bit.
+that no op picked are returned bit for bit. A segmentation mask y moves with its image: the same flips
+and the same sampling grid, read with nearest neighbour, so every output voxel holds a class id that
+was in the input (interpolating ids would invent a class between two others); intensity ops skip it.
 
 Gamma on z-scored data (seed 001): x**g is undefined for the negative half of a z-scored volume, and
 clipping to >= 0 first moved every volume's mean from 0 to ~0.4. Here gamma is applied as nnU-Net's
@@ -36,7 +38,9 @@ _COLUMNS = 19
 
 
 class Augment3D:
-    """Batch augmentation for 3D volumes: `x, y = aug(x, y)` with x (B, C, D, H, W) float; y untouched.
+    """Batch augmentation for 3D volumes: `x, y = aug(x, y)` with x (B, C, D, H, W) float. y: labels
+    (B,) or (B, k), returned as they are; or masks (B, D, H, W) (or (B, K, D, H, W), e.g. one-hot), which
+    get the same spatial ops as x, with nearest-neighbour sampling and the same padding_mode.
 
     Each op fires per sample with its own probability: flips (each of the axes in `flip_axes`, 0=D,
     1=H, 2=W, with p_flip), rotation (angles uniform in ±max_degrees about each axis), zoom (factor
@@ -116,13 +120,15 @@ class Augment3D:
             raise ValueError(f"Augment3D expects a batch (B, C, D, H, W), got shape {tuple(x.shape)}")
         if not x.is_floating_point():
             raise TypeError(f"Augment3D expects a floating-point batch, got dtype {x.dtype}")
+        spatial = _is_mask(x, y)
         if not any(self.probs.values()) or x.shape[0] == 0:
             return x, y
         u = torch.rand(x.shape[0], _COLUMNS, dtype=torch.float64)  # CPU, global RNG: see the class doc
-        return self._apply(x, u), y
+        return self._apply(x, u, y) if spatial else (self._apply(x, u), y)
 
-    def _apply(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        """Augment x with the random numbers u (B, 19) in [0, 1), laid out as _COLUMNS says."""
+    def _apply(self, x: torch.Tensor, u: torch.Tensor, mask: torch.Tensor | None = None):
+        """Augment x with the random numbers u (B, 19) in [0, 1), laid out as _COLUMNS says; with a
+        mask, (x, mask) with the mask moved as x was."""
         p = self.probs
         fire = {
             "flip": u[:, 0:3] < p["p_flip"],  # per axis D, H, W
@@ -133,11 +139,13 @@ class Augment3D:
             "scale": u[:, 7] < p["p_scale"],
             "shift": u[:, 8] < p["p_shift"],
         }
-        x = self._warp(x, u, fire)
+        x, moved = self._warp(x, u, fire, mask)
         x = self._gamma(x, u[:, 16], fire["gamma"])
-        return self._scale_shift(x, u, fire)
+        x = self._scale_shift(x, u, fire)
+        return x if mask is None else (x, moved)
 
-    def _warp(self, x: torch.Tensor, u: torch.Tensor, fire: dict[str, torch.Tensor]) -> torch.Tensor:
+    def _warp(self, x: torch.Tensor, u: torch.Tensor, fire: dict[str, torch.Tensor], mask=None):
+        """(x, mask) with the spatial ops applied to both (mask None stays None)."""
         b, _, d, h, w = x.shape
         flips = torch.zeros(b, 3, dtype=torch.bool)  # per axis D, H, W
         for k in self.flip_axes:
@@ -151,7 +159,7 @@ class Augment3D:
         # A sample that is only flipped needs no interpolation: torch.flip does it exactly and cheaply.
         flip_only = flips.any(dim=1) & ~resample
         if not (resample.any() or flip_only.any()):
-            return x
+            return x, mask
         # In voxel units centred on the volume: p_in = diag(signs) R p_out / zoom. Normalised grid
         # coordinates are n = p / half, so theta = half^-1 (diag(signs) R / zoom) half; a shift of
         # f sides is 2 f in normalised units.
@@ -160,21 +168,39 @@ class Augment3D:
         m = m * half.view(1, 1, 3) / half.view(1, 3, 1)
         theta = torch.cat([m, 2 * shift.unsqueeze(2)], dim=2)
         if resample.all():  # skip copying, gathering and scattering the batch: ~20 % of the warp on CPU
-            return self._resample(x, theta)
+            return self._resample(x, theta, mask)
         out = x.clone()
+        moved = None if mask is None else mask.clone()
         if resample.any():
             idx = torch.nonzero(resample).flatten()
             dev_idx = idx.to(x.device)
-            out[dev_idx] = self._resample(x[dev_idx], theta[idx])
+            out[dev_idx], warped = self._resample(
+                x[dev_idx], theta[idx], None if mask is None else mask[dev_idx]
+            )
+            if mask is not None:
+                moved[dev_idx] = warped
+        lead = 0 if mask is None else mask.dim() - 3  # the mask's first spatial axis
         for pattern in torch.unique(flips[flip_only], dim=0):  # at most 7 patterns
             idx = torch.nonzero(flip_only & (flips == pattern).all(dim=1)).flatten().to(x.device)
-            out[idx] = x[idx].flip([2 + k for k in range(3) if pattern[k]])
-        return out
+            axes = [k for k in range(3) if pattern[k]]
+            out[idx] = x[idx].flip([2 + k for k in axes])
+            if mask is not None:
+                moved[idx] = mask[idx].flip([lead + k for k in axes])
+        return out, moved
 
-    def _resample(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-        """x (n, C, D, H, W) warped by the affines theta (n, 3, 4), trilinear, in one grid_sample call."""
+    def _resample(self, x: torch.Tensor, theta: torch.Tensor, mask=None):
+        """(x, mask): x (n, C, D, H, W) warped by the affines theta (n, 3, 4), trilinear, in one
+        grid_sample call; the mask (n, D, H, W) or (n, K, D, H, W) on the same grid, nearest."""
         grid = _affine_grid(theta.to(device=x.device, dtype=x.dtype), x.shape[2:])
-        return F.grid_sample(x, grid, mode="bilinear", padding_mode=self.padding_mode, align_corners=False)
+        out = F.grid_sample(x, grid, mode="bilinear", padding_mode=self.padding_mode, align_corners=False)
+        if mask is None:
+            return out, None
+        # float32 holds every class id exactly; nearest copies input values, so no id is invented
+        m = (mask.unsqueeze(1) if mask.dim() == 4 else mask).to(torch.float32)
+        m = F.grid_sample(
+            m, grid.float(), mode="nearest", padding_mode=self.padding_mode, align_corners=False
+        )
+        return out, (m.squeeze(1) if mask.dim() == 4 else m).to(mask.dtype)
 
     def _gamma(self, x: torch.Tensor, u: torch.Tensor, fire: torch.Tensor) -> torch.Tensor:
         if not fire.any():
@@ -249,3 +275,19 @@ def _affine_grid(theta: torch.Tensor, size: tuple[int, int, int]) -> torch.Tenso
     gz = centres(d).view(1, d, 1) * theta[:, None, :, 2] + theta[:, None, :, 3]  # (N, D, 3)
     # the two small terms first, so that only the last addition is the size of the grid
     return (gz.view(n, d, 1, 1, 3) + gy.view(n, 1, h, 1, 3)) + gx.view(n, 1, 1, w, 3)
+
+
+def _is_mask(x: torch.Tensor, y) -> bool:
+    """True when y is a mask over x's voxels, (B, D, H, W) or (B, K, D, H, W); False for labels (B,)
+    or (B, k); a y with spatial dims that do not match x's is an error."""
+    if not isinstance(y, torch.Tensor) or y.dim() < 3:
+        return False
+    b, spatial = x.shape[0], tuple(x.shape[2:])
+    if y.shape[0] == b and (
+        tuple(y.shape[1:]) == spatial or (y.dim() == 5 and tuple(y.shape[2:]) == spatial)
+    ):
+        return True
+    raise ValueError(
+        f"Augment3D got y of shape {tuple(y.shape)} with x {tuple(x.shape)}: a mask must be (B, D, H, W) = "
+        f"{(b, *spatial)} (or (B, K, D, H, W)), labels (B,) or (B, k)"
+    )

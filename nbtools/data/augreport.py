@@ -11,7 +11,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-AUG_KINDS = ("nonfinite", "domain", "mean_shift", "std_shift", "range")
+AUG_KINDS = ("nonfinite", "domain", "mean_shift", "std_shift", "range", "mask_interpolated", "mask_classes")
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,10 @@ change, naming it. Paths are relative to the dataset's root, so the same files u
 Google Drive mounted elsewhere, a folder moved with its files) compare equal: `moved`, and still `same`.
 A file's identity is its relative path, size and label: content is not hashed (reading a whole
 dataset from Drive at every resume costs minutes), so a file rewritten at the very same size passes.
+A segmentation dataset (one with `.mask_paths`: SegmentationFolder) lists every image channel and every
+mask, labelled "<case>:image" (or "<case>:image_0001", ...) and "<case>:mask" (with ":<digest>" of its
+class ids when the dataset has `.mask_digests`: SegmentationFolder reads every mask anyway, so an edit
+at the same file size shows too): a mask changed, removed, added or paired with another image is a change.
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ def data_fingerprint(dataset: Any) -> dict[str, Any]:
     >>> fp["n_files"], fp["sha256"][:12]                                          # doctest: +SKIP
     (120, '3f1c2a9d0b7e')
     """
+    if hasattr(dataset, "mask_paths"):
+        return _segmentation_fingerprint(dataset)
     for name in ("root", "paths", "labels", "classes"):
         if not hasattr(dataset, name):
             raise TypeError(
@@ -44,19 +50,36 @@ def data_fingerprint(dataset: Any) -> dict[str, Any]:
     classes = [str(c) for c in dataset.classes]
     files = []
     for path, label in zip(dataset.paths, [int(v) for v in dataset.labels]):
-        try:
-            size = os.stat(path).st_size
-        except FileNotFoundError as e:
-            raise FileNotFoundError(
-                f"{path} is listed by the dataset but does not exist: restore it or build the dataset again"
-            ) from e
-        files.append(
-            [
-                relative_path(Path(path), resolved),
-                size,
-                classes[label] if 0 <= label < len(classes) else label,
-            ]
-        )
+        files.append(_entry(path, resolved, classes[label] if 0 <= label < len(classes) else label))
+    return _fingerprint(dataset, root, resolved, classes, files)
+
+
+def _segmentation_fingerprint(dataset: Any) -> dict[str, Any]:
+    root = Path(dataset.root)
+    resolved = root.resolve()
+    files = []
+    digests = getattr(dataset, "mask_digests", None) or [None] * len(dataset.cases)
+    for case, images, mask, digest in zip(dataset.cases, dataset.image_paths, dataset.mask_paths, digests):
+        for k, path in enumerate(images):
+            files.append(_entry(path, resolved, f"{case}:image" + (f"_{k:04d}" if k else "")))
+        if mask is not None:
+            files.append(_entry(mask, resolved, f"{case}:mask" + (f":{digest}" if digest else "")))
+    fp = _fingerprint(dataset, root, resolved, [str(c) for c in dataset.classes], files)
+    fp["kind"] = "segmentation"
+    return fp
+
+
+def _entry(path, resolved: Path, label: Any) -> list:
+    try:
+        size = os.stat(path).st_size
+    except FileNotFoundError as e:
+        raise FileNotFoundError(
+            f"{path} is listed by the dataset but does not exist: restore it or build the dataset again"
+        ) from e
+    return [relative_path(Path(path), resolved), size, label]
+
+
+def _fingerprint(dataset: Any, root: Path, resolved: Path, classes: list[str], files: list) -> dict[str, Any]:
     files.sort(key=lambda f: (f[0], f[1], str(f[2])))
     return {
         "format": FORMAT,

@@ -1,4 +1,8 @@
-"""Putting losses together: the main output of a deep-supervision model, weighted sums, deep supervision."""
+"""Putting losses together: the main output of a deep-supervision model, weighted sums, deep supervision
+(with nnU-Net's and MONAI's weights by name).
+
+Both combinations give their terms with the total from one computation (`with_terms`), unweighted and
+on the device (no host sync), for telemetry; forward returns the total alone and keeps nothing on self."""
 
 from __future__ import annotations
 
@@ -8,6 +12,8 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+DEEP_SUPERVISION_PRESETS = ("nnunet", "exp")
 
 
 def main_output(outputs) -> torch.Tensor:
@@ -35,7 +41,8 @@ class ComboLoss(nn.Module):
     """A weighted sum of named losses: sum(weight * loss(logits, targets)).
 
     parts: {"name": (loss_module, weight)}. `parts(logits, targets)` gives each named loss unweighted
-    (for logging); the forward adds them up with their weights.
+    (for logging); the forward adds them up with their weights; `with_terms(logits, targets)` gives
+    (that sum, the parts) from one computation.
 
     Example:
         >>> loss = ComboLoss({"focal": (FocalLoss(gamma=2.0), 1.0), "dice": (DiceLoss(), 0.5)})
@@ -69,18 +76,58 @@ class ComboLoss(nn.Module):
         """Each named loss on its own, unweighted."""
         return {name: term(logits, targets) for name, term in self.terms.items()}
 
-    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def with_terms(
+        self, logits: torch.Tensor, targets: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(the weighted sum, {name: unweighted loss}), the parts still attached to the graph."""
         terms = self.parts(logits, targets)
-        return sum(self.weights[name] * value for name, value in terms.items())
+        return sum(self.weights[name] * value for name, value in terms.items()), terms
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return self.with_terms(logits, targets)[0]
+
+
+def deep_supervision_weights(n_outputs: int, preset: str = "nnunet") -> tuple[float, ...]:
+    """The weights of outputs [main, aux1, ...] (aux i at 1/2^i resolution) under a named preset.
+
+    "nnunet": 1/2^i, the lowest-resolution output's weight 0, normalised to sum 1 (nnU-Net v2's
+        trainer): 4 outputs -> (0.571, 0.286, 0.143, 0.0); a single output -> (1.0,).
+    "exp": MONAI's DeepSupervisionLoss(weight_mode="exp"): max(1/2^i, 1/16), not normalised:
+        4 outputs -> (1.0, 0.5, 0.25, 0.125).
+
+    >>> deep_supervision_weights(3, "nnunet")
+    (0.6666666666666666, 0.3333333333333333, 0.0)
+    """
+    if preset not in DEEP_SUPERVISION_PRESETS:
+        raise ValueError(
+            f"deep supervision weights preset must be one of {DEEP_SUPERVISION_PRESETS}, got {preset!r}"
+        )
+    if isinstance(n_outputs, bool) or not isinstance(n_outputs, int) or n_outputs < 1:
+        raise ValueError(f"n_outputs must be an int >= 1 (main + aux outputs), got {n_outputs!r}")
+    if preset == "exp":
+        return tuple(max(0.5**i, 0.0625) for i in range(n_outputs))
+    if n_outputs == 1:
+        return (1.0,)
+    raw = [0.5**i for i in range(n_outputs - 1)] + [0.0]
+    return tuple(w / sum(raw) for w in raw)
 
 
 class DeepSupervisionLoss(nn.Module):
     """sum_i weights[i] * base(outputs[i], target_i) for outputs [main, aux1, ...] (list or tuple).
 
+    weights: one number per output, or a preset name resolved for the number of outputs each call
+    (`deep_supervision_weights`): "nnunet" (1/2^i, the lowest resolution 0, sum 1) or "exp" (MONAI).
     Dense targets (segmentation: a class map (B, ...) or one-hot/soft (B, C, ...)) are resized to each
-    output's spatial size by nearest-neighbour; classification targets (B,) go to every output as they are.
+    output's spatial size by nearest-neighbour, as nnU-Net does: the loss of an aux output is computed
+    at its own resolution (cheap), against labels that stay labels (upsampling the output instead would
+    cost a full-resolution loss per output and blur what the coarse head is asked to get right).
+    Classification targets (B,) go to every output as they are.
     A bare tensor (a model that drops its auxiliary heads in eval mode) is the main output alone:
-    weights[0] * base(outputs, targets).
+    weights[0] * base(outputs, targets), 1 * base under a preset.
+
+    `with_terms(outputs, targets)` gives (the total, {"main": loss, "aux1": loss, ...}) from one
+    computation, the terms unweighted and attached, plus "main.dice", "main.ce", ... when the base has
+    terms of its own (ComboLoss, DiceCELoss): telemetry detaches and accumulates them on the device.
 
     Example:
         >>> loss = DeepSupervisionLoss(DiceLoss(), weights=[1.0, 0.5])
@@ -89,33 +136,59 @@ class DeepSupervisionLoss(nn.Module):
         torch.Size([])
     """
 
-    def __init__(self, base: Callable, weights: Sequence[float]) -> None:
+    def __init__(self, base: Callable, weights: Sequence[float] | str = "nnunet") -> None:
         super().__init__()
         if not callable(base):
             raise TypeError(f"DeepSupervisionLoss: base must be a loss (callable), got {type(base).__name__}")
-        weights = list(weights)
-        if not weights:
-            raise ValueError("DeepSupervisionLoss: weights must have one number per output, got none")
         self.base = base
-        self.weights = tuple(_weight("DeepSupervisionLoss", f"output {i}", w) for i, w in enumerate(weights))
+        self.preset = weights if isinstance(weights, str) else None
+        if self.preset is not None:
+            deep_supervision_weights(1, self.preset)  # refuses an unknown name now, not at the first step
+            self.weights = None
+        else:
+            weights = list(weights)
+            if not weights:
+                raise ValueError("DeepSupervisionLoss: weights must have one number per output, got none")
+            self.weights = tuple(
+                _weight("DeepSupervisionLoss", f"output {i}", w) for i, w in enumerate(weights)
+            )
 
     def extra_repr(self) -> str:
-        return f"weights={list(self.weights)}"
+        return f"weights={self.preset!r}" if self.preset else f"weights={list(self.weights)}"
 
     def forward(self, outputs, targets: torch.Tensor) -> torch.Tensor:
+        return self.with_terms(outputs, targets)[0]
+
+    def with_terms(self, outputs, targets: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(sum_i weights[i] * base(outputs[i], target_i), {"main": ..., "aux1": ..., "main.<part>": ...})."""
         if isinstance(outputs, torch.Tensor):
-            return self.weights[0] * self.base(outputs, targets)
-        if not isinstance(outputs, (list, tuple)):
+            weights = (self.weights or (1.0,))[:1]
+            outputs = [outputs]
+        elif not isinstance(outputs, (list, tuple)):
             raise TypeError(
                 f"DeepSupervisionLoss: outputs must be a list/tuple [main, aux1, ...] or a tensor, "
                 f"got {type(outputs).__name__}"
             )
-        if len(outputs) != len(self.weights):
+        elif self.weights is not None and len(outputs) != len(self.weights):
             raise ValueError(
                 f"DeepSupervisionLoss: the model gave {len(outputs)} outputs but there are "
                 f"{len(self.weights)} weights; give one weight per output (main first)"
             )
-        return sum(w * self.base(out, resize_target(targets, out)) for w, out in zip(self.weights, outputs))
+        else:
+            weights = self.weights or deep_supervision_weights(len(outputs), self.preset)
+        terms: dict[str, torch.Tensor] = {}
+        total = 0.0
+        for i, (w, out) in enumerate(zip(weights, outputs)):
+            target = resize_target(targets, out)
+            if hasattr(self.base, "with_terms"):
+                value, parts = self.base.with_terms(out, target)
+            else:
+                value, parts = self.base(out, target), {}
+            name = f"aux{i}" if i else "main"
+            terms[name] = value
+            terms |= {f"{name}.{k}": v for k, v in parts.items()}
+            total = total + w * value
+        return total, terms
 
 
 def resize_target(targets: torch.Tensor, output: torch.Tensor) -> torch.Tensor:

@@ -33,6 +33,9 @@ class DiceLoss(nn.Module):
     targets: an integer class map (B, ...) (0/1 when C == 1), or one-hot / soft targets shaped like logits.
     Dice for each (sample, class) sums over the spatial dims:
     (2 * sum(p * t) + smooth) / (sum(p) + sum(t) + smooth), smooth > 0 keeps empty masks finite.
+    include_background: False leaves class 0 out of the Dice (C > 1; the losses are then (B, C - 1)), as
+    nnU-Net does: the background's Dice is near 1 from the start and dilutes the foreground's. The softmax
+    still runs over every class. With C == 1 the one channel is the foreground, whatever this says.
     reduction: "mean" or "sum" over the (B, C) losses, or "none" to get them.
 
     Example:
@@ -41,7 +44,7 @@ class DiceLoss(nn.Module):
         torch.Size([])
     """
 
-    def __init__(self, smooth: float = 1.0, reduction: str = "mean") -> None:
+    def __init__(self, smooth: float = 1.0, reduction: str = "mean", include_background: bool = True) -> None:
         super().__init__()
         if not (isinstance(smooth, (int, float)) and 0 < smooth < math.inf):
             raise ValueError(
@@ -50,9 +53,15 @@ class DiceLoss(nn.Module):
             )
         self.smooth = float(smooth)
         self.reduction = check_reduction(type(self).__name__, reduction)
+        if not isinstance(include_background, bool):
+            raise ValueError(
+                f"{type(self).__name__}: include_background must be True or False, got {include_background!r}"
+            )
+        self.include_background = include_background
 
     def extra_repr(self) -> str:
-        return f"smooth={self.smooth}, reduction={self.reduction!r}"
+        background = self.include_background
+        return f"smooth={self.smooth}, reduction={self.reduction!r}, include_background={background}"
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return reduce(self._dice_loss(logits, targets), self.reduction)
@@ -79,6 +88,8 @@ class DiceLoss(nn.Module):
                 f"an integer class map {(z.shape[0], *z.shape[2:])} or one-hot/soft targets {tuple(z.shape)}"
             )
         probs = torch.sigmoid(z) if n_classes == 1 else torch.softmax(z, dim=1)
+        if n_classes > 1 and not self.include_background:
+            probs, onehot = probs[:, 1:], onehot[:, 1:]
         dims = tuple(range(2, z.dim()))
         overlap = (probs * onehot).sum(dims)
         total = probs.sum(dims) + onehot.sum(dims)

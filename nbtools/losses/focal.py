@@ -75,19 +75,22 @@ class FocalLoss(nn.Module):
 
     def _binary(self, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         ce = F.binary_cross_entropy_with_logits(z, t, reduction="none")  # -log p_t
+        if self.gamma == 0:  # BCE: the factor (1 - p_t)^0 is 1
+            return ce if self.alpha is None else self._binary_weighted(ce, z, t)
         # 1 - p_t = t (1 - p) + (1 - t) p, summed in log space: finite at any logit, exact for soft labels.
         log_1m_pt = torch.logaddexp(torch.log(t) + F.logsigmoid(-z), torch.log1p(-t) + F.logsigmoid(z))
         loss = torch.exp(self.gamma * log_1m_pt) * ce
-        if self.alpha is not None:
-            if self.alpha.dim() != 0:
-                raise ValueError(
-                    f"FocalLoss: per-class alpha (length {self.alpha.numel()}) needs multiclass logits "
-                    f"(B, C) with int64 targets (B,), got binary logits {tuple(z.shape)}; "
-                    f"pass a scalar alpha in [0, 1] for binary logits"
-                )
-            a = self.alpha.to(z.device)
-            loss = (a * t + (1 - a) * (1 - t)) * loss
-        return loss
+        return loss if self.alpha is None else self._binary_weighted(loss, z, t)
+
+    def _binary_weighted(self, loss: torch.Tensor, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if self.alpha.dim() != 0:
+            raise ValueError(
+                f"FocalLoss: per-class alpha (length {self.alpha.numel()}) needs multiclass logits "
+                f"(B, C) with int64 targets (B,), got binary logits {tuple(z.shape)}; "
+                f"pass a scalar alpha in [0, 1] for binary logits"
+            )
+        a = self.alpha.to(z.device)
+        return (a * t + (1 - a) * (1 - t)) * loss
 
     def _multiclass(self, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         expected = (z.shape[0], *z.shape[2:])
@@ -99,20 +102,24 @@ class FocalLoss(nn.Module):
         t = t.long().unsqueeze(1)
         logp = F.log_softmax(z, dim=1)
         log_pt = logp.gather(1, t)
+        if self.gamma == 0:  # cross-entropy: the factor (1 - p_t)^0 is 1, no need to compute it
+            loss = -log_pt.squeeze(1)
+            return loss if self.alpha is None else self._class_weighted(loss, z, t)
         # log(1 - p_t) as the logsumexp of the other classes: log1p(-exp(log_pt)) has an infinite
         # gradient where p_t rounds to 1, and 0 * inf is NaN.
         classes = torch.arange(z.shape[1], device=z.device).view(1, -1, *([1] * (z.dim() - 2)))
         log_1m_pt = torch.logsumexp(logp.masked_fill(classes == t, float("-inf")), dim=1, keepdim=True)
         loss = (torch.exp(self.gamma * log_1m_pt) * -log_pt).squeeze(1)
-        if self.alpha is not None:
-            if self.alpha.dim() == 0 or self.alpha.numel() != z.shape[1]:
-                got = "a scalar" if self.alpha.dim() == 0 else f"{self.alpha.numel()} values"
-                raise ValueError(
-                    f"FocalLoss: multiclass logits {tuple(z.shape)} need alpha with one weight per class "
-                    f"({z.shape[1]} values), got {got}"
-                )
-            loss = self.alpha.to(z.device)[t.squeeze(1)] * loss
-        return loss
+        return loss if self.alpha is None else self._class_weighted(loss, z, t)
+
+    def _class_weighted(self, loss: torch.Tensor, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if self.alpha.dim() == 0 or self.alpha.numel() != z.shape[1]:
+            got = "a scalar" if self.alpha.dim() == 0 else f"{self.alpha.numel()} values"
+            raise ValueError(
+                f"FocalLoss: multiclass logits {tuple(z.shape)} need alpha with one weight per class "
+                f"({z.shape[1]} values), got {got}"
+            )
+        return self.alpha.to(z.device)[t.squeeze(1)] * loss
 
 
 def _binary_pair(z: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

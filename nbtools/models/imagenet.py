@@ -1,8 +1,10 @@
 """torchvision's ImageNet ResNet weights, fetched through torch.hub's cache, with an error that says
-what to do when there is no internet (CI, a firewalled cluster) instead of a bare URLError or a hang."""
+what to do when there is no internet (CI, a firewalled cluster) instead of a bare URLError or a hang,
+and loaded into a backbone (`resnet2d_attention`, `unet2d`) with a load report."""
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from pathlib import Path
@@ -10,6 +12,11 @@ from urllib.parse import urlparse
 
 import torch
 import torchvision.models as tvm
+from torch import nn
+
+from nbtools.models.pretrained import LoadReport, load_pretrained
+
+log = logging.getLogger(__name__)
 
 # IMAGENET1K_V1 for every depth: the classic weights, trained with the same recipe (resnet50's
 # DEFAULT is V2, trained with a heavier recipe).
@@ -56,3 +63,29 @@ def imagenet_state_dict(backbone: str, timeout: float = DOWNLOAD_TIMEOUT) -> dic
         ) from e
     finally:
         socket.setdefaulttimeout(previous)
+
+
+def load_backbone_weights(
+    part: nn.Module, backbone: str, weights: str | os.PathLike, verbose: bool
+) -> LoadReport:
+    """Load `weights` ("imagenet" or a state-dict file) into `part`, a module whose keys are
+    torchvision's ResNet keys minus fc (conv1.*, bn1.*, layer1-4.*), and return the LoadReport
+    (printed when `verbose`, logged at INFO otherwise)."""
+    if isinstance(weights, str) and weights == "imagenet":
+        state = imagenet_state_dict(backbone)
+        report = load_pretrained(part, state, verbose=False)
+        report.source = f"torchvision {WEIGHTS[backbone]} ({cached_file(backbone)})"
+        if verbose:
+            print(report)
+        else:
+            log.info("%s", report)
+        return report
+    if not isinstance(weights, (str, os.PathLike)):
+        raise TypeError(f"weights must be None, 'imagenet' or a file path, got {type(weights).__name__}")
+    if not Path(weights).is_file():
+        raise FileNotFoundError(
+            f"no weights file at {str(weights)!r}; pass weights='imagenet' to download torchvision's, or the "
+            f"path of a copy of {cached_file(backbone).name} (torch.hub keeps it in "
+            "~/.cache/torch/hub/checkpoints/ on a machine that downloaded it)"
+        )
+    return load_pretrained(part, weights, verbose=verbose)

@@ -11,22 +11,18 @@ rate and `TrainConfig.unfreeze` addresses backbone stages by their torchvision n
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 from collections import OrderedDict
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 import torchvision.models as tvm
 from torch import nn
 
 from nbtools.models.attention import ATTENTIONS, attention_block
-from nbtools.models.imagenet import WEIGHTS, cached_file, imagenet_state_dict
-from nbtools.models.pretrained import LoadReport, load_pretrained
-
-log = logging.getLogger(__name__)
+from nbtools.models.imagenet import WEIGHTS, load_backbone_weights
+from nbtools.models.pretrained import LoadReport
 
 BACKBONES = tuple(WEIGHTS)
 _BACKBONE_PARTS = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
@@ -105,7 +101,7 @@ def resnet2d_attention(
             nn.init.normal_(fc.weight, std=0.01)
             fc.bias.copy_(bias)
     if weights is not None:
-        model.load_report = _load_backbone(model.backbone, backbone, weights, verbose)
+        model.load_report = load_backbone_weights(model.backbone, backbone, weights, verbose)
     return model
 
 
@@ -122,24 +118,3 @@ def _prior_bias(prior: float | Sequence[float], num_classes: int) -> torch.Tenso
             f"prior for num_classes={num_classes} must be {num_classes} positive class fractions, got {prior!r}"
         )
     return (p / p.sum()).log().float()
-
-
-def _load_backbone(part: nn.Module, backbone: str, weights: str | os.PathLike, verbose: bool) -> LoadReport:
-    if isinstance(weights, str) and weights == "imagenet":
-        state = imagenet_state_dict(backbone)
-        report = load_pretrained(part, state, verbose=False)
-        report.source = f"torchvision {WEIGHTS[backbone]} ({cached_file(backbone)})"
-        if verbose:
-            print(report)
-        else:
-            log.info("%s", report)
-        return report
-    if not isinstance(weights, (str, os.PathLike)):
-        raise TypeError(f"weights must be None, 'imagenet' or a file path, got {type(weights).__name__}")
-    if not Path(weights).is_file():
-        raise FileNotFoundError(
-            f"no weights file at {str(weights)!r}; pass weights='imagenet' to download torchvision's, or the "
-            f"path of a copy of {cached_file(backbone).name} (torch.hub keeps it in "
-            "~/.cache/torch/hub/checkpoints/ on a machine that downloaded it)"
-        )
-    return load_pretrained(part, weights, verbose=verbose)

@@ -1,0 +1,25 @@
+"""What is specific to a task, one module per task, below train/ and diagnose/: its metrics (accumulated
+on the device, one host read per validation pass), monitors and their direction, chance references for
+the doctor, and what predict writes. Segmentation so far; its whole-volume inference beside it."""
+
+from nbtools.tasks.inference import OVERLAP, evaluate_segmentation, sliding_window_predict
+from nbtools.tasks.segmentation import (
+    EMPTY_POLICIES,
+    DiceAccumulator,
+    case_summary,
+    chance_dice,
+    is_segmentation_pair,
+    voxel_volume_ml,
+)
+
+__all__ = [
+    "EMPTY_POLICIES",
+    "OVERLAP",
+    "DiceAccumulator",
+    "case_summary",
+    "chance_dice",
+    "evaluate_segmentation",
+    "is_segmentation_pair",
+    "sliding_window_predict",
+    "voxel_volume_ml",
+]
