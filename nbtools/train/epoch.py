@@ -134,8 +134,8 @@ def end_interval(st: TrainState, telemetry, progress, micro: list, loss_fn) -> N
         st.bad_streak, found = 0, []
     else:
         found = _guard(st, record, micro, loss_fn)
-    step_findings = st.step_rules.run(lambda: rules.step_findings(run), force=run.stop is not None)
-    report(run, progress, [*found, *(step_findings or [])])
+    due = run.stop is not None or rules.step_rules_due(len(run.steps))
+    report(run, progress, [*found, *(rules.step_findings(run) if due else [])])
 
 
 def _guard(st: TrainState, record: dict, micro: list, loss_fn) -> list[Finding]:
