@@ -4,6 +4,7 @@ validation sets)."""
 
 import time
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -145,3 +146,26 @@ def test_preflight_draws_no_random_numbers_that_training_sees(tmp_path):
     )
     for (k, va), vb in zip(a.model.state_dict().items(), b.model.state_dict().values()):
         assert torch.equal(va, vb), k
+
+
+def test_a_dataset_s_labels_are_read_without_loading_a_sample_or_not_at_all():
+    from nbtools.data.samples import labels_of
+
+    class Listed(torch.utils.data.Dataset):
+        def __init__(self, labels):
+            self.targets = labels
+
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, i):
+            raise AssertionError("labels_of read a sample")
+
+    assert labels_of(Listed([1, 0, 1, 1])).tolist() == [1, 0, 1, 1]
+    assert labels_of(Subset(Listed(np.array([3, 4, 5, 6])), [2, 0])).tolist() == [5, 3]
+    assert labels_of(_pairs(torch.arange(16))).tolist() == list(range(16))
+    masks = torch.zeros(4, 8, 8, dtype=torch.long)
+    assert labels_of(Listed(masks)) is masks  # segmentation: a mask per sample
+    for unreadable in (["cat", "dog", "cat", "cat"], [1, 0], [[0], [1, 1], [0], [1]], None):
+        assert labels_of(Listed(unreadable)) is None, unreadable  # names, the wrong length, ragged, absent
+    assert labels_of(TensorDataset(torch.zeros(3))) is None and labels_of(Raises()).equal(Raises().y)
