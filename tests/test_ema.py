@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 import nbtools as nbt
-from nbtools.diagnose.opcount import OpCounter
+from bench.opcount import OpCounter
 from nbtools.train.ema import build_ema, ema_pairs, update_ema
 from tests.helpers import NoisyBlobs, small_cnn
 

@@ -10,7 +10,7 @@ from torch.nn.utils import get_total_norm
 from torch.utils.data import DataLoader
 
 import nbtools as nbt
-from nbtools.diagnose.opcount import OpCounter
+from bench.opcount import OpCounter
 from nbtools.recipes.reproduce import Fp16GradOverflow
 from nbtools.step import Precision, train_step
 from nbtools.step.buffers import BufferGuard
