@@ -12,7 +12,7 @@ from nbtools.diagnose.fp16_range import fp16_range_check
 from nbtools.env import fallback_for
 from nbtools.step import Precision
 from nbtools.train import guards
-from tests.helpers import NoisyBlobs
+from tests.helpers import NoisyBlobs, tiny_fit
 from tests.test_guards import Planted
 
 
@@ -39,15 +39,7 @@ def _fit(tmp_path, model, data=None, **cfg):
         }
         | cfg
     )
-    return nbt.fit(
-        model,
-        data or NoisyBlobs(),
-        NoisyBlobs(seed=1, augment=False),
-        nn.CrossEntropyLoss(),
-        cfg,
-        tmp_path,
-        verbose=False,
-    )
+    return tiny_fit(cfg, tmp_path, model=model, train=data or NoisyBlobs())
 
 
 def test_the_same_batch_is_non_finite_in_fp16_and_finite_in_fp32():

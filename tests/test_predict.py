@@ -189,9 +189,7 @@ def test_predict_runs_in_the_precision_the_run_fell_back_to(tmp_path):
 def test_a_model_or_a_plain_fit_run_with_a_dataset(tmp_path):
     train, val = NoisyBlobs(24, seed=0), NoisyBlobs(12, seed=1, augment=False)
     cfg = nbt.TrainConfig(epochs=2, batch_size=6, checkpoint_every_minutes=None, monitor="val_acc")
-    run = nbt.fit(
-        small_cnn(), train, val, nn.CrossEntropyLoss(), cfg, tmp_path, verbose=False, dashboard=None
-    )
+    run = tiny_fit(cfg, tmp_path, train=train, val=val, dashboard=None)
     from_run = nbt.predict(run, val)  # the Run from fit: its model with best.pt loaded into a copy
     saved = torch.load(tmp_path / "best_val.pt", weights_only=True)
     assert torch.equal(torch.from_numpy(from_run.logits), saved["logits"])

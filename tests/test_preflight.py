@@ -11,7 +11,7 @@ from torch import nn
 from torch.utils.data import Subset, TensorDataset
 
 import nbtools as nbt
-from tests.helpers import NoisyBlobs, small_cnn
+from tests.helpers import NoisyBlobs, tiny_fit
 
 CFG = nbt.TrainConfig(epochs=1, batch_size=8, checkpoint_every_minutes=None)
 
@@ -107,7 +107,7 @@ def test_bad_data_is_refused_before_training_and_touches_nothing(case, tmp_path)
     (tmp_path / "keep.txt").write_text("the user's own file")
     start = time.perf_counter()
     with pytest.raises(error, match=message):
-        nbt.fit(small_cnn(), train, val, nn.CrossEntropyLoss(), CFG, tmp_path, verbose=False)
+        tiny_fit(CFG, tmp_path, train=train, val=val)
     assert time.perf_counter() - start < 0.8  # no epoch of SlowBlobs was trained first
     assert [p.name for p in tmp_path.iterdir()] == ["keep.txt"]
 
@@ -125,25 +125,9 @@ def test_a_one_output_model_takes_float_targets_in_0_1():
 
 def test_preflight_draws_no_random_numbers_that_training_sees(tmp_path):
     """An augmenting dataset is read before training; a run with it is still the run without it."""
-    a = nbt.fit(
-        small_cnn(),
-        NoisyBlobs(),
-        NoisyBlobs(seed=1),
-        nn.CrossEntropyLoss(),
-        CFG,
-        tmp_path / "a",
-        verbose=False,
-    )
+    a = tiny_fit(CFG, tmp_path / "a", val=NoisyBlobs(seed=1))
     torch.manual_seed(123)  # whatever state the notebook left: fit seeds after the preflight
-    b = nbt.fit(
-        small_cnn(),
-        NoisyBlobs(),
-        NoisyBlobs(seed=1),
-        nn.CrossEntropyLoss(),
-        CFG,
-        tmp_path / "b",
-        verbose=False,
-    )
+    b = tiny_fit(CFG, tmp_path / "b", val=NoisyBlobs(seed=1))
     for (k, va), vb in zip(a.model.state_dict().items(), b.model.state_dict().values()):
         assert torch.equal(va, vb), k
 
