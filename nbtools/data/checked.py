@@ -109,7 +109,7 @@ class CheckedSamples(Dataset):
             self._check_labels([0], [])
         if listed is None:
             return
-        arr = listed.cpu().numpy()
+        arr = listed.numpy(force=True)
         if arr.ndim != 1 or arr.dtype.kind not in "iu":
             return
         n = self.num_classes
