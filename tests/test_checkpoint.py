@@ -35,6 +35,7 @@ def _names(run_dir) -> set[str]:
     return {p.name for p in run_dir.glob("epoch_*.pt")}
 
 
+@pytest.mark.slow
 def test_sigkill_never_leaves_an_unloadable_newest_checkpoint(tmp_path):
     ctx = mp.get_context("forkserver")
     ctx.set_forkserver_preload(

@@ -219,6 +219,7 @@ CHILD = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_sigint_to_a_real_training_process_leaves_a_loadable_mid_epoch_checkpoint(tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()

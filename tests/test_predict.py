@@ -215,6 +215,7 @@ def test_a_model_or_a_plain_fit_run_with_a_dataset(tmp_path):
         nbt.predict(run, val, weights="best_ema")
 
 
+@pytest.mark.slow
 def test_cli_predict_writes_the_csv(run3d, volumes, tmp_path):
     run_dir, _, _ = run3d
     out = tmp_path / "predictions.csv"

@@ -83,6 +83,7 @@ def drive(board, metrics: dict) -> None:
     board.close()
 
 
+@pytest.mark.slow
 def test_dashboard_throttles_redraws_but_draws_every_epoch(run_dir, monkeypatch):
     metrics = json.loads((run_dir / "metrics.json").read_text())
     board = Dashboard(epochs=3, min_redraw_seconds=3600, display=False)
@@ -116,6 +117,7 @@ NOTEBOOK_CELLS = [
 ]
 
 
+@pytest.mark.slow
 def test_dashboard_in_a_real_kernel(run_dir, tmp_path):
     metrics = json.loads((run_dir / "metrics.json").read_text())
     first_epoch = tmp_path / "first_epoch.json"  # one epoch keeps the kernel's redraws few
