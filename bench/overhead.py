@@ -1,6 +1,6 @@
 """What does nbt.fit cost over a bare PyTorch loop? Run: python bench/overhead.py [--rounds 3]
 
-1. Device ops per optimizer step (aten ops, counted by nbtools.diagnose.opcount.OpCounter; on a GPU each
+1. Device ops per optimizer step (aten ops, counted by bench/opcount.py's OpCounter; on a GPU each
    is a kernel launch, ~5-10 us of host time), bare vs fit, at ResNet-10-3D and ResNet-50-3D. A bare
    step is forward, backward, clip_grad_norm_, fused AdamW step; fit's step is everything between
    the starts of two consecutive training steps in fit (guards, telemetry, the next batch's loading,
@@ -33,11 +33,11 @@ from collections import Counter
 from pathlib import Path
 
 import torch
+from opcount import OpCounter
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import nbtools as nbt
-from nbtools.diagnose.opcount import OpCounter
 from nbtools.train.loader import TrainBatches
 
 SYNC_METHODS = ("item", "__bool__", "__float__", "__int__", "tolist", "cpu")

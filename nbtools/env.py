@@ -83,11 +83,6 @@ def fallback_for(facts: dict) -> str:
     return "bf16" if _native_bf16(facts) else "fp32"
 
 
-def fallback_precision(device: torch.device | str) -> str:
-    """`fallback_for` this device."""
-    return fallback_for(device_facts(device))
-
-
 def resolve_precision(requested: str, device: torch.device | str) -> str:
     """Turn "auto" into what this device really supports.
 

@@ -8,6 +8,8 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+import nbtools as nbt
+
 
 class NoisyBlobs(Dataset):
     """Tiny 2D binary data with a random augmentation drawn from the global torch RNG, so a resume
@@ -38,6 +40,21 @@ def small_cnn(seed: int = 1, classes: int = 2) -> nn.Module:
         nn.Flatten(),
         nn.Dropout(0.3),
         nn.Linear(4 * 36, classes),
+    )
+
+
+def tiny_fit(cfg, run_dir, *, model=None, train=None, val=None, loss_fn=None, **kw):
+    """nbt.fit on the tests' tiny task: small_cnn() on NoisyBlobs(), validated on
+    NoisyBlobs(seed=1, augment=False), with cross-entropy and verbose=False; pass any of them to
+    change it, and fit's other arguments as keywords."""
+    return nbt.fit(
+        small_cnn() if model is None else model,
+        NoisyBlobs() if train is None else train,
+        NoisyBlobs(seed=1, augment=False) if val is None else val,
+        nn.CrossEntropyLoss() if loss_fn is None else loss_fn,
+        cfg,
+        run_dir,
+        **{"verbose": False, **kw},
     )
 
 

@@ -76,6 +76,7 @@ def test_channels_last_on_a_2d_model_and_back():
     assert accel.as_input(labels, True) is labels  # not an image: unchanged
 
 
+@pytest.mark.slow
 def test_compile_trains_through_the_compiled_module_and_saves_the_models_own_keys(tmp_path, monkeypatch):
     if accel.compile_unavailable("cpu") is not None:
         pytest.skip(

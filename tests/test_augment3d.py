@@ -202,6 +202,7 @@ def _fit(run_dir, transform, cfg=CFG, **kw):
     )
 
 
+@pytest.mark.slow
 def test_fit_with_augment3d_resumes_bit_identically(tmp_path):
     aug = Augment3D()
     straight = _fit(tmp_path / "straight", aug)

@@ -10,7 +10,7 @@ from torch.utils.data import Dataset
 
 import nbtools as nbt
 from nbtools.data import ImageFolder, SampleError, VolumeFolder, image_folder
-from tests.helpers import NoisyBlobs, small_cnn
+from tests.helpers import NoisyBlobs, tiny_fit
 
 AFFINE = np.diag([1.0, 1.0, 2.5, 1.0])
 
@@ -250,8 +250,6 @@ class _RaisesAt(Dataset):
 def test_fit_names_the_index_of_a_sample_that_fails_mid_epoch(tmp_path):
     cfg = nbt.TrainConfig(epochs=1, batch_size=4, lr=1e-3, checkpoint_every_minutes=None)
     with pytest.raises(SampleError, match=r"sample 13\b") as e:  # not sample 0: only training reaches it
-        nbt.fit(
-            small_cnn(), _RaisesAt(13), NoisyBlobs(n=8, seed=1), nn.CrossEntropyLoss(), cfg, tmp_path / "r"
-        )
+        tiny_fit(cfg, tmp_path / "r", train=_RaisesAt(13), val=NoisyBlobs(n=8, seed=1), verbose=True)
     assert "KeyError" in str(e.value) and "record 13" in str(e.value) and "remove that sample" in str(e.value)
     assert not list((tmp_path / "r").glob("epoch_*.pt"))

@@ -8,12 +8,11 @@ import time
 
 import pytest
 import torch
-from torch import nn
 
 import nbtools as nbt
 from nbtools.atomic import save_atomic
 from nbtools.runs import checkpoints as ckpt
-from tests.helpers import NoisyBlobs, small_cnn
+from tests.helpers import tiny_fit
 
 CFG = nbt.TrainConfig(
     epochs=200,
@@ -29,23 +28,14 @@ CFG = nbt.TrainConfig(
 def _train_forever(run_dir: str) -> None:
     torch.set_num_threads(1)
     resume = "latest" if nbt.list_checkpoints(run_dir).valid() else None
-    nbt.fit(
-        small_cnn(),
-        NoisyBlobs(),
-        NoisyBlobs(seed=1, augment=False),
-        nn.CrossEntropyLoss(),
-        CFG,
-        run_dir,
-        resume=resume,
-        overwrite=resume is None,
-        verbose=False,
-    )
+    tiny_fit(CFG, run_dir, resume=resume, overwrite=resume is None)
 
 
 def _names(run_dir) -> set[str]:
     return {p.name for p in run_dir.glob("epoch_*.pt")}
 
 
+@pytest.mark.slow
 def test_sigkill_never_leaves_an_unloadable_newest_checkpoint(tmp_path):
     ctx = mp.get_context("forkserver")
     ctx.set_forkserver_preload(
@@ -74,15 +64,8 @@ def test_sigkill_never_leaves_an_unloadable_newest_checkpoint(tmp_path):
         assert newest["step"] == valid[-1].step
         steps_seen.append(newest["step"])
     assert steps_seen == sorted(steps_seen) and steps_seen[-1] > steps_seen[0], steps_seen  # each run resumed
-    run = nbt.fit(
-        small_cnn(),
-        NoisyBlobs(),
-        NoisyBlobs(seed=1, augment=False),
-        nn.CrossEntropyLoss(),
-        CFG.replace(epochs=max(h["epoch"] for h in _history(tmp_path)) + 1),
-        tmp_path,
-        resume="latest",
-        verbose=False,
+    run = tiny_fit(
+        CFG.replace(epochs=max(h["epoch"] for h in _history(tmp_path)) + 1), tmp_path, resume="latest"
     )
     assert run.history[-1]["epoch"] == run.config.epochs
     assert not list(tmp_path.glob(".*.tmp*"))  # the kill's leftover temp file was cleaned at the start
@@ -95,15 +78,7 @@ def _history(run_dir):
 
 def _two_epochs(tmp_path):
     cfg = nbt.TrainConfig(epochs=2, batch_size=8, checkpoint_every_minutes=None)
-    return nbt.fit(
-        small_cnn(),
-        NoisyBlobs(),
-        NoisyBlobs(seed=1, augment=False),
-        nn.CrossEntropyLoss(),
-        cfg,
-        tmp_path,
-        verbose=False,
-    )
+    return tiny_fit(cfg, tmp_path)
 
 
 def test_truncated_checkpoint_is_named_and_latest_falls_back(tmp_path, caplog):
@@ -135,15 +110,7 @@ def test_checkpoints_load_weights_only_and_hold_the_whole_state(tmp_path):
 
 def test_prune_keeps_last_n_and_only_after_the_new_file(tmp_path):
     cfg = nbt.TrainConfig(epochs=5, batch_size=8, keep_last=2, checkpoint_every_minutes=None)
-    nbt.fit(
-        small_cnn(),
-        NoisyBlobs(),
-        NoisyBlobs(seed=1, augment=False),
-        nn.CrossEntropyLoss(),
-        cfg,
-        tmp_path,
-        verbose=False,
-    )
+    tiny_fit(cfg, tmp_path)
     assert sorted(p.name for p in tmp_path.glob("epoch_*.pt")) == ["epoch_004.pt", "epoch_005.pt"]
 
 
@@ -164,14 +131,5 @@ def test_save_atomic_leaves_the_old_file_when_the_write_fails(tmp_path):
 def test_overwrite_starts_again(tmp_path):
     _two_epochs(tmp_path)
     cfg = nbt.TrainConfig(epochs=1, batch_size=8, checkpoint_every_minutes=None)
-    run = nbt.fit(
-        small_cnn(),
-        NoisyBlobs(),
-        NoisyBlobs(seed=1, augment=False),
-        nn.CrossEntropyLoss(),
-        cfg,
-        tmp_path,
-        overwrite=True,
-        verbose=False,
-    )
+    run = tiny_fit(cfg, tmp_path, overwrite=True)
     assert [c.epoch for c in nbt.list_checkpoints(tmp_path)] == [1] and len(run.history) == 1

@@ -3,7 +3,11 @@
 import subprocess
 import sys
 
+import pytest
+
 import nbtools as nbt
+
+pytestmark = pytest.mark.slow  # each test trains a recipe job through `python -m nbtools` subprocesses
 
 
 def _cli(*args, cwd):

@@ -9,12 +9,15 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 import nbtools as nbt
 from nbtools import recipes
 from tests.helpers import assert_same, without_times
 from tests.user_files import write_nifti_folder, write_png_folder
+
+pytestmark = pytest.mark.slow  # each test trains on files through `python -m nbtools` subprocesses
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = ["train", "resnet3d", "--data", "vols", "--shape", "16", "16", "16", "--smoke", "--batch-size", "4"]

@@ -109,6 +109,7 @@ def _fit_blobs(run_dir, resume=None, batch_transform=None):
     return run, model
 
 
+@pytest.mark.slow
 def test_a_run_keeps_the_worker_count_it_started_with(tmp_path, monkeypatch):
     """num_workers=None becomes a count when a run starts (recorded in its config); a resume on a
     machine whose default differs keeps the recorded count, and so trains as the straight run did

@@ -43,6 +43,7 @@ def test_other_write_errors_pass_through_unchanged(tmp_path):
         atomic.replace_atomic(tmp_path / "x.pt", write)
 
 
+@pytest.mark.slow
 def test_fit_on_a_disk_that_fills_up_names_the_checkpoint_and_keeps_the_previous(tmp_path, monkeypatch):
     cfg = nbt.TrainConfig(epochs=3, batch_size=8, checkpoint_every_minutes=None)
     args = (NoisyBlobs(), NoisyBlobs(seed=1, augment=False), nn.CrossEntropyLoss(), cfg, tmp_path)

@@ -13,6 +13,8 @@ import nbtools as nbt
 from tests import ddp_worker
 from tests.helpers import assert_same, small_cnn
 
+pytestmark = pytest.mark.slow  # every test here launches torchrun (two training processes)
+
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -9,20 +9,12 @@ from torch.utils.data import Dataset
 
 import nbtools as nbt
 from nbtools.cli import main as cli
-from tests.helpers import NoisyBlobs, small_cnn
+from tests.helpers import NoisyBlobs, small_cnn, tiny_fit
 
 
 def train(tmp_path, model=None, data=None, **cfg):
     cfg = {"epochs": 2, "batch_size": 8, "checkpoint_every_minutes": None, **cfg}
-    return nbt.fit(
-        model or small_cnn(),
-        data or NoisyBlobs(),
-        NoisyBlobs(seed=1, augment=False),
-        nn.CrossEntropyLoss(),
-        nbt.TrainConfig(**cfg),
-        tmp_path,
-        verbose=False,
-    )
+    return tiny_fit(nbt.TrainConfig(**cfg), tmp_path, model=model or small_cnn(), train=data or NoisyBlobs())
 
 
 def codes(findings):

@@ -11,7 +11,7 @@ from nbtools.cli import main as cli
 from nbtools.cli import print_findings
 from nbtools.runs import Finding, Run
 from nbtools.viz.dashboard import Dashboard
-from tests.helpers import NoisyBlobs, small_cnn
+from tests.helpers import small_cnn, tiny_fit
 
 
 class HeadFirst(nn.Module):
@@ -31,15 +31,7 @@ def _collapse_then_learn(tmp_path, **kw):
     cfg = nbt.TrainConfig(
         epochs=6, batch_size=8, lr=1e-2, unfreeze={4: "body"}, log_every=3, checkpoint_every_minutes=None
     )
-    return nbt.fit(
-        HeadFirst(),
-        NoisyBlobs(),
-        NoisyBlobs(seed=1, augment=False),
-        nn.CrossEntropyLoss(),
-        cfg,
-        tmp_path,
-        **kw,
-    )
+    return tiny_fit(cfg, tmp_path, model=HeadFirst(), verbose=True, **kw)
 
 
 def test_a_collapse_that_passed_is_resolved_live_in_the_doctor_and_the_cli(tmp_path, capsys):

@@ -6,11 +6,10 @@ import sys
 import types
 
 import pytest
-from torch import nn
 
 import nbtools as nbt
 import nbtools.env as env_module
-from tests.helpers import NoisyBlobs, small_cnn
+from tests.helpers import NoisyBlobs, tiny_fit
 
 HINT = r'USE_DRIVE = "auto" .*Google Drive in Colab \(MyDrive/nbtools-runs/RUN_NAME\).*RUN_NAME and USE_DRIVE'
 
@@ -73,7 +72,7 @@ def test_only_a_path_on_a_drive_mount_is_on_drive(colab, tmp_path):
 
 def _fit(run_dir):
     cfg = nbt.TrainConfig(epochs=1, batch_size=16, checkpoint_every_minutes=None)
-    return nbt.fit(small_cnn(), NoisyBlobs(), NoisyBlobs(seed=1), nn.CrossEntropyLoss(), cfg, run_dir)
+    return tiny_fit(cfg, run_dir, val=NoisyBlobs(seed=1), verbose=True)
 
 
 def test_fit_hands_a_run_on_drive_to_drive_and_never_unmounts(colab, tmp_path, capsys):

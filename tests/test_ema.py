@@ -4,9 +4,9 @@ import torch
 from torch import nn
 
 import nbtools as nbt
-from nbtools.diagnose.opcount import OpCounter
+from bench.opcount import OpCounter
 from nbtools.train.ema import build_ema, ema_pairs, update_ema
-from tests.helpers import NoisyBlobs, small_cnn
+from tests.helpers import NoisyBlobs, small_cnn, tiny_fit
 
 
 def _reference(decay: float, init: float, values: list[float], skipped: list[bool]) -> float:
@@ -65,15 +65,8 @@ def test_fit_skips_the_ema_update_on_a_nan_batch(tmp_path):
         return x, y
 
     cfg = nbt.TrainConfig(epochs=1, batch_size=8, lr=1e-2, ema_decay=0.99, log_every=1, precision="fp32")
-    run = nbt.fit(
-        small_cnn(),
-        NoisyBlobs(48),
-        NoisyBlobs(16, seed=1),
-        nn.CrossEntropyLoss(),
-        cfg,
-        tmp_path / "r",
-        batch_transform=plant_nan,
-        verbose=False,
+    run = tiny_fit(
+        cfg, tmp_path / "r", train=NoisyBlobs(48), val=NoisyBlobs(16, seed=1), batch_transform=plant_nan
     )
     state = torch.load(tmp_path / "r" / "epoch_001.pt", weights_only=True)
     steps = state["step"]

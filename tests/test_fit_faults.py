@@ -7,7 +7,7 @@ from torch import nn
 
 import nbtools as nbt
 from nbtools.runs import load_checkpoint
-from tests.helpers import NoisyBlobs, StopAfter, small_cnn
+from tests.helpers import NoisyBlobs, StopAfter, small_cnn, tiny_fit
 
 CFG = nbt.TrainConfig(
     epochs=3, batch_size=8, lr=1e-2, log_every=2, checkpoint_every_minutes=None, precision="fp32", seed=0
@@ -25,14 +25,8 @@ class OneClass(NoisyBlobs):
 
 def _fit(run_dir, cfg, train=None, val=None, **kw):
     kw.setdefault("verbose", False)
-    return nbt.fit(
-        small_cnn(),
-        train or NoisyBlobs(),
-        val or NoisyBlobs(seed=1, augment=False),
-        nn.CrossEntropyLoss(),
-        cfg,
-        run_dir,
-        **kw,
+    return tiny_fit(
+        cfg, run_dir, train=train or NoisyBlobs(), val=val or NoisyBlobs(seed=1, augment=False), **kw
     )
 
 
@@ -88,16 +82,7 @@ def test_a_nan_streak_keeps_the_newest_clean_checkpoint_and_resume_goes_to_it(tm
     cfg = CFG.replace(epochs=8, max_bad_steps=20, keep_last=3, log_every=2)
     model = small_cnn()
     with pytest.raises(nbt.runs.NonFiniteError) as err:
-        nbt.fit(
-            model,
-            NoisyBlobs(),
-            NoisyBlobs(seed=1, augment=False),
-            nn.CrossEntropyLoss(),
-            cfg,
-            tmp_path,
-            batch_transform=PlantNaN(model, 9),
-            verbose=False,
-        )
+        tiny_fit(cfg, tmp_path, model=model, batch_transform=PlantNaN(model, 9))
     files = [c.path.name for c in nbt.list_checkpoints(tmp_path)]
     assert files == ["epoch_001.pt"], files
     state = load_checkpoint(tmp_path / "epoch_001.pt")

@@ -9,10 +9,10 @@ from torch import nn
 
 import nbtools as nbt
 from nbtools.diagnose.fp16_range import fp16_range_check
-from nbtools.env import fallback_for, fallback_precision
+from nbtools.env import fallback_for
 from nbtools.step import Precision
 from nbtools.train import guards
-from tests.helpers import NoisyBlobs
+from tests.helpers import NoisyBlobs, tiny_fit
 from tests.test_guards import Planted
 
 
@@ -39,15 +39,7 @@ def _fit(tmp_path, model, data=None, **cfg):
         }
         | cfg
     )
-    return nbt.fit(
-        model,
-        data or NoisyBlobs(),
-        NoisyBlobs(seed=1, augment=False),
-        nn.CrossEntropyLoss(),
-        cfg,
-        tmp_path,
-        verbose=False,
-    )
+    return tiny_fit(cfg, tmp_path, model=model, train=data or NoisyBlobs())
 
 
 def test_the_same_batch_is_non_finite_in_fp16_and_finite_in_fp32():
@@ -127,7 +119,7 @@ def test_a_healthy_fp16_run_never_re_runs_a_step(tmp_path, monkeypatch):
 
 
 def test_fallback_means_bf16_only_where_the_gpu_has_it():
-    assert fallback_precision("cpu") == "fp32" and Precision("fp16", "cpu").fallback_mode == "fp32"
+    assert Precision("fp16", "cpu").fallback_mode == "fp32"
     a100 = {"type": "cuda", "name": "NVIDIA A100", "capability": [8, 0], "bf16": True}
     t4 = {"type": "cuda", "name": "Tesla T4", "capability": [7, 5], "bf16": True}  # emulated bf16
     assert (fallback_for(a100), fallback_for(t4), fallback_for({"type": "cpu"})) == ("bf16", "fp32", "fp32")

@@ -11,6 +11,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU the full pass runs; this checks the CPU pass")
 def test_the_reduced_cpu_pass_runs_and_says_so():
     env = {**os.environ, "PYTHONPATH": str(ROOT)}

@@ -11,7 +11,7 @@ import nbtools as nbt
 from nbtools.recipes.reproduce import Fp16GradOverflow
 from nbtools.step import Precision, train_step
 from nbtools.train.optim import build_optimizer
-from tests.helpers import NoisyBlobs, assert_same, small_cnn
+from tests.helpers import NoisyBlobs, assert_same, small_cnn, tiny_fit
 
 
 class Planted(Dataset):
@@ -83,15 +83,7 @@ def test_inf_gradient_is_skipped_even_with_a_finite_loss():
 
 def test_planted_nan_in_fit_is_counted_with_its_step(tmp_path):
     cfg = nbt.TrainConfig(epochs=2, batch_size=8, log_every=1, checkpoint_every_minutes=None)
-    run = nbt.fit(
-        small_cnn(),
-        Planted({5}),
-        NoisyBlobs(seed=1, augment=False),
-        nn.CrossEntropyLoss(),
-        cfg,
-        tmp_path,
-        verbose=False,
-    )
+    run = tiny_fit(cfg, tmp_path, train=Planted({5}))
     skipped = [s for r in run.steps for s in r["skipped_steps"]]
     assert len(skipped) == 2  # sample 5 lands in one batch per epoch
     assert [h["skipped"] for h in run.history] == [1, 1]
@@ -107,15 +99,7 @@ def test_persistent_nan_stops_the_run_with_a_diagnosis(tmp_path):
     with pytest.raises(
         nbt.runs.NonFiniteError, match=r"3 optimizer steps in a row.*max_bad_steps=3.*find_nonfinite"
     ) as e:
-        nbt.fit(
-            small_cnn(),
-            Planted(set(range(48))),
-            NoisyBlobs(seed=1, augment=False),
-            nn.CrossEntropyLoss(),
-            cfg,
-            tmp_path,
-            verbose=False,
-        )
+        tiny_fit(cfg, tmp_path, train=Planted(set(range(48))))
     run = e.value.run
     assert run.steps[-1]["step"] == 3 and run.history == []
     assert (tmp_path / "metrics.json").is_file()
@@ -124,15 +108,7 @@ def test_persistent_nan_stops_the_run_with_a_diagnosis(tmp_path):
 def test_nan_policy_raise_stops_at_the_first_bad_step(tmp_path):
     cfg = nbt.TrainConfig(epochs=1, batch_size=8, nan_policy="raise", checkpoint_every_minutes=None)
     with pytest.raises(nbt.runs.NonFiniteError, match="step 1"):
-        nbt.fit(
-            small_cnn(),
-            Planted({0, 1, 2, 3, 4, 5, 6, 7} | set(range(48))),
-            NoisyBlobs(seed=1, augment=False),
-            nn.CrossEntropyLoss(),
-            cfg,
-            tmp_path,
-            verbose=False,
-        )
+        tiny_fit(cfg, tmp_path, train=Planted({0, 1, 2, 3, 4, 5, 6, 7} | set(range(48))))
 
 
 class OverflowNet(nn.Module):
@@ -149,15 +125,7 @@ def test_fp16_that_keeps_overflowing_falls_back_to_fp32(tmp_path):
     cfg = nbt.TrainConfig(
         epochs=12, batch_size=8, precision="fp16", log_every=5, checkpoint_every_minutes=None
     )
-    run = nbt.fit(
-        OverflowNet(),
-        NoisyBlobs(),
-        NoisyBlobs(seed=1, augment=False),
-        nn.CrossEntropyLoss(),
-        cfg,
-        tmp_path,
-        verbose=False,
-    )
+    run = tiny_fit(cfg, tmp_path, model=OverflowNet())
     amp = [f for f in run.findings if f.code == "amp-skipped-steps"]
     # every step overflows: the monitor acts at the first log interval with >= 25 skips of the last 50
     assert len(amp) == 1 and amp[0].step in range(25, 30), amp
@@ -182,15 +150,7 @@ def test_fp16_without_fallback_stops_instead_of_freezing(tmp_path):
         checkpoint_every_minutes=None,
     )
     with pytest.raises(nbt.runs.NonFiniteError, match="amp_fallback=True") as e:
-        nbt.fit(
-            OverflowNet(),
-            NoisyBlobs(),
-            NoisyBlobs(seed=1, augment=False),
-            nn.CrossEntropyLoss(),
-            cfg,
-            tmp_path,
-            verbose=False,
-        )
+        tiny_fit(cfg, tmp_path, model=OverflowNet())
     # the stop is recorded as a finding too, with the way out
     [amp] = e.value.run.findings
     assert (

@@ -12,13 +12,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
 
 import nbtools as nbt
 import nbtools.atomic
 from nbtools.atomic import save_atomic
 from nbtools.runs import load_checkpoint
-from tests.helpers import NoisyBlobs, assert_same, small_cnn, without_times
+from tests.helpers import assert_same, small_cnn, tiny_fit, without_times
 from tests.test_resume import CFG as RESUME_CFG
 
 # 6 batches per epoch, 3 steps of 2 micro-batches, a telemetry read every 2 steps
@@ -28,15 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _train(run_dir, model=None, **kw):
     kw.setdefault("verbose", False)
-    return nbt.fit(
-        model or small_cnn(),
-        NoisyBlobs(),
-        NoisyBlobs(seed=1, augment=False),
-        nn.CrossEntropyLoss(),
-        CFG,
-        run_dir,
-        **kw,
-    )
+    return tiny_fit(CFG, run_dir, model=model or small_cnn(), **kw)
 
 
 @pytest.fixture(scope="module")
@@ -228,6 +219,7 @@ CHILD = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_sigint_to_a_real_training_process_leaves_a_loadable_mid_epoch_checkpoint(tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()

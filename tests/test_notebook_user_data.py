@@ -24,6 +24,7 @@ def _run_04(cwd: Path) -> None:
     ).execute()
 
 
+@pytest.mark.slow
 def test_04_resumes_a_folder_run_on_its_files_and_refuses_a_relabelled_one(tmp_path, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", str(ROOT))  # the kernel imports this checkout's nbtools
     monkeypatch.setenv("NBTOOLS_SMOKE", "1")  # 04 trains on to epoch 4

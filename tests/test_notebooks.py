@@ -59,6 +59,7 @@ def test_one_install_cell_for_all_six():
     assert "-c" in first["00_setup"] and "NBTOOLS_SOURCE" in first["00_setup"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["00_setup", "01_data"])
 def test_runs_under_nbconvert_too(name, tmp_path):
     """Users also run them with `jupyter nbconvert --execute` (nbval covers all six; this checks that path,

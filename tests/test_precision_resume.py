@@ -3,12 +3,11 @@ where it would recur. Checkpoints saved on another device load here (map_locatio
 
 import pytest
 import torch
-from torch import nn
 
 import nbtools as nbt
 from nbtools.step import Precision
 from nbtools.step.precision import resume_precision
-from tests.helpers import NoisyBlobs, small_cnn
+from tests.helpers import NoisyBlobs, small_cnn, tiny_fit
 
 CPU = {"type": "cpu"}
 T4 = {"type": "cuda", "name": "Tesla T4", "capability": [7, 5], "bf16": True}  # bf16 emulated below sm 8
@@ -85,9 +84,7 @@ def _fit(tmp_path, epochs, precision, resume=None):
         epochs=epochs, batch_size=8, precision=precision, log_every=3, checkpoint_every_minutes=None
     )
     model = small_cnn()
-    run = nbt.fit(
-        model, NoisyBlobs(), NoisyBlobs(seed=1), nn.CrossEntropyLoss(), cfg, tmp_path, resume, verbose=False
-    )
+    run = tiny_fit(cfg, tmp_path, model=model, val=NoisyBlobs(seed=1), resume=resume)
     return run, torch.load(tmp_path / f"epoch_{epochs:03d}.pt", weights_only=True)["precision"]
 
 

@@ -15,7 +15,7 @@ from torch import nn
 import nbtools as nbt
 from nbtools import recipes
 from nbtools.runs import classification_metrics
-from tests.helpers import NoisyBlobs, small_cnn
+from tests.helpers import NoisyBlobs, small_cnn, tiny_fit
 
 AFFINE = np.diag([1.5, 1.5, 2.0, 1.0])
 ROOT = Path(__file__).resolve().parents[1]
@@ -169,12 +169,27 @@ def test_focal2d_run_predicts_png_files_with_horizontal_tta(tmp_path):
     np.testing.assert_allclose(tta.probs[:, 1], p[:, 0].double().numpy(), atol=1e-5)
 
 
+def test_predict_runs_in_the_precision_the_run_fell_back_to(tmp_path):
+    """A run whose fp16 fell back to fp32 (recorded in its newest checkpoint) predicts in fp32 too."""
+    val = NoisyBlobs(12, seed=1, augment=False)
+    cfg = nbt.TrainConfig(epochs=1, batch_size=8, precision="fp16", checkpoint_every_minutes=None)
+    run = tiny_fit(cfg, tmp_path, val=val)
+    best = small_cnn()
+    best.load_state_dict(torch.load(tmp_path / "best.pt", weights_only=True))
+    in_fp32 = nbt.predict(best, val).logits  # a module alone: the default precision, fp32 on a CPU
+    assert not np.array_equal(nbt.predict(run, val).logits, in_fp32)  # the run's own fp16
+    path = tmp_path / "epoch_001.pt"
+    state = torch.load(path, weights_only=True)
+    device = state["precision"]["device"]
+    state["precision"].update(mode="fp32", fallback={"from": "fp16", "reason": "test", "device": device})
+    torch.save(state, path)
+    np.testing.assert_array_equal(nbt.predict(run, val).logits, in_fp32)
+
+
 def test_a_model_or_a_plain_fit_run_with_a_dataset(tmp_path):
     train, val = NoisyBlobs(24, seed=0), NoisyBlobs(12, seed=1, augment=False)
     cfg = nbt.TrainConfig(epochs=2, batch_size=6, checkpoint_every_minutes=None, monitor="val_acc")
-    run = nbt.fit(
-        small_cnn(), train, val, nn.CrossEntropyLoss(), cfg, tmp_path, verbose=False, dashboard=None
-    )
+    run = tiny_fit(cfg, tmp_path, train=train, val=val, dashboard=None)
     from_run = nbt.predict(run, val)  # the Run from fit: its model with best.pt loaded into a copy
     saved = torch.load(tmp_path / "best_val.pt", weights_only=True)
     assert torch.equal(torch.from_numpy(from_run.logits), saved["logits"])
@@ -200,6 +215,7 @@ def test_a_model_or_a_plain_fit_run_with_a_dataset(tmp_path):
         nbt.predict(run, val, weights="best_ema")
 
 
+@pytest.mark.slow
 def test_cli_predict_writes_the_csv(run3d, volumes, tmp_path):
     run_dir, _, _ = run3d
     out = tmp_path / "predictions.csv"

@@ -2,13 +2,14 @@
 in run_dir is touched (issue 14, "Unclear": datasets that raise, bad labels, empty or wrong-channel
 validation sets)."""
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 from torch.utils.data import Subset, TensorDataset
 
 import nbtools as nbt
-from tests.helpers import NoisyBlobs, small_cnn
+from tests.helpers import NoisyBlobs, tiny_fit
 
 # num_workers=0: every sample is read in this process, where CountedBlobs sees it (on a GPU the default
 # would read them in loader processes)
@@ -111,7 +112,7 @@ def test_bad_data_is_refused_before_training_and_touches_nothing(case, tmp_path)
     reads = getattr(train, "reads", [])
     reads.clear()
     with pytest.raises(error, match=message):
-        nbt.fit(small_cnn(), train, val, nn.CrossEntropyLoss(), CFG, tmp_path, verbose=False)
+        tiny_fit(CFG, tmp_path, train=train, val=val)
     # Counted, not timed (a busy machine stretches the clock): the first sample only, no batch of an epoch
     assert reads in ([], [0]), f"fit read training samples {reads} before refusing"
     assert [p.name for p in tmp_path.iterdir()] == ["keep.txt"]
@@ -130,24 +131,31 @@ def test_a_one_output_model_takes_float_targets_in_0_1():
 
 def test_preflight_draws_no_random_numbers_that_training_sees(tmp_path):
     """An augmenting dataset is read before training; a run with it is still the run without it."""
-    a = nbt.fit(
-        small_cnn(),
-        NoisyBlobs(),
-        NoisyBlobs(seed=1),
-        nn.CrossEntropyLoss(),
-        CFG,
-        tmp_path / "a",
-        verbose=False,
-    )
+    a = tiny_fit(CFG, tmp_path / "a", val=NoisyBlobs(seed=1))
     torch.manual_seed(123)  # whatever state the notebook left: fit seeds after the preflight
-    b = nbt.fit(
-        small_cnn(),
-        NoisyBlobs(),
-        NoisyBlobs(seed=1),
-        nn.CrossEntropyLoss(),
-        CFG,
-        tmp_path / "b",
-        verbose=False,
-    )
+    b = tiny_fit(CFG, tmp_path / "b", val=NoisyBlobs(seed=1))
     for (k, va), vb in zip(a.model.state_dict().items(), b.model.state_dict().values()):
         assert torch.equal(va, vb), k
+
+
+def test_a_dataset_s_labels_are_read_without_loading_a_sample_or_not_at_all():
+    from nbtools.data.samples import labels_of
+
+    class Listed(torch.utils.data.Dataset):
+        def __init__(self, labels):
+            self.targets = labels
+
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, i):
+            raise AssertionError("labels_of read a sample")
+
+    assert labels_of(Listed([1, 0, 1, 1])).tolist() == [1, 0, 1, 1]
+    assert labels_of(Subset(Listed(np.array([3, 4, 5, 6])), [2, 0])).tolist() == [5, 3]
+    assert labels_of(_pairs(torch.arange(16))).tolist() == list(range(16))
+    masks = torch.zeros(4, 8, 8, dtype=torch.long)
+    assert labels_of(Listed(masks)) is masks  # segmentation: a mask per sample
+    for unreadable in (["cat", "dog", "cat", "cat"], [1, 0], [[0], [1, 1], [0], [1]], None):
+        assert labels_of(Listed(unreadable)) is None, unreadable  # names, the wrong length, ragged, absent
+    assert labels_of(TensorDataset(torch.zeros(3))) is None and labels_of(Raises()).equal(Raises().y)

@@ -105,6 +105,7 @@ def test_load_job_resumes_without_the_pretrained_file(tmp_path):
     assert run.epoch == 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("recipe", ["resnet3d", "focal2d"])
 def test_a_recipe_run_resumed_through_load_job_is_bit_identical(recipe, tmp_path):
     """The whole pipeline as 02/03 then 04 run it: augmentation (Augment3D on the device, albumentations

@@ -4,14 +4,13 @@ a jump, says so, records it in run.config_changes, and the LR panels mark the re
 import itertools
 
 import pytest
-from torch import nn
 
 import nbtools as nbt
 from nbtools.runs import load_checkpoint
 from nbtools.viz import panels
 from nbtools.viz.curves import learning_figure
 from nbtools.viz.dashboard import Dashboard
-from tests.helpers import NoisyBlobs, StopAfter, assert_same, small_cnn
+from tests.helpers import StopAfter, assert_same, tiny_fit
 
 # 12 optimizer steps an epoch; warmup 1 epoch, cosine from 1e-2 to the floor 1e-4
 CFG = nbt.TrainConfig(
@@ -27,9 +26,8 @@ CFG = nbt.TrainConfig(
 SPE = 12
 
 
-def _train(run_dir, cfg, **kw):
-    data, val = NoisyBlobs(), NoisyBlobs(seed=1, augment=False)
-    return nbt.fit(small_cnn(), data, val, nn.CrossEntropyLoss(), cfg, run_dir, dashboard="text", **kw)
+def _train(run_dir, cfg, verbose=True, **kw):
+    return tiny_fit(cfg, run_dir, dashboard="text", verbose=verbose, **kw)
 
 
 def _lrs(run):

@@ -1,5 +1,6 @@
 """The doctor's rules on constructed histories: each fires on its failure, none on a healthy run."""
 
+import itertools
 import math
 
 import torch
@@ -233,3 +234,12 @@ def test_lr_too_high_against_the_chance_level_and_the_first_step(tmp_path):
     gone = rules.lr_too_high(run_of([600.0, 400.0, 0.6, 0.5]))
     assert gone.status == "resolved" and gone.resolved_epoch == 1
     assert rules.lr_too_high(run_of([0.7, 0.6, 0.5, 0.4])) is None  # healthy
+
+
+def test_fit_runs_the_step_rules_at_every_interval_of_a_short_run_and_at_a_bounded_cost_in_a_long_one():
+    dense = rules.STEP_RULES_DENSE
+    assert all(rules.step_rules_due(n) for n in range(1, dense + 1))
+    n = 40 * dense
+    due = [k for k in range(1, n + 1) if rules.step_rules_due(k)]
+    assert all(k / (k - j) <= dense for j, k in itertools.pairwise(due))  # records a pass reads per interval
+    assert max(k - j for j, k in itertools.pairwise(due)) < 2 * n / dense  # how long a finding can wait

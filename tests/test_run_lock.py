@@ -43,6 +43,7 @@ def _fit(run_dir, cfg=CFG, **kw):
     return nbt.fit(small_cnn(), *args, run_dir, verbose=False, **kw)
 
 
+@pytest.mark.slow
 def test_a_second_writer_is_refused_and_a_killed_holders_lock_is_taken_over(tmp_path, caplog):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     child = subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_path)], cwd=ROOT, env=env)

@@ -8,7 +8,10 @@ import pytest
 import nbtools as nbt
 from nbtools.diagnose import rules
 from nbtools.runs import Run, Stop
+from nbtools.step import Precision
 from nbtools.train.guards import check_interval
+
+FP32 = Precision("fp32", "cpu")
 
 
 def record(step, steps=5, skipped=(), nonfinite=0, drift=1e-3, epoch=1):
@@ -80,13 +83,13 @@ def test_check_interval_decides_and_changes_nothing(tmp_path):
         record(10, skipped=[6, 7, 8, 9, 10], nonfinite=5),
     ]
     before = run.to_dict()
-    first = check_interval(run, run.steps[0], "fp32", 0, [])
+    first = check_interval(run, run.steps[0], FP32, 0, [])
     assert (
         first.bad_streak == 5
         and first.stop is None
         and [f.code for f in first.findings] == ["nonfinite-loss"]
     )
-    second = check_interval(run, run.steps[1], "fp32", first.bad_streak, first.amp_window)
+    second = check_interval(run, run.steps[1], FP32, first.bad_streak, first.amp_window)
     assert second.bad_streak == 10 and second.stop.code == "nonfinite" and "steps 1-10" in second.stop.message
     assert run.to_dict() == before  # the loop applies decisions; the guard touched nothing
 
@@ -94,9 +97,9 @@ def test_check_interval_decides_and_changes_nothing(tmp_path):
 def test_fp16_monitor_decides_a_fallback_or_a_stop(tmp_path):
     overflowing = record(50, steps=50, skipped=range(1, 51))
     run = Run(tmp_path, nbt.TrainConfig(), steps=[overflowing])
-    fall = check_interval(run, overflowing, "fp16", 0, [])
+    fall = check_interval(run, overflowing, Precision("fp16", "cpu"), 0, [])
     assert fall.fall_back and fall.stop is None and fall.amp_window == [] and fall.bad_streak == 0
     strict = Run(tmp_path, nbt.TrainConfig(amp_fallback=False), steps=[overflowing])
-    stop = check_interval(strict, overflowing, "fp16", 0, [])
+    stop = check_interval(strict, overflowing, Precision("fp16", "cpu"), 0, [])
     assert stop.fall_back is None and stop.stop.code == "amp"
     assert [f.code for f in stop.findings] == ["amp-skipped-steps"]

@@ -74,6 +74,7 @@ def _texts(cell) -> str:
     return "\n".join(o.get("data", {}).get("text/plain", "") + o.get("text", "") for o in cell.outputs)
 
 
+@pytest.mark.slow
 def test_a_saved_notebook_shows_the_dashboard_of_a_finished_a_failed_and_a_crashed_run(tmp_path):
     cells = [nbformat.v4.new_code_cell(c) for c in (SETUP, FINISHES, RAISES, CRASHES)]
     saved = _run_and_save(nbformat.v4.new_notebook(cells=cells), tmp_path, "tiny.ipynb")
@@ -94,6 +95,7 @@ def test_a_saved_notebook_shows_the_dashboard_of_a_finished_a_failed_and_a_crash
     assert [o.ename for o in crashed.outputs if o.output_type == "error"] == ["RuntimeError"]
 
 
+@pytest.mark.slow
 def test_the_saved_02_notebook_shows_a_png_of_the_dashboard(tmp_path, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
     monkeypatch.setenv("NBTOOLS_SMOKE", "1")

@@ -7,26 +7,16 @@ import sys
 
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from torch import nn
 
 import nbtools as nbt
 from nbtools.train import tensorboard as tb
-from tests.helpers import NoisyBlobs, StopAfter, small_cnn
+from tests.helpers import NoisyBlobs, StopAfter, tiny_fit
 
 CFG = nbt.TrainConfig(epochs=2, batch_size=8, log_every=2, checkpoint_every_minutes=None, keep_last=5)
 
 
 def _fit(run_dir, cfg=CFG, **kw):
-    return nbt.fit(
-        small_cnn(),
-        NoisyBlobs(),
-        NoisyBlobs(seed=1),
-        nn.CrossEntropyLoss(),
-        cfg,
-        run_dir,
-        verbose=False,
-        **kw,
-    )
+    return tiny_fit(cfg, run_dir, val=NoisyBlobs(seed=1), **kw)
 
 
 def scalars(run_dir) -> dict[str, list[tuple[int, float]]]:

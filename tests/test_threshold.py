@@ -4,12 +4,11 @@ so with both F1s and the threshold to use, and the report marks it on the ROC an
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 import nbtools as nbt
 from nbtools.diagnose.threshold import THRESHOLD_F1_GAIN
 from nbtools.runs import classification_metrics
-from tests.helpers import NoisyBlobs, small_cnn
+from tests.helpers import NoisyBlobs, small_cnn, tiny_fit
 
 
 class Imbalanced(NoisyBlobs):
@@ -71,15 +70,7 @@ def test_the_report_marks_both_thresholds_on_the_roc_and_pr_curves(focal_run):
 
 def test_a_run_whose_threshold_fits_stays_quiet(tmp_path):
     cfg = nbt.TrainConfig(epochs=4, batch_size=8, lr=3e-2, checkpoint_every_minutes=None)
-    run = nbt.fit(
-        small_cnn(),
-        NoisyBlobs(),
-        NoisyBlobs(seed=1, augment=False),
-        nn.CrossEntropyLoss(),
-        cfg,
-        tmp_path,
-        verbose=False,
-    )
+    run = tiny_fit(cfg, tmp_path)
     best = run.best()
     assert best["val_opt_f1"] - best["val_f1"] < THRESHOLD_F1_GAIN
     assert "threshold" not in [f.code for f in nbt.doctor(run)]
@@ -89,15 +80,7 @@ def test_a_model_at_chance_is_not_told_to_move_its_threshold(tmp_path):
     # predicting every sample positive gives F1 2p/(1+p), better than 0.5 cuts of a chance model; that
     # is no threshold to recommend
     cfg = nbt.TrainConfig(epochs=2, batch_size=8, lr=1e-6, checkpoint_every_minutes=None)
-    run = nbt.fit(
-        small_cnn(),
-        NoisyBlobs(),
-        NoisyBlobs(seed=1, augment=False),
-        nn.CrossEntropyLoss(),
-        cfg,
-        tmp_path,
-        verbose=False,
-    )
+    run = tiny_fit(cfg, tmp_path)
     p = run.best()["val_pos_rate"]
     assert run.best()["val_opt_f1"] <= 2 * p / (1 + p) + THRESHOLD_F1_GAIN
     assert "threshold" not in [f.code for f in run.findings]

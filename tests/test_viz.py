@@ -15,7 +15,7 @@ import nbtools as nbt
 from nbtools.runs import Finding
 from nbtools.viz.dashboard import Dashboard
 from nbtools.viz.progress import TextProgress, make_progress
-from tests.helpers import NoisyBlobs, assert_same, small_cnn
+from tests.helpers import NoisyBlobs, assert_same, small_cnn, tiny_fit
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -25,15 +25,7 @@ def run_dir(tmp_path_factory):
     """A finished 3-epoch run with two log intervals per epoch."""
     d = tmp_path_factory.mktemp("run")
     cfg = nbt.TrainConfig(epochs=3, batch_size=8, lr=3e-2, log_every=3, checkpoint_every_minutes=None)
-    nbt.fit(
-        small_cnn(),
-        NoisyBlobs(),
-        NoisyBlobs(seed=1, augment=False),
-        nn.CrossEntropyLoss(),
-        cfg,
-        d,
-        verbose=False,
-    )
+    tiny_fit(cfg, d)
     return d
 
 
@@ -71,17 +63,9 @@ def test_text_fallback_outside_a_notebook(tmp_path, capsys):
     with pytest.raises(ValueError, match=r"dashboard must be one of.*got 'tqdm'"):
         make_progress("tqdm", 3)
     cfg = nbt.TrainConfig(epochs=1, batch_size=8, checkpoint_every_minutes=None)
-    nbt.fit(small_cnn(), NoisyBlobs(), NoisyBlobs(seed=1), nn.CrossEntropyLoss(), cfg, tmp_path)
+    tiny_fit(cfg, tmp_path, val=NoisyBlobs(seed=1), verbose=True)
     assert "epoch 1/1  train_loss" in capsys.readouterr().out
-    nbt.fit(
-        small_cnn(),
-        NoisyBlobs(),
-        NoisyBlobs(seed=1),
-        nn.CrossEntropyLoss(),
-        cfg,
-        tmp_path / "b",
-        dashboard="off",
-    )
+    tiny_fit(cfg, tmp_path / "b", val=NoisyBlobs(seed=1), dashboard="off", verbose=True)
     assert capsys.readouterr().out == ""
 
 
@@ -99,6 +83,7 @@ def drive(board, metrics: dict) -> None:
     board.close()
 
 
+@pytest.mark.slow
 def test_dashboard_throttles_redraws_but_draws_every_epoch(run_dir, monkeypatch):
     metrics = json.loads((run_dir / "metrics.json").read_text())
     board = Dashboard(epochs=3, min_redraw_seconds=3600, display=False)
@@ -132,6 +117,7 @@ NOTEBOOK_CELLS = [
 ]
 
 
+@pytest.mark.slow
 def test_dashboard_in_a_real_kernel(run_dir, tmp_path):
     metrics = json.loads((run_dir / "metrics.json").read_text())
     first_epoch = tmp_path / "first_epoch.json"  # one epoch keeps the kernel's redraws few

@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from nbtools.data.samples import labels_of
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 _PAPER_WHITE = 245  # fill for pixels an affine brings in from outside the page: a scanner bed, not black
@@ -195,10 +197,10 @@ class AlbumentationsDataset(Dataset):
 
     @property
     def labels(self) -> np.ndarray:
-        for name in ("labels", "targets"):
-            if hasattr(self.dataset, name):
-                return np.asarray(getattr(self.dataset, name), dtype=np.int64)
-        raise AttributeError(f"{type(self.dataset).__name__} has neither .labels nor .targets")
+        labels = labels_of(self.dataset)
+        if labels is None:
+            raise AttributeError(f"{type(self.dataset).__name__} keeps no .labels, .targets or .y")
+        return np.asarray(labels, dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self.dataset)

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, default_collate
 
-from nbtools.data.samples import classes_of, is_unlabelled, num_classes_of, sample_paths
+from nbtools.data.samples import classes_of, is_unlabelled, labels_of, num_classes_of, sample_paths
 
 _SHOW = 5  # bad samples named in one message
 _WHOLE = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)  # label dtypes checked as classes
@@ -53,7 +53,7 @@ class CheckedSamples(Dataset):
         self.unlabelled = is_unlabelled(data)
         self.need_labels = need_labels
         if need_labels:
-            self._check_listed_labels(getattr(data, "labels", None))
+            self._check_listed_labels(labels_of(data))
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -102,14 +102,14 @@ class CheckedSamples(Dataset):
             f"{self.name(ok[0])} and {len(ok) - 1} others are {common}. {_fix_for(common)} ({_FIND_ALL})."
         )
 
-    def _check_listed_labels(self, listed: Any) -> None:
+    def _check_listed_labels(self, listed: torch.Tensor | None) -> None:
         """Up front, without reading a sample: an unlabelled dataset, and the labels a dataset lists
-        (`.labels`, one whole number per sample: VolumeFolder, ImageFolder)."""
+        (`labels_of`) when they are one whole number per sample (VolumeFolder, ImageFolder)."""
         if self.unlabelled:
             self._check_labels([0], [])
-        if not isinstance(listed, (list, np.ndarray, torch.Tensor)) or len(listed) != len(self.dataset):
+        if listed is None:
             return
-        arr = np.asarray(listed)
+        arr = listed.numpy(force=True)
         if arr.ndim != 1 or arr.dtype.kind not in "iu":
             return
         n = self.num_classes

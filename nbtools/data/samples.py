@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
 
 @dataclass(frozen=True)
@@ -102,6 +102,30 @@ def classes_of(ds) -> list | None:
         if isinstance(classes, (list, tuple)) and classes:
             return list(classes)
         ds = getattr(ds, "dataset", None)
+    return None
+
+
+def labels_of(ds) -> torch.Tensor | None:
+    """Every label of `ds` without loading a sample, or None when it does not keep them as a whole:
+    its `.labels`, `.targets` or `.y` (a numeric tensor, array or list, one entry per sample; masks
+    too), a TensorDataset's second tensor, through Subsets."""
+    if isinstance(ds, Subset):
+        inner = labels_of(ds.dataset)
+        return None if inner is None else inner[torch.as_tensor(list(ds.indices), dtype=torch.long)]
+    if isinstance(ds, TensorDataset):
+        return ds.tensors[1] if len(ds.tensors) > 1 else None
+    for name in ("labels", "targets", "y"):
+        values = getattr(ds, name, None)
+        if not isinstance(values, (torch.Tensor, np.ndarray, list)) or len(values) != len(ds):
+            continue
+        if isinstance(values, torch.Tensor):
+            return values
+        try:
+            array = np.asarray(values)
+        except ValueError:  # a ragged list: no array of labels
+            continue
+        if array.dtype.kind in "biuf":  # not strings, not objects
+            return torch.as_tensor(array)
     return None
 
 

@@ -9,8 +9,8 @@ sees: the model's output on the first batch (how many outputs) and the training 
                  logits for C >= 2 outputs (ln C for cross-entropy), the prior's logit
                  log(p / (1 - p)) for one output (the prior's BCE, or its focal value); None when the
                  loss cannot take such outputs or the labels hold one class only
-    labels       where the labels came from: "dataset" (its .labels / .targets / .y, a Subset or a
-                 TensorDataset of them: every training label, no sample loaded) or "first batch"
+    labels       where the labels came from: "dataset" (every training label, read by
+                 data.samples.labels_of without loading a sample) or "first batch"
 
 `lr-too-high` compares the early train loss with two references that no LR can move: `chance_loss`
 and the loss of the run's first step (taken before any update; it is telemetry's `loss_first` of
@@ -31,11 +31,10 @@ import logging
 import math
 from collections.abc import Callable, Iterator
 
-import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import Subset, TensorDataset
 
+from nbtools.data.samples import labels_of
 from nbtools.losses import main_output
 from nbtools.runs.classes import class_names, positive_name
 from nbtools.runs.findings import Finding, status_from
@@ -72,20 +71,6 @@ def _detach(out):
     return out.detach() if isinstance(out, torch.Tensor) else out
 
 
-def dataset_labels(data) -> torch.Tensor | None:
-    """Every label of `data` without loading a sample, or None when it does not expose them."""
-    if isinstance(data, Subset):
-        base = dataset_labels(data.dataset)
-        return base[torch.as_tensor(list(data.indices), dtype=torch.long)] if base is not None else None
-    if isinstance(data, TensorDataset):
-        return data.tensors[1] if len(data.tensors) > 1 else None
-    for name in ("labels", "targets", "y"):
-        labels = getattr(data, name, None)
-        if isinstance(labels, (torch.Tensor, np.ndarray, list)) and len(labels) == len(data):
-            return torch.as_tensor(np.asarray(labels) if isinstance(labels, list) else labels)
-    return None
-
-
 def _chance_outputs(outputs, n: int, logit: float):
     """Outputs shaped like `outputs` (n samples) of a model that predicts `logit` for everything."""
     if isinstance(outputs, (list, tuple)):
@@ -98,7 +83,7 @@ def task_record(outputs, loss_fn: Callable, data, batch_labels: torch.Tensor) ->
     the training data and the first batch's labels."""
     main = main_output(outputs)
     n_out = int(main.shape[1]) if main.dim() >= 2 else 1
-    labels = dataset_labels(data)
+    labels = labels_of(data)
     small = all(t.dim() <= 2 for t in _tensors(outputs))  # classification logits, not masks
     source = "dataset" if labels is not None and small else "first batch"
     y = labels if source == "dataset" else batch_labels

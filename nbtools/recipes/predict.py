@@ -32,7 +32,6 @@ from nbtools.recipes.tta import FlipAverage, flip_dims
 from nbtools.runs import Run, list_checkpoints, load_checkpoint
 from nbtools.runs.files import BEST_EMA_FILE, BEST_FILE, LAST_FILE
 from nbtools.step import Precision
-from nbtools.step.precision import resume_precision
 from nbtools.train.evaluate import predict as predict_logits
 from nbtools.train.loader import EvalBatches, loader_kwargs
 
@@ -95,8 +94,8 @@ def predict(
     if len(ds) == 0:
         raise ValueError(f"{data!r} holds no samples to predict on")
     precision = Precision(cfg.precision, device)
-    if source.precision:  # a fallback the run took applies here too (see resume_precision)
-        precision.mode = resume_precision(source.precision, cfg.precision, precision.facts)[0]
+    if source.precision:  # a fallback the run took applies here too (see step.precision.resume_precision)
+        precision.load_state_dict(source.precision)
     pairs = CheckedSamples(_Pairs(ds), need_labels=False)
     size = batch_size or cfg.eval_batch_size or cfg.batch_size
     loader = DataLoader(

@@ -239,17 +239,3 @@ def stopped_too_early(run_dir: str | Path) -> Reproduction:
         bool(found) and run.stop is not None and run.stop.code == "early-stop",
         [f"run: {run.stopped}", *(str(f) for f in found)],
     )
-
-
-def all_seed_failures(run_dir: str | Path = "runs/seed-failures") -> list[Reproduction]:
-    """Every reproduction, each run in its own sub-folder of run_dir."""
-    run_dir = Path(run_dir)
-    return [
-        frozen_fp16(run_dir / "frozen-fp16"),
-        fp16_forward_overflow(run_dir / "fp16-forward-overflow"),
-        logcosh_overflow(),
-        focal_nan(run_dir / "focal-nan"),
-        gamma_on_zscore(),
-        class_collapse(run_dir / "class-collapse"),
-        stopped_too_early(run_dir / "stopped-too-early"),
-    ]

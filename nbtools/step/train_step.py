@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.nn.utils import clip_grads_with_norm_
 
 from nbtools.step.buffers import BufferGuard
-from nbtools.step.clip import clip_
 from nbtools.step.distributed import SINGLE_PROCESS, Distributed
 from nbtools.step.precision import Precision
 
@@ -53,15 +53,16 @@ def _step_unless(optimizer: torch.optim.Optimizer, skipped: torch.Tensor) -> Non
 
 
 def _grad_norms(optimizer: torch.optim.Optimizer, device: torch.device):
-    """(the gradients, their total norm, [norm per parameter group]): one foreach norm over all of
-    them, as clip_grad_norm_ computes it; a single group's norm is the total (no extra op)."""
+    """(total gradient norm, [norm per parameter group]): one foreach norm over all the gradients, as
+    clip_grad_norm_ computes it, and each group's from its part of it; a single group's norm is the
+    total (no extra op)."""
     groups = [[p.grad for p in g["params"] if p.grad is not None] for g in optimizer.param_groups]
     grads = [g for group in groups for g in group]
     norms = torch.stack(torch._foreach_norm(grads)) if grads else torch.zeros(0, device=device)
     total = torch.linalg.vector_norm(norms)
     if len(groups) == 1:
-        return grads, total, [total]
-    return grads, total, [torch.linalg.vector_norm(n) for n in norms.split([len(g) for g in groups])]
+        return total, [total]
+    return total, [torch.linalg.vector_norm(n) for n in norms.split([len(g) for g in groups])]
 
 
 def _nonfinite(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -104,9 +105,10 @@ def train_step(
             scaler.scale(loss).backward()
         loss_sum = loss.detach() if loss_sum is None else loss_sum + loss.detach()
     scaler.unscale_(optimizer)  # no-op unless fp16
-    grads, grad_norm, group_norms = _grad_norms(optimizer, precision.device)
+    grad_norm, group_norms = _grad_norms(optimizer, precision.device)
     if clip_norm is not None:
-        clip_(grads, clip_norm, grad_norm)  # clip_grads_with_norm_, value for value (nbtools.step.clip)
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        clip_grads_with_norm_(params, clip_norm, grad_norm)  # clip_grad_norm_ with the norm above
     bad = _nonfinite(grad_norm, loss_sum)  # for the selections below and after (torch.where takes a bool)
     skipped = bad.float()  # what fused optimizers take as found_inf, and what torchrun's ranks reduce
     if dist.active:  # a NaN on one rank skips on all

@@ -130,26 +130,18 @@ def end_interval(st: TrainState, telemetry, progress, micro: list, loss_fn) -> N
     record = telemetry.flush(st.epoch, st.step, st.scheduler.get_last_lr(), scale)
     run.steps.append(record)
     progress.interval(record)
-    if nothing_to_guard(record, st.precision.mode):  # the common interval, at once
+    if nothing_to_guard(record, st.precision):  # the common interval, at once
         st.bad_streak, found = 0, []
     else:
         found = _guard(st, record, micro, loss_fn)
-    step_findings = st.step_rules.run(lambda: rules.step_findings(run), force=run.stop is not None)
-    report(run, progress, [*found, *(step_findings or [])])
+    due = run.stop is not None or rules.step_rules_due(len(run.steps))
+    report(run, progress, [*found, *(rules.step_findings(run) if due else [])])
 
 
 def _guard(st: TrainState, record: dict, micro: list, loss_fn) -> list[Finding]:
     """Apply the guards to an interval with skipped steps or under fp16; returns their findings."""
     probe = probe_fp16(record, st.model, micro, loss_fn, st.precision, st.dist)  # None unless fp16 failed
-    decision = check_interval(
-        st.run,
-        record,
-        st.precision.mode,
-        st.bad_streak,
-        st.amp_window,
-        fp16_probe=probe,
-        fallback_mode=st.precision.fallback_mode,
-    )
+    decision = check_interval(st.run, record, st.precision, st.bad_streak, st.amp_window, fp16_probe=probe)
     st.bad_streak, st.amp_window = decision.bad_streak, decision.amp_window
     if decision.fall_back is not None:
         st.precision.fall_back(decision.fall_back)

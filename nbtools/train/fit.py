@@ -150,10 +150,9 @@ def fit(
                     break
                 not_written = end_epoch(st, val_loader, loss_fn, run_dir, t_epoch)
                 progress.end_epoch(run.history[-1])
-                step_findings = st.step_rules.run(lambda: rules.step_findings(run), force=True)
                 findings = [
                     *not_written,
-                    *step_findings,
+                    *rules.step_findings(run),
                     *rules.epoch_findings(run),
                     epoch_finding(cfg, run.history[-1]),
                 ]

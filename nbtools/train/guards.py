@@ -70,10 +70,10 @@ class GuardDecision:
     stop: Stop | None = None  # set when the run is to stop
 
 
-def nothing_to_guard(record: dict, precision_mode: str) -> bool:
+def nothing_to_guard(record: dict, precision: Precision) -> bool:
     """The common interval: no step skipped, and not fp16 (whose monitor looks at every interval).
     `check_interval` would find nothing, and the bad-step streak is 0."""
-    return not record["skipped"] and precision_mode != "fp16"
+    return not record["skipped"] and precision.mode != "fp16"
 
 
 def _trailing_skips(record: dict) -> int:
@@ -142,19 +142,18 @@ def _fp16_range_decision(
 def check_interval(
     run: Run,
     record: dict,
-    precision_mode: str,
+    precision: Precision,
     bad_streak: int,
     amp_window: list[bool],
     *,
     fp16_probe: Fp16Range | None = None,
-    fallback_mode: str = "fp32",
 ) -> GuardDecision:
-    """Apply the guards to one telemetry record (already in run.steps). Reads run.config and
-    run.steps; changes nothing. fp16_probe: what `probe_fp16` found for this interval;
-    fallback_mode: where fp16 would switch to (Precision.fallback_mode)."""
-    if nothing_to_guard(record, precision_mode):
+    """Apply the guards to one telemetry record (already in run.steps) of a run in `precision`.
+    Reads run.config, run.steps and the precision's mode and fallback_mode; changes nothing.
+    fp16_probe: what `probe_fp16` found for this interval."""
+    if nothing_to_guard(record, precision):
         return GuardDecision(0, amp_window)
-    cfg, fp16 = run.config, precision_mode == "fp16"
+    cfg, fp16, fallback_mode = run.config, precision.mode == "fp16", precision.fallback_mode
     findings: list[Finding] = []
     # fp16 overflow skips are the scaler's business (the AMP rule below), not a run of bad steps.
     overflow_only = fp16 and record["nonfinite_loss"] == 0

@@ -6,26 +6,14 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import Dataset
 
 from nbtools.config import TrainConfig
+from nbtools.data.samples import labels_of
 from nbtools.runs import Finding
 from nbtools.runs.classes import class_name
 
 CODE = "monitor-undefined"
-
-
-def _labels(data: Dataset) -> np.ndarray | None:
-    """The labels a dataset declares (`.labels` or `.targets`, through Subsets), None when it does not."""
-    if isinstance(data, Subset):
-        inner = _labels(data.dataset)
-        return None if inner is None else inner[np.asarray(data.indices, dtype=np.int64)]
-    for name in ("labels", "targets"):
-        values = getattr(data, name, None)
-        if values is not None:
-            return np.asarray(values).reshape(-1)
-    return None
 
 
 def _fix(cfg: TrainConfig) -> str:
@@ -45,10 +33,10 @@ def preflight_finding(
     names (nbtools.runs.classes), for the message."""
     if cfg.monitor != "val_auc":
         return None
-    labels = _labels(val_data)
+    labels = labels_of(val_data)
     if labels is None or len(labels) == 0:
         return None
-    found = sorted({int(v) for v in labels.tolist()})
+    found = sorted({int(v) for v in labels.unique().tolist()})
     if len(found) >= 2:
         return None
     return Finding(

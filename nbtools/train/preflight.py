@@ -14,13 +14,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Subset, TensorDataset, default_collate
+from torch.utils.data import DataLoader, default_collate
 
 from nbtools.data.checked import CheckedSamples, SampleError
-from nbtools.data.samples import is_unlabelled, sample_paths
+from nbtools.data.samples import is_unlabelled, labels_of, sample_paths
 from nbtools.losses import main_output
 from nbtools.train.accel import as_input
 
@@ -59,8 +58,9 @@ def preflight(
 
 
 def _first_batch(what: str, data) -> tuple[torch.Tensor, Any]:
-    if is_unlabelled(data):
-        CheckedSamples(data)  # refuses it, naming the files and nbt.predict
+    if is_unlabelled(data) or sample_paths(data) is not None:
+        # refuses unlabelled data (naming nbt.predict) and listed labels outside the classes, naming the files
+        CheckedSamples(data)
     try:
         sample = data[0]
     except Exception as e:  # a user's dataset may raise anything; say which sample (and file) it was
@@ -101,24 +101,10 @@ def _forward(model: nn.Module, x: torch.Tensor, what: str):
         ) from e
 
 
-def _known_labels(data) -> torch.Tensor | None:
-    """All of a dataset's labels when it keeps them as one array, else None (never reads a sample)."""
-    if isinstance(data, Subset):
-        inner = _known_labels(data.dataset)
-        return None if inner is None else inner[torch.as_tensor(list(data.indices), dtype=torch.long)]
-    if isinstance(data, TensorDataset):
-        return data.tensors[1] if len(data.tensors) > 1 else None
-    for name in ("labels", "targets", "y"):
-        v = getattr(data, name, None)
-        if isinstance(v, (torch.Tensor, np.ndarray)) and v.dtype != object and len(v) == len(data):
-            return torch.as_tensor(v)
-    return None
-
-
 def _check_labels(what: str, y, outputs: int, data) -> None:
     if not isinstance(y, torch.Tensor):
         raise ValueError(f"the label of {what}[0] is {y!r}, not a number: fit needs int class indices")
-    known = _known_labels(data)
+    known = labels_of(data)
     labels, names = (known, range(len(known))) if known is not None else (y, [0])
     v = labels.reshape(len(labels), -1).double()
     if outputs > 1:

@@ -4,7 +4,7 @@ LR, a warm restart) adds to it, without a jump.
 A plan is a list of segments, each `{"start", "end", "kind", "from", "to"}`: from step `start` the
 factor goes from `from` to `to` at step `end` ("linear" or "cosine") and is held after `end`; the
 last segment that has started rules. Factors multiply the group's base LR (the LR the run started
-with). One `Plan` per parameter group sits in a torch.optim.lr_scheduler.LambdaLR (`PlanLR`) stepped per
+with). One `Plan` per parameter group sits in a torch.optim.lr_scheduler.LambdaLR stepped per
 optimizer step: a pure function of the step, and a callable object, so LambdaLR's own state_dict
 saves its segments in every checkpoint and a resume of a resume continues the curve it was on.
 """
@@ -57,31 +57,11 @@ class Plan:
         return factor_at(self.segments, step)
 
 
-class PlanLR(LambdaLR):
-    """LambdaLR over `Plan`s, its state and state_dict LambdaLR's own. `step()` sets the groups' LRs
-    as LambdaLR.step does (the same floats), without the per-call scaffolding (a context manager, the
-    get_lr-outside-step warning, a copy of the LRs) that costs several times the plan itself: at a
-    ~1 ms step it was 1.5 % of fit's time. The first step, and one given an epoch, go through LambdaLR."""
-
-    def step(self, epoch: int | None = None) -> None:
-        if epoch is not None or self._step_count <= 1:  # LambdaLR's checks of the call order
-            super().step(epoch)
-            return
-        self._step_count += 1
-        self.last_epoch = step = self.last_epoch + 1
-        self._last_lr = [base * plan(step) for base, plan in zip(self.base_lrs, self.lr_lambdas)]
-        for group, lr in zip(self.optimizer.param_groups, self._last_lr):
-            if isinstance(group["lr"], torch.Tensor):  # a tensor LR keeps its tensor
-                group["lr"].fill_(lr)
-            else:
-                group["lr"] = lr
-
-
 def build_scheduler(
     optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int, min_factor: float
-) -> PlanLR:
+) -> LambdaLR:
     plan = warmup_cosine(warmup_steps, total_steps, min_factor)
-    return PlanLR(optimizer, [Plan(plan) for _ in optimizer.param_groups])
+    return LambdaLR(optimizer, [Plan(plan) for _ in optimizer.param_groups])
 
 
 # --- a resume with a new plan --------------------------------------------------------------------

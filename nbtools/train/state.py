@@ -22,7 +22,6 @@ from nbtools.train.interrupt import Interrupts
 from nbtools.train.optim import apply_unfreeze, build_optimizer, sync_trainable
 from nbtools.train.rng import capture_rng, restore_rng
 from nbtools.train.schedule import build_scheduler
-from nbtools.train.timeshare import STEP_RULES_SHARE, TimeShare
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +46,6 @@ class TrainState:
     train_len: int | None = None  # len(train_data), recorded so a resume can refuse other data
     interrupts: Interrupts = field(default_factory=Interrupts)  # the stop button (see interrupt)
     buffers: BufferGuard | None = None  # the model's buffers, put back after a skipped step
-    step_rules: TimeShare = field(default_factory=lambda: TimeShare(STEP_RULES_SHARE))  # see timeshare
 
     @classmethod
     def create(

@@ -48,7 +48,9 @@ class Telemetry:
             self.params = list(model.parameters())
             # The copy of the parameters at the interval's start: views of one flat tensor per group of
             # like parameters (as the buffer guard's), so that the drift and the size are one norm each
-            # over the flat tensors (on a CPU a multi-tensor norm costs one norm per parameter).
+            # over the flat tensors, one kernel on a GPU; a norm over the list (get_total_norm) is a
+            # multi-tensor norm per chunk of tensors, its cleanup, a stack and a norm of the norms: ~10
+            # more launches an interval at ResNet-50-3D.
             self.flats, views = [], {}
             for group in like_groups(self.params):
                 flat = group[0].new_empty(sum(q.numel() for q in group))

@@ -11,6 +11,10 @@ steps: call it at the start of every step and `per_step()` gives the ops of each
 ...         ops.mark()
 ...         step(x, y)
 >>> statistics.median(ops.per_step())   # doctest: +SKIP
+
+A measuring tool, not part of the package: it sits with its users, bench/overhead.py (`from opcount
+import OpCounter`, as paired_step.py imports overhead) and the op-count tests (`from bench.opcount
+import OpCounter`, the repository root being on the path as it is for `tests.helpers`).
 """
 
 from __future__ import annotations
