@@ -30,7 +30,8 @@ def test_a_three_class_nifti_run_predicts_its_folder_by_path(tmp_path):
     assert torch.equal(torch.from_numpy(preds.logits[_val_rows(preds, job)]), saved["logits"])
     preds.to_csv(tmp_path / "p.csv")
     rows = (tmp_path / "p.csv").read_text().splitlines()
-    assert rows[0] == "path,label,predicted,prob_benign,prob_cyst,prob_malignant" and len(rows) == 17
+    assert rows[0] == "path,label,predicted,prob_benign,prob_cyst,prob_malignant,weights,threshold"
+    assert rows[1].endswith(",best,") and len(rows) == 17  # the most probable of three: no threshold
 
 
 def test_a_png_run_predicts_its_folder_by_path_as_training_read_it(tmp_path):
