@@ -70,6 +70,16 @@ def smoke_mode() -> bool:
     return os.environ.get("NBTOOLS_SMOKE", "") not in ("", "0")
 
 
+def volume_shape(shape: int | tuple[int, ...] | list[int] | None, size: int) -> tuple[int, int, int]:
+    """A recipe's volume shape: (D, H, W), an int for a cube (a notebook parameter papermill passes
+    with -p), or None for (size,) * 3."""
+    shape = shape or size
+    shape = (shape,) * 3 if isinstance(shape, int) else tuple(int(s) for s in shape)
+    if len(shape) != 3 or min(shape) < 1:
+        raise ValueError(f"shape must be (D, H, W) or one int for a cube, each >= 1, got {shape!r}")
+    return shape
+
+
 def resnet3d_job(
     smoke: bool = False,
     n_train: int | None = None,
@@ -81,7 +91,7 @@ def resnet3d_job(
     data: str | Path | None = None,
     val: str | Path | None = None,
     positive: str | None = None,
-    shape: tuple[int, int, int] | None = None,
+    shape: int | tuple[int, int, int] | None = None,
     val_fraction: float = VAL_FRACTION,
     cache_dir: str | Path | None = None,
     num_classes: int | None = None,
@@ -91,7 +101,7 @@ def resnet3d_job(
     (smoke: 32 and 16 at 16^3, 2 epochs; explicit arguments win), a few minutes on a 2-core CPU.
 
     data: your volumes instead, a folder of class sub-folders or a `path,label` CSV (VolumeFolder:
-    .npy/.npz/.nii/.nii.gz, z-scored, cropped or padded to `shape`, default (size,) * 3; cache_dir keeps
+    .npy/.npz/.nii/.nii.gz, z-scored, cropped or padded to `shape` (D, H, W) or an int for a cube, default (size,) * 3; cache_dir keeps
     them preprocessed); val: a second folder/CSV, or None for a stratified `val_fraction` hold-out of
     data (seed: the config's). positive: the positive class of two (label 1; default the second in
     sorted order). One output per class; num_classes sets it for the embedded demo (predict rebuilds
@@ -123,7 +133,7 @@ def resnet3d_job(
         valset = SyntheticVolumes(n=n_val, shape=(size,) * 3, positive_fraction=0.3, seed=2)
         classes, record = num_classes or 2, None
     else:
-        shape = tuple(int(s) for s in (shape or (size,) * 3))
+        shape = volume_shape(shape, size)
 
         def open_folder(path, classes):
             return VolumeFolder(path, shape=shape, classes=classes, cache_dir=cache_dir)
