@@ -148,7 +148,7 @@ def test_auc_saturated_at_epoch_1_picks_the_later_epoch_of_lower_loss(straight):
     ema = {k.removeprefix("module."): v for k, v in last["ema"].items() if k.startswith("module.")}
     assert_same(torch.load(run_dir / "best_ema.pt", weights_only=True), ema, "best_ema.pt")
     assert last["early_stopping"] == {"best": 1.0, "best_epoch": 4, "bad_epochs": 0, "best_loss": losses[-1]}
-    assert "best epoch 4 (val_auc 1.0)" in str(run)
+    assert f"best epoch 4 (val_auc 1.0, val_loss {losses[-1]:.4g})" in str(run)
 
 
 def test_the_tie_break_state_survives_a_resume_bit_identically(straight, tmp_path):
