@@ -5,6 +5,15 @@ and its arguments) in `job.meta`, which `fit` keeps with the run, so `load_job(r
 the same job after a Colab disconnect. `data=None` trains on the recipe's embedded demo set; a folder or
 `path,label` CSV trains on the user's files, and the run records them (see user_data, data_check).
 `smoke=True` shrinks a job to seconds for CI (the notebooks set it from NBTOOLS_SMOKE=1).
+
+Both recipes monitor `val_f1` (RECIPE_MONITOR), ties broken by the val loss (nbtools.train.early_stop), so
+best.pt, the weights `predict` uses by default, is the model whose *predicted classes* were best on the
+validation set, and among equals the one with the best probabilities. AUC, the monitor before, is blind
+to the decision threshold that makes `predicted`: issue 25's digits run had val AUC 1.0 at val_acc 0.5
+(every image called "three"), its brain crops AUC 1.0 at val_acc 0.67. F1 rather than accuracy: the
+focal2d data is imbalanced (F1 weighs the positive class), and a 3D run of more classes gets macro F1
+(every class counts). Not the val loss alone: focal loss is a training objective that down-weights easy
+samples, not a measure of the predictions (digits, epoch 1: val focal loss 0.036 at val_acc 0.68).
 """
 
 from __future__ import annotations
@@ -35,6 +44,8 @@ from nbtools.models import resnet2d_attention, resnet3d
 from nbtools.recipes.user_data import VAL_FRACTION, build_user_data, describe_data, say
 from nbtools.runs import Run, list_checkpoints, load_checkpoint
 from nbtools.train import fit
+
+RECIPE_MONITOR = "val_f1"  # what best.pt is chosen by (see the module docstring)
 
 
 @dataclass
@@ -123,7 +134,7 @@ def resnet3d_job(
         warmup_epochs=1,
         clip_norm=1.0,
         ema_decay=0.99,
-        monitor="val_auc",
+        monitor=RECIPE_MONITOR,
         checkpoint_every_minutes=10.0,
         seed=0,
     )
@@ -212,7 +223,7 @@ def focal2d_job(
         group_lrs=group_lrs,
         warmup_epochs=1,
         clip_norm=0.5,
-        monitor="val_auc",
+        monitor=RECIPE_MONITOR,
         unfreeze=scaled_unfreeze(epochs),
         threshold=0.4,
         checkpoint_every_minutes=10.0,
