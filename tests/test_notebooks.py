@@ -45,6 +45,25 @@ def test_thin_and_ordered(path):
             )
 
 
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_papermill_reads_every_parameter(path, caplog):
+    """`papermill -p NAME value` users (and --help-notebook) see every parameter: papermill's own parser
+    reads each assignment of the parameters cell without "Unable to parse line" (it gives up on a line
+    with a second `=`, even in a comment), and a volume shape takes a plain int (no YAML needed)."""
+    translators = pytest.importorskip("papermill.translators")
+    cell = next(
+        c for c in json.loads(path.read_text())["cells"] if "parameters" in c["metadata"].get("tags", [])
+    )
+    source = "".join(cell["source"])
+    assigned = [line.split("=")[0].strip() for line in source.splitlines() if line and line[0].isupper()]
+    with caplog.at_level("WARNING", logger="papermill"):
+        found = translators.PythonTranslator.inspect({**cell, "source": source})
+    assert not caplog.records, [r.getMessage() for r in caplog.records]
+    assert [p.name for p in found] == assigned
+    if "VOLUME_SHAPE" in assigned and path.stem.startswith("02"):
+        assert next(p.default for p in found if p.name == "VOLUME_SHAPE").isdigit()
+
+
 def test_one_install_cell_for_all_six():
     """Each notebook opens with the same install cell (it must run before nbtools exists, so it cannot
     live in the package); .ci/colab-parity runs it for real in a Colab-like venv."""

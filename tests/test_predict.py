@@ -77,7 +77,16 @@ def test_predict_a_labelled_nifti_folder_one_row_per_file(run3d, volumes, tmp_pa
     assert preds.classes == ["benign", "malignant"]  # the run records none: the folder's names
     assert preds.labels.tolist() == [0, 0, 0, 1, 1, 1]
     rows = _rows(preds.to_csv(tmp_path / "out" / "predictions.csv"))
-    assert list(rows[0]) == ["path", "label", "predicted", "prob_benign", "prob_malignant"]
+    assert list(rows[0]) == [
+        "path",
+        "label",
+        "predicted",
+        "prob_benign",
+        "prob_malignant",
+        "weights",
+        "threshold",
+    ]
+    assert {(r["weights"], r["threshold"]) for r in rows} == {("best", "0.5")}, "what made `predicted`"
     assert [r["path"] for r in rows] == preds.paths
     assert [r["label"] for r in rows] == ["benign"] * 3 + ["malignant"] * 3
     for r, p in zip(rows, preds.probs):
@@ -138,7 +147,9 @@ def test_unlabelled_folder_and_label_free_csv(run3d, tmp_path):
     assert preds.labels is None and preds.paths == list(map(str, flat))
     assert preds.classes == ["0", "1"]  # neither the run nor the data names them
     rows = _rows(preds.to_csv(tmp_path / "p.csv"))
-    assert list(rows[0]) == ["path", "predicted", "prob_0", "prob_1"] and len(rows) == 3
+    assert (
+        list(rows[0]) == ["path", "predicted", "prob_0", "prob_1", "weights", "threshold"] and len(rows) == 3
+    )
     listing = tmp_path / "list.csv"
     listing.write_text("path\n" + "".join(f"new/{p.name}\n" for p in flat[:2]))
     from_csv = nbt.predict(run_dir, listing)
@@ -200,6 +211,8 @@ def test_a_model_or_a_plain_fit_run_with_a_dataset(tmp_path):
         "predicted",
         "prob_0",
         "prob_1",
+        "weights",
+        "threshold",
     ]
     as_is = nbt.predict(run.model, val)  # a module: the weights it has (the last epoch's)
     assert as_is.weights is None and len(as_is) == 12

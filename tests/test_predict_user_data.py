@@ -21,7 +21,7 @@ def _val_rows(preds, job) -> list[int]:
 
 def test_a_three_class_nifti_run_predicts_its_folder_by_path(tmp_path):
     vols = write_nifti_folder(tmp_path / "vols", {"benign": 6, "cyst": 5, "malignant": 5})
-    job = recipes.make_job("resnet3d", data=str(vols), shape=(16, 16, 16), smoke=True, epochs=1, batch_size=4)
+    job = recipes.make_job("resnet3d", data=str(vols), shape=16, smoke=True, epochs=1, batch_size=4)  # a cube
     job.fit(tmp_path / "run", verbose=False)
     preds = nbt.predict(tmp_path / "run", str(vols))  # a fresh model: 3 outputs, from the run's record
     assert preds.classes == ["benign", "cyst", "malignant"] and preds.probs.shape == (16, 3)
@@ -30,7 +30,8 @@ def test_a_three_class_nifti_run_predicts_its_folder_by_path(tmp_path):
     assert torch.equal(torch.from_numpy(preds.logits[_val_rows(preds, job)]), saved["logits"])
     preds.to_csv(tmp_path / "p.csv")
     rows = (tmp_path / "p.csv").read_text().splitlines()
-    assert rows[0] == "path,label,predicted,prob_benign,prob_cyst,prob_malignant" and len(rows) == 17
+    assert rows[0] == "path,label,predicted,prob_benign,prob_cyst,prob_malignant,weights,threshold"
+    assert rows[1].endswith(",best,") and len(rows) == 17  # the most probable of three: no threshold
 
 
 def test_a_png_run_predicts_its_folder_by_path_as_training_read_it(tmp_path):

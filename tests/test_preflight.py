@@ -89,6 +89,13 @@ CASES = {
         r"1 bad label \(index 1: label 7\)",
     ),
     "empty val": (CountedBlobs(), [], ValueError, r"the validation data is empty \(len 0\)"),
+    "no val (None)": (
+        CountedBlobs(),
+        None,
+        ValueError,
+        r"val_data is None, but fit validates every epoch.*nbt\.data\.holdout_split\(labels, fraction=0\.2\)",
+    ),
+    "no train (None)": (None, NoisyBlobs(seed=1), ValueError, r"train_data is None"),
     "empty train": ([], NoisyBlobs(seed=1), ValueError, r"the training data is empty \(len 0\)"),
     "wrong-channel val": (
         CountedBlobs(),

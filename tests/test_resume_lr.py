@@ -55,9 +55,10 @@ def test_more_epochs_continue_from_the_floor_without_a_jump(four_then_eight):
     assert _max_ratio(after) <= 1 + 1e-9, f"the LR jumped {_max_ratio(after):.3g}x at the resume"
     assert run.history[-1]["lr"]["default"] == pytest.approx(1e-4)
     change = run.config_changes[0]
-    assert change["step"] == 4 * SPE and change["lr_plan"] == [
-        "LR continues from 1e-4 and decays to 1e-4 over 4 epochs"
-    ]
+    assert change["step"] == 4 * SPE and change["lr_plan"][0] == (
+        "LR stays at its floor, 1e-4, for 4 epochs: the run had already decayed to it"
+    )
+    assert "new LR (e.g. lr=5e-3" in change["lr_plan"][1] and 'schedule="restart"' in change["lr_plan"][1]
     (seg,) = change["lr_segments"]["default"]  # factors of the base LR 1e-2
     assert (seg["start"], seg["end"], seg["kind"]) == (48, 96, "cosine")
     assert (seg["from"], seg["to"]) == (pytest.approx(1e-2), pytest.approx(1e-2))

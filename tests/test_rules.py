@@ -146,7 +146,9 @@ def test_overfitting_val_up_train_down(tmp_path):
     assert f.code == "overfitting" and "0.45 (epoch 3)" in f.message and "(epoch 6)" in f.message
     assert "best.pt (epoch 3, the best val_loss" in f.fix and f.is_open
     # best.pt holds the monitored best, which need not be the val-loss minimum: the fix says which
-    run = make_run(tmp_path, history=hist, monitor="val_auc")
+    aucs = [0.7, 0.75, 0.8, 0.82, 0.85, 0.83]
+    hist_auc = [dict(h, val_auc=a) for h, a in zip(hist, aucs)]
+    run = make_run(tmp_path, history=hist_auc, monitor="val_auc")
     run.best_epoch = 5
     fix = rules.overfitting(run).fix
     assert "best.pt holds epoch 5 (the best val_auc), not the val-loss minimum at epoch 3" in fix, fix
@@ -160,6 +162,56 @@ def test_overfitting_val_up_train_down(tmp_path):
         epoch(e, train=0.6 - 0.05 * e, val=v) for e, v in enumerate([0.6, 0.5, 0.45, 0.52, 0.47, 0.6], 1)
     ]
     assert rules.overfitting(make_run(tmp_path, history=noisy)) is None
+
+
+# issue 25: val_acc 1.0 every epoch, val loss below the train loss (dropout and augmentation in it) and
+# drifting up 0.0136 -> 0.0814 while the train loss falls 0.44 -> 0.168
+SATURATED = list(
+    zip(
+        range(1, 9),
+        [0.44, 0.36, 0.3, 0.26, 0.22, 0.2, 0.18, 0.168],
+        [0.0136, 0.014, 0.02, 0.03, 0.045, 0.06, 0.07, 0.0814],
+    )
+)
+
+
+def _saturated(drop: dict | None = None) -> list[dict]:
+    """SATURATED's epochs at AUC and accuracy 1.0, or at `drop`'s AUC (and two errors) in its epochs."""
+    drop = drop or {}
+    wrong = ((28, 2), (0, 18))
+    return [
+        epoch(e, train=t, val=v, auc=drop.get(e, 1.0), cm=wrong if e in drop else ((30, 0), (0, 18)))
+        for e, t, v in SATURATED
+    ]
+
+
+def test_overfitting_is_not_said_while_the_monitored_metric_is_at_its_best(tmp_path):
+    hist = _saturated()
+    assert [h["val_acc"] for h in hist] == [1.0] * 8 and all(h["val_loss"] < h["train_loss"] for h in hist)
+    for monitor in ("val_auc", "val_acc"):
+        run = make_run(tmp_path, history=hist, monitor=monitor)
+        run.best_epoch = 1
+        assert rules.overfitting(run) is None, monitor
+    # the loss alone says overfitting only to a run that monitors the loss
+    assert rules.overfitting(make_run(tmp_path, history=hist)).code == "overfitting"
+
+
+def test_overfitting_is_said_when_the_metric_worsens_or_the_val_loss_passes_the_train_loss(tmp_path):
+    # the same losses, but AUC and accuracy drop from epoch 4 on: the model got worse
+    worse = _saturated({e: 0.9 for e in range(4, 9)})
+    f = rules.overfitting(make_run(tmp_path, history=worse, monitor="val_auc"))
+    assert f.code == "overfitting" and f.epoch == 6 and "val_auc 1 -> 0.9" in f.message, f
+    assert rules.overfitting(make_run(tmp_path, history=worse, monitor="val_acc")).epoch == 6
+    # AUC below its best (epoch 2) but not below the val-loss minimum's, val loss far above the train loss
+    hist = [
+        epoch(e, train=0.6 - 0.08 * e, val=v, auc=a)
+        for e, v, a in zip(range(1, 7), [0.6, 0.5, 0.45, 0.52, 0.55, 0.6], [0.8, 0.9, 0.85, 0.86, 0.86, 0.87])
+    ]
+    f = rules.overfitting(make_run(tmp_path, history=hist, monitor="val_auc"))
+    assert f.code == "overfitting" and "(epoch 6)" in f.message and f.is_open
+    # ... and resolved once the metric is back at its best
+    hist.append(epoch(7, train=0.1, val=0.62, auc=0.95))
+    assert rules.overfitting(make_run(tmp_path, history=hist, monitor="val_auc")).status == "resolved"
 
 
 def test_stopped_too_early_on_an_improving_trend_or_at_min_epochs(tmp_path):

@@ -15,7 +15,7 @@ from torch import nn
 
 import nbtools as nbt
 from nbtools.train.optim import build_optimizer
-from nbtools.train.schedule import build_scheduler, factor_at, resume_plan, warmup_cosine
+from nbtools.train.schedule import build_scheduler, factor_at, floor_advice, resume_plan, warmup_cosine
 
 SPE = 32
 OLD = nbt.TrainConfig(epochs=4, lr=1e-3, warmup_epochs=1, min_lr_factor=0.01)
@@ -92,7 +92,7 @@ WINDOW = SPE // 2
 @pytest.mark.parametrize(
     ("case", "new", "at", "ramp_to", "ramp", "message"),
     [
-        ("more epochs, at the end", OLD.replace(epochs=8), 4 * SPE, None, 0, "continues from 1e-5 and decays to 1e-5 over 4 epochs"),
+        ("more epochs, at the end", OLD.replace(epochs=8), 4 * SPE, None, 0, "stays at its floor, 1e-5, for 4 epochs: the run had already decayed to it"),
         ("more epochs, mid-plan", OLD.replace(epochs=8), 2 * SPE, None, 0, "continues from 7.52e-4 and decays to 1e-5 over 6 epochs"),
         ("lower LR", OLD.replace(lr=1e-4, epochs=6), 2 * SPE, 1e-4, 8, "ramps from 7.52e-4 to 1e-4 over 8 steps, then decays to 1e-6"),
         ("higher LR", OLD.replace(lr=1e-4, epochs=8), 4 * SPE, 1e-4, 8, "ramps from 1e-5 to 1e-4 over 8 steps, then decays to 1e-6"),
@@ -113,7 +113,8 @@ def test_no_jump_at_the_resume_and_the_run_ends_at_the_floor(case, new, at, ramp
     assert max(after) <= SMOOTH, f"{case}: LR jumped by {max(after):.3g}x after the resume"
     assert _never_rises(lrs, at + ramp), f"{case}: the LR rose again after the resume"
     assert last == pytest.approx([new.lr * new.min_lr_factor], rel=1e-12), "ends at the floor"
-    assert len(plan["lr_plan"]) == 1 and message in plan["lr_plan"][0], plan
+    assert message in plan["lr_plan"][0], plan
+    assert len(plan["lr_plan"]) == (2 if "floor" in message else 1), "the ways on, only at the floor"
 
 
 def test_an_unchanged_plan_is_the_straight_run_exactly():
@@ -169,8 +170,39 @@ def test_a_checkpoint_from_before_plans_were_recorded_continues_its_old_curve():
     lrs = []
     opt, sch, plan = _resume(state, OLD, OLD.replace(epochs=8), 4 * SPE)
     _steps(opt, sch, 4 * SPE, lrs)
-    assert plan["lr_plan"][0].endswith("continues from 1e-5 and decays to 1e-5 over 4 epochs")
+    assert plan["lr_plan"][0].endswith(
+        "stays at its floor, 1e-5, for 4 epochs: the run had already decayed to it"
+    )
     assert lrs[0] == [1e-5] and _never_rises(lrs, 0)
+
+
+def test_extending_a_finished_run_says_the_lr_is_at_its_floor_and_both_ways_on_work():
+    """Issue 25: 4 more epochs of a finished run train at the floor LR; the message says so in plain
+    words and names a new LR and a restart, and each of the two does lift the LR."""
+    more = OLD.replace(epochs=8)
+    _, _, plan = _lrs(OLD, more, 4 * SPE)
+    floor, advice = plan["lr_plan"]
+    assert floor == "LR stays at its floor, 1e-5, for 4 epochs: the run had already decayed to it"
+    assert "e.g. lr=5e-4: a short ramp up to it" in advice and 'schedule="restart"' in advice, advice
+    assert "configured 1e-3" in advice
+    for way in (more.replace(lr=5e-4), more.replace(schedule="restart")):
+        lrs, _, plan = _lrs(OLD, way, 4 * SPE)
+        assert max(r[0] for r in lrs[4 * SPE :]) >= 5e-4 and len(plan["lr_plan"]) == 1, plan
+    # a step short of the end: near its floor, said the same way
+    _, _, plan = _lrs(OLD, more, 4 * SPE - 2)
+    assert plan["lr_plan"][0].startswith("LR is near its floor already: 1.11e-5, decaying to 1e-5")
+    assert plan["lr_plan"][1] == advice
+    # mid-plan, the LR is well above its floor: no advice
+    assert len(_lrs(OLD, more, 3 * SPE + 16)[2]["lr_plan"]) == 1
+
+
+def test_the_ways_on_can_be_named_in_other_terms():
+    """The CLI names its flags: the advice is built in one function that takes the terms."""
+    cli = {"lr": "--lr {lr}", "group_lrs": "--set group_lrs={lrs}", "restart": "--schedule restart"}
+    advice = floor_advice(OLD.replace(group_lrs={"head": 1e-2}), cli)
+    assert "e.g. --lr 5e-4, --set group_lrs={'head': 5e-3}: a short" in advice, advice
+    assert "or with --schedule restart (a warmup to the configured 1e-3, 1e-2 again" in advice
+    assert "lr=" not in advice.replace("group_lrs=", "")
 
 
 @pytest.mark.parametrize(

@@ -68,15 +68,43 @@ def test_overwrite_deletes_the_event_files(tmp_path):
     assert old not in list(tmp_path.glob("events.out.tfevents.*"))
 
 
-def test_without_tensorboard_fit_trains_and_says_so_once(tmp_path, monkeypatch, caplog):
+def test_without_tensorboard_fit_trains_and_says_so_once_quietly(tmp_path, monkeypatch, caplog):
+    """Not installed: said once per process at INFO (no warning on every run of a user who never
+    installed it), and the runs train."""
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import raises ImportError
     tb._tensorboard.cache_clear()
+    tb._say_not_installed.cache_clear()
     try:
-        with caplog.at_level(logging.WARNING, logger="nbtools.train.tensorboard"):
+        with caplog.at_level(logging.INFO, logger="nbtools.train.tensorboard"):
             _fit(tmp_path / "a", CFG.replace(epochs=1))
             run = _fit(tmp_path / "b", CFG.replace(epochs=1))
     finally:
         tb._tensorboard.cache_clear()
+        tb._say_not_installed.cache_clear()
     assert len(run.history) == 1 and not list(tmp_path.rglob("events.out.tfevents.*"))
-    said = [r for r in caplog.records if "skipping TensorBoard" in r.getMessage()]
-    assert len(said) == 1 and "pip install tensorboard" in said[0].getMessage()
+    said = [r for r in caplog.records if "TensorBoard" in r.getMessage()]
+    assert len(said) == 1 and said[0].levelno == logging.INFO, said
+    assert "pip install tensorboard" in said[0].getMessage()
+
+
+def test_resuming_a_run_with_event_files_without_tensorboard_warns_before_the_first_bar(
+    tmp_path, monkeypatch, capfd
+):
+    """Where it matters (the run's event files would stop at the earlier session) it is a warning, and
+    fit says it when it starts, on a line of its own, not in the middle of a progress bar."""
+    _fit(tmp_path, CFG.replace(epochs=1))
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
+    tb._tensorboard.cache_clear()
+    handler = logging.StreamHandler(sys.stderr)  # as the CLI shows warnings: on stderr, as tqdm draws
+    logging.getLogger("nbtools").addHandler(handler)
+    capfd.readouterr()
+    try:
+        _fit(tmp_path, resume="latest", dashboard="text", verbose=True)
+    finally:
+        logging.getLogger("nbtools").removeHandler(handler)
+        tb._tensorboard.cache_clear()
+    err = capfd.readouterr().err
+    warning = err.index("holds TensorBoard event files, but tensorboard does not import here")
+    assert "epoch 2/2" in err and "epoch 2/2" not in err[:warning] and "\r" not in err[:warning], err
+    line_start = err.rfind("\n", 0, warning) + 1
+    assert err[line_start:warning] == f"{tmp_path} ", "a line of its own"

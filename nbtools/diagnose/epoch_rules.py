@@ -12,7 +12,14 @@ overfitting, early stopping too early. Each takes a Run and returns one Finding 
   NO_LEARN_REL_DROP = 2 % of its value at the window's start, and validation stayed at chance:
   |AUC - 0.5| <= NO_LEARN_AUC_BAND = 0.1 (without an AUC: accuracy <= the majority share + 0.02).
 - `overfitting`: the validation loss stayed at least OVERFIT_RISE = 10 % above its minimum for
-  OVERFIT_EPOCHS = 3 consecutive epochs while the train loss kept falling below its value there.
+  OVERFIT_EPOCHS = 3 consecutive epochs while the train loss kept falling below its value there, and
+  in each of them the validation says the model got worse, not only its loss: the monitored metric is
+  worse than at the val-loss minimum (by more than min_delta), or the val loss is more than
+  OVERFIT_GAP = 10 % above the train loss. Never while the monitored metric is at its best (within
+  min_delta of its best so far): a val loss that drifts up while accuracy or AUC stays at 1.0 and below
+  the train loss (issue 25: 0.0136 -> 0.0814 with train loss 0.44 -> 0.168, dropout and augmentation
+  in the train loss) is confidence shifting on a saturated set, and best.pt, tie-broken by the val
+  loss, already keeps the lower one. With monitor="val_loss" this is the loss rule alone.
   The fix names the epoch best.pt really holds: run.best_epoch, the best of cfg.monitor.
 - `stopped-too-early`: early stopping ended the run while the least-squares trend of the monitored
   metric over the last `patience` epochs (at least 3) still improved it by more than
@@ -34,7 +41,7 @@ from nbtools.runs.findings import Finding, status_from
 
 COLLAPSE_SHARE, COLLAPSE_OTHER_RECALL, COLLAPSE_EPOCHS = 0.98, 0.05, 3
 NO_LEARN_EPOCHS, NO_LEARN_REL_DROP, NO_LEARN_AUC_BAND = 5, 0.02, 0.1
-OVERFIT_RISE, OVERFIT_EPOCHS = 0.10, 3
+OVERFIT_RISE, OVERFIT_EPOCHS, OVERFIT_GAP = 0.10, 3, 0.10
 STOP_TREND_REL = 0.01
 
 
@@ -136,33 +143,71 @@ def no_learning(run) -> Finding | None:
     return None
 
 
+def _worse(a, b, mode: str, margin: float) -> bool:
+    """a is worse than b by more than margin (False when either is undefined)."""
+    if a is None or b is None:
+        return False
+    return a - b > margin if mode == "min" else b - a > margin
+
+
 def overfitting(run) -> Finding | None:
-    """`overfitting`: OVERFIT_EPOCHS epochs of val loss >= (1 + OVERFIT_RISE) x its minimum, train falling."""
+    """`overfitting`: OVERFIT_EPOCHS epochs of val loss >= (1 + OVERFIT_RISE) x its minimum, train
+    falling, and the monitored metric worse than there or the val loss above the train loss by
+    OVERFIT_GAP; never while the monitored metric is at its best."""
+    cfg = run.config
+    monitor, mode, margin = cfg.monitor, cfg.monitor_mode, cfg.min_delta
     hist = [h for h in run.history if h.get("val_loss") is not None and h.get("train_loss") is not None]
+    at_best, top = {}, None  # per epoch: is the monitored metric within min_delta of its best so far?
+    for h in hist:
+        v = h.get(monitor)
+        if v is not None and (top is None or _worse(top, v, mode, 0.0)):
+            top = v
+        at_best[h["epoch"]] = v is not None and not _worse(v, top, mode, margin)
+
+    def worse_than(t: dict, low: dict) -> bool:  # the validation says t is worse, not only its loss
+        gap = t["val_loss"] > (1 + OVERFIT_GAP) * t["train_loss"]
+        return _worse(t.get(monitor), low.get(monitor), mode, margin) or gap
+
     best = None
     for i, h in enumerate(hist):
         if best is None or h["val_loss"] < best["val_loss"]:
             best = h
             continue
         tail = hist[max(0, i - OVERFIT_EPOCHS + 1) : i + 1]
-        if len(tail) == OVERFIT_EPOCHS and all(
-            t["epoch"] > best["epoch"]
-            and t["val_loss"] >= (1 + OVERFIT_RISE) * best["val_loss"]
-            and t["train_loss"] < best["train_loss"]
-            for t in tail
+        if (
+            len(tail) == OVERFIT_EPOCHS
+            and not at_best[h["epoch"]]
+            and all(
+                t["epoch"] > best["epoch"]
+                and t["val_loss"] >= (1 + OVERFIT_RISE) * best["val_loss"]
+                and t["train_loss"] < best["train_loss"]
+                and worse_than(t, best)
+                for t in tail
+            )
         ):
             gap0, gap1 = best["val_loss"] - best["train_loss"], h["val_loss"] - h["train_loss"]
             found = Finding(
                 "overfitting",
                 f"val loss rose from {_g(best['val_loss'])} (epoch {best['epoch']}) to {_g(h['val_loss'])} "
                 f"(epoch {h['epoch']}) while train loss fell {_g(best['train_loss'])} -> {_g(h['train_loss'])}; "
-                f"the gap grew {_g(gap0)} -> {_g(gap1)}",
+                f"the gap grew {_g(gap0)} -> {_g(gap1)}"
+                + (
+                    f"; {monitor} {_g(best.get(monitor))} -> {_g(h.get(monitor))}"
+                    if monitor != "val_loss"
+                    else ""
+                ),
                 f"{_best_pt(run, best['epoch'])}; regularise (augmentation, dropout, weight_decay), get more "
                 "data, or stop earlier (patience).",
                 epoch=h["epoch"],
             )
             floor = (1 + OVERFIT_RISE) * min(t["val_loss"] for t in hist)
-            return status_from(found, hist[i:], lambda t, floor=floor: t["val_loss"] >= floor)
+            return status_from(
+                found,
+                hist[i:],
+                lambda t, floor=floor, low=best: (
+                    t["val_loss"] >= floor and worse_than(t, low) and not at_best[t["epoch"]]
+                ),
+            )
     return None
 
 

@@ -6,6 +6,15 @@ the same job after a Colab disconnect. `data=None` trains on the recipe's embedd
 `path,label` CSV trains on the user's files, every one read before training, and the run records them
 (see user_data, data_check, job).
 `smoke=True` shrinks a job to seconds for CI (the notebooks set it from NBTOOLS_SMOKE=1).
+
+Both recipes monitor `val_f1` (RECIPE_MONITOR), ties broken by the val loss (nbtools.train.early_stop), so
+best.pt, the weights `predict` uses by default, is the model whose *predicted classes* were best on the
+validation set, and among equals the one with the best probabilities. AUC, the monitor before, is blind
+to the decision threshold that makes `predicted`: issue 25's digits run had val AUC 1.0 at val_acc 0.5
+(every image called "three"), its brain crops AUC 1.0 at val_acc 0.67. F1 rather than accuracy: the
+focal2d data is imbalanced (F1 weighs the positive class), and a 3D run of more classes gets macro F1
+(every class counts). Not the val loss alone: focal loss is a training objective that down-weights easy
+samples, not a measure of the predictions (digits, epoch 1: val focal loss 0.036 at val_acc 0.68).
 """
 
 from __future__ import annotations
@@ -35,10 +44,22 @@ from nbtools.recipes.job import Job
 from nbtools.recipes.user_data import VAL_FRACTION, build_user_data, describe_data, say
 from nbtools.runs import Run, list_checkpoints, load_checkpoint
 
+RECIPE_MONITOR = "val_f1"  # what best.pt is chosen by (see the module docstring)
+
 
 def smoke_mode() -> bool:
     """True when NBTOOLS_SMOKE=1: CI runs every notebook with tiny sizes."""
     return os.environ.get("NBTOOLS_SMOKE", "") not in ("", "0")
+
+
+def volume_shape(shape: int | tuple[int, ...] | list[int] | None, size: int) -> tuple[int, int, int]:
+    """A recipe's volume shape: (D, H, W), an int for a cube (a notebook parameter papermill passes
+    with -p), or None for (size,) * 3."""
+    shape = shape or size
+    shape = (shape,) * 3 if isinstance(shape, int) else tuple(int(s) for s in shape)
+    if len(shape) != 3 or min(shape) < 1:
+        raise ValueError(f"shape must be (D, H, W) or one int for a cube, each >= 1, got {shape!r}")
+    return shape
 
 
 def resnet3d_job(
@@ -52,7 +73,7 @@ def resnet3d_job(
     data: str | Path | None = None,
     val: str | Path | None = None,
     positive: str | None = None,
-    shape: tuple[int, int, int] | None = None,
+    shape: int | tuple[int, int, int] | None = None,
     val_fraction: float = VAL_FRACTION,
     cache_dir: str | Path | None = None,
     num_classes: int | None = None,
@@ -62,7 +83,7 @@ def resnet3d_job(
     (smoke: 32 and 16 at 16^3, 2 epochs; explicit arguments win), a few minutes on a 2-core CPU.
 
     data: your volumes instead, a folder of class sub-folders or a `path,label` CSV (VolumeFolder:
-    .npy/.npz/.nii/.nii.gz, z-scored, cropped or padded to `shape`, default (size,) * 3; cache_dir keeps
+    .npy/.npz/.nii/.nii.gz, z-scored, cropped or padded to `shape` (D, H, W) or an int for a cube, default (size,) * 3; cache_dir keeps
     them preprocessed); val: a second folder/CSV, or None for a stratified `val_fraction` hold-out of
     data (seed: the config's). positive: the positive class of two (label 1; default the second in
     sorted order). One output per class; num_classes sets it for the embedded demo (predict rebuilds
@@ -84,7 +105,7 @@ def resnet3d_job(
         warmup_epochs=1,
         clip_norm=1.0,
         ema_decay=0.99,
-        monitor="val_auc",
+        monitor=RECIPE_MONITOR,
         checkpoint_every_minutes=10.0,
         seed=0,
     )
@@ -94,7 +115,7 @@ def resnet3d_job(
         valset = SyntheticVolumes(n=n_val, shape=(size,) * 3, positive_fraction=0.3, seed=2)
         classes, record, folders = num_classes or 2, None, ()
     else:
-        shape = tuple(int(s) for s in (shape or (size,) * 3))
+        shape = volume_shape(shape, size)
 
         def open_folder(path, classes):
             return VolumeFolder(path, shape=shape, classes=classes, cache_dir=cache_dir)
@@ -175,7 +196,7 @@ def focal2d_job(
         group_lrs=group_lrs,
         warmup_epochs=1,
         clip_norm=0.5,
-        monitor="val_auc",
+        monitor=RECIPE_MONITOR,
         unfreeze=scaled_unfreeze(epochs),
         threshold=0.4,
         checkpoint_every_minutes=10.0,

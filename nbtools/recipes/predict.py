@@ -25,7 +25,7 @@ from nbtools.config import TrainConfig
 from nbtools.data import ImageFolder, VolumeFolder
 from nbtools.data.checked import CheckedSamples, collate_checked
 from nbtools.data.samples import is_unlabelled, sample_paths, split_sample
-from nbtools.recipes.jobs import Job, make_job
+from nbtools.recipes.jobs import Job, make_job, volume_shape
 from nbtools.recipes.predictions import Predictions
 from nbtools.recipes.resume import INIT_ONLY
 from nbtools.recipes.tta import FlipAverage, flip_dims
@@ -236,7 +236,7 @@ def _dataset(data: Any, source: _Source) -> Dataset:
     args, classes = source.meta.get("args", {}), _recorded_classes(source.meta)
     x = split_sample(source.job.val_data[0])[0]  # an input as the run saw it: (1, D, H, W) or (3, S, S)
     if x.dim() == 4:
-        shape = tuple(args["shape"]) if "shape" in args else tuple(x.shape[1:])
+        shape = volume_shape(args["shape"], 0) if args.get("shape") else tuple(x.shape[1:])
         options = {k: args[k] for k in VOLUME_OPTIONS if k in args}
         return VolumeFolder(data, shape=shape, labels="auto", classes=classes, **options)
     size = int(args["size"]) if args.get("size") else int(x.shape[-1])

@@ -63,7 +63,9 @@ class Predictions:
 
     def rows(self) -> list[dict[str, object]]:
         """One dict per sample: path (or index, when the data does not know its files), label (when
-        known), predicted (the class name) and prob_<class> for each class."""
+        known), predicted (the class name), prob_<class> for each class, and what made `predicted`:
+        weights (the run's "best", "best_ema" or "last"; None for a model passed in) and threshold
+        (class 1 at prob >= threshold; None for more classes: the most probable)."""
         rows = []
         for i, pred in enumerate(self.predicted):
             row: dict[str, object] = {"path": self.paths[i]} if self.paths is not None else {"index": i}
@@ -71,14 +73,17 @@ class Predictions:
                 row["label"] = self.classes[self.labels[i]] if 0 <= self.labels[i] < len(self.classes) else ""
             row["predicted"] = self.classes[pred]
             row.update({f"prob_{c}": float(p) for c, p in zip(self.classes, self.probs[i])})
+            row.update(weights=self.weights, threshold=self.threshold)
             rows.append(row)
         return rows
 
     def to_csv(self, path: str | Path) -> Path:
-        """Write `rows()` as CSV (header: path, label, predicted, prob_<class>...), atomically: a crash
-        leaves the old file or the new one. Returns the path."""
+        """Write `rows()` as CSV (header: path, label, predicted, prob_<class>..., weights, threshold;
+        plain columns, so pandas.read_csv and csv.DictReader read it as is; an empty cell for None),
+        atomically: a crash leaves the old file or the new one. Returns the path."""
         rows = self.rows()
-        columns = list(rows[0]) if rows else ["path", "predicted", *(f"prob_{c}" for c in self.classes)]
+        probs = [f"prob_{c}" for c in self.classes]
+        columns = list(rows[0]) if rows else ["path", "predicted", *probs, "weights", "threshold"]
         text = io.StringIO(newline="")
         writer = csv.DictWriter(text, fieldnames=columns, lineterminator="\n")
         writer.writeheader()
@@ -89,7 +94,9 @@ class Predictions:
     def __repr__(self) -> str:
         counts = Counter(self.predicted_classes)
         per = ", ".join(f"{c}: {counts.get(c, 0)}" for c in self.classes)
-        extra = ", TTA" if self.tta else ""
+        extra = f", {self.weights} weights" if self.weights else ""
+        extra += f", threshold {self.threshold:g}" if self.threshold is not None else ""
+        extra += ", TTA" if self.tta else ""
         if self.labels is not None and len(self):
             extra += f", accuracy {float((self.predicted == self.labels).mean()):.4f} on the known labels"
         return f"Predictions({len(self)} samples, predicted {{{per}}}{extra})"

@@ -153,10 +153,14 @@ class Run:
         last = self.history[-1] if self.history else {}
         parts = [f"run {self.run_dir}: {self.epoch}/{self.config.epochs} epochs"]
         if self.best_epoch:
-            best = self.best() or {}
-            parts.append(
-                f"best epoch {self.best_epoch} ({self.config.monitor} {best.get(self.config.monitor)})"
+            best, monitor = self.best() or {}, self.config.monitor
+            # the val loss too: it breaks ties of a saturated metric (nbtools.train.early_stop)
+            tie = (
+                f", val_loss {best['val_loss']:.4g}"
+                if monitor != "val_loss" and best.get("val_loss") is not None
+                else ""
             )
+            parts.append(f"best epoch {self.best_epoch} ({monitor} {best.get(monitor)}{tie})")
         for k in ("val_loss", "val_auc", "val_f1", "val_acc"):
             if last.get(k) is not None:
                 parts.append(f"{k} {last[k]:.4f}")

@@ -183,23 +183,27 @@ def _end_epoch(st: TrainState, val_loader, loss_fn, run_dir: Path, t_epoch: floa
     record["seconds"] = time.perf_counter() - t_epoch
     run.history.append(record)
     save = dist.is_main
-    if st.early.improved(record[cfg.monitor]):
+    # the best epoch: the best monitored value, ties broken by the val loss (nbtools.train.early_stop)
+    value, loss = record[cfg.monitor], record.get("val_loss")
+    if st.early.is_best(value, loss):
         run.best_epoch = epoch
         if save:
             save_atomic(st.model.state_dict(), run_dir / BEST_FILE)
             save_atomic({"epoch": epoch, "logits": logits, "targets": targets}, run_dir / BEST_VAL_FILE)
-    if st.early.update(record[cfg.monitor], epoch):
+    if st.early.update(value, epoch, loss):
+        tie = " (nor tied it at a lower val_loss)" if st.early.tie_break else ""
         run.stop = Stop(
             "early-stop",
-            f"early stopping: {cfg.monitor} did not improve by more than {cfg.min_delta} for {cfg.patience} "
-            f"epochs ({best_text(st.early.best, st.early.best_epoch)})",
+            f"early stopping: {cfg.monitor} did not improve by more than {cfg.min_delta}{tie} for "
+            f"{cfg.patience} epochs ({best_text(st.early.best, st.early.best_epoch)})",
         )
     if st.ema_best is not None:
-        if st.ema_best.improved(record["ema_" + cfg.monitor]):
+        value, loss = record["ema_" + cfg.monitor], record.get("ema_val_loss")
+        if st.ema_best.is_best(value, loss):
             run.best_ema_epoch = epoch
             if save:
                 save_atomic(st.ema.module.state_dict(), run_dir / BEST_EMA_FILE)
-        st.ema_best.update(record["ema_" + cfg.monitor], epoch)
+        st.ema_best.update(value, epoch, loss)
     st.epoch, st.batch = epoch + 1, 0
     not_written = save_checkpoint(st, run_dir / epoch_name(epoch), prune=True)
     if save:

@@ -30,6 +30,8 @@ def preflight(
     model: nn.Module, train_data, val_data, loss_fn: Callable, device: torch.device, channels_last=False
 ) -> None:
     """Raise ValueError (TypeError for a sample that is no pair) naming what cannot train; see the module."""
+    if train_data is None or val_data is None:
+        raise ValueError(_missing_data("train_data" if train_data is None else "val_data"))
     if isinstance(train_data, DataLoader) or isinstance(val_data, DataLoader):
         return  # make_loader refuses a DataLoader, saying what to pass
     sets = (("training data", train_data), ("validation data", val_data))
@@ -55,6 +57,20 @@ def preflight(
             _check_loss(loss_fn, out, y_val.to(device))
     finally:
         model.train(was_training)
+
+
+def _missing_data(name: str) -> str:
+    if name == "train_data":
+        return "train_data is None: fit needs a Dataset of (input, label) samples to train on"
+    # fit does not train without validation: best.pt, early stopping, the monitor and the doctor's findings
+    # all come from it, and a run with no best model has nothing for predict to use
+    return (
+        "val_data is None, but fit validates every epoch (best.pt, early stopping and the doctor's findings "
+        "come from it): pass a validation Dataset, e.g. a stratified hold-out of your data: "
+        "tr, va = nbt.data.holdout_split(labels, fraction=0.2), then fit(model, Subset(data, tr), "
+        "Subset(data, va), ...) with torch.utils.data.Subset (or nbt.data.kfold(labels, k=5, fold=0) for "
+        "cross-validation); a recipe holds one out itself (nbt.recipes.make_job(..., val=None))"
+    )
 
 
 def _first_batch(what: str, data) -> tuple[torch.Tensor, Any]:

@@ -19,6 +19,12 @@ from torch.optim.lr_scheduler import LambdaLR
 from nbtools.config import TrainConfig
 
 RESUME_RAMP_EPOCHS = 0.25  # a new LR on resume is reached over this, unless warmup_epochs changes too
+# an LR less than 5 % of the way from its floor to its peak is at its floor: more epochs there train at
+# the floor LR (a cosine is there for the last ~14 % of its steps)
+NEAR_FLOOR = 0.05
+# How floor_advice names the two ways on, as format strings: Python arguments by default; a CLI or a
+# notebook passes its own, e.g. {"lr": "--lr {lr}", "restart": "--schedule restart"}
+PYTHON_TERMS = {"lr": "lr={lr}", "group_lrs": "group_lrs={lrs}", "restart": 'schedule="restart"'}
 PLAN_FIELDS = ("epochs", "lr", "group_lrs", "min_lr_factor", "warmup_epochs", "schedule")
 
 
@@ -80,11 +86,20 @@ def _span(steps: int, steps_per_epoch: int) -> str:
 
 
 def _bend(
-    plan: Plan, base: float, step: int, total: int, ramp: int, target: float | None, floor: float, spe: int
+    plan: Plan,
+    base: float,
+    step: int,
+    total: int,
+    ramp: int,
+    target: float | None,
+    floor: float,
+    spe: int,
+    near_floor: float,
 ):
-    """New segments for one group from `step` on, and what they do in words. target None: keep the
-    LR where it is (finishing a ramp in progress) and decay from there to `floor` at `total`."""
-    now = plan(step)
+    """New segments for one group from `step` on, what they do in words, and whether they keep the LR
+    at its floor (at most `near_floor`). target None: keep the LR where it is (finishing a ramp in
+    progress) and decay from there to `floor` at `total`."""
+    now, at_floor = plan(step), False
     current = next(s for s in reversed(plan.segments) if s["start"] <= step)
     if target is None and current["kind"] == "linear" and step < current["end"] < total:
         cut, new = current["end"], [segment(current["end"], total, "cosine", current["to"], floor)]
@@ -94,7 +109,22 @@ def _bend(
         )
     elif target is None:
         cut, new = step, [segment(step, total, "cosine", now, floor)]
-        said = f"continues from {_lr(base * now)} and decays to {_lr(base * floor)} over {_span(total - step, spe)}"
+        at_floor = now <= near_floor
+        if at_floor and _lr(base * now) == _lr(base * floor):
+            said = (
+                f"stays at its floor, {_lr(base * now)}, for {_span(total - step, spe)}: the run had already "
+                "decayed to it"
+            )
+        elif at_floor:
+            said = (
+                f"is near its floor already: {_lr(base * now)}, decaying to {_lr(base * floor)} over "
+                f"{_span(total - step, spe)}"
+            )
+        else:
+            said = (
+                f"continues from {_lr(base * now)} and decays to {_lr(base * floor)} over "
+                f"{_span(total - step, spe)}"
+            )
     else:
         ramp = max(1, min(ramp, (total - step) // 2))  # leave steps to decay: the run ends at the floor
         cut = step
@@ -106,7 +136,22 @@ def _bend(
             + f", then decays to {_lr(base * floor)} over {_span(total - step - ramp, spe)}"
         )
     plan.segments = [s for s in plan.segments if s["start"] < cut] + new
-    return new, said
+    return new, said, at_floor
+
+
+def floor_advice(cfg: TrainConfig, terms: dict[str, str] = PYTHON_TERMS) -> str:
+    """What to do when more epochs would train at the floor LR, naming the two ways on in `terms`
+    (PYTHON_TERMS: the arguments of fit and load_job). The example LR is half the configured one."""
+    new_lr = terms["lr"].format(lr=_lr(cfg.lr / 2))
+    if cfg.group_lrs:
+        lrs = "{" + ", ".join(f"{k!r}: {_lr(v / 2)}" for k, v in cfg.group_lrs.items()) + "}"
+        new_lr += ", " + terms["group_lrs"].format(lrs=lrs)
+    peak = ", ".join(_lr(v) for v in [cfg.lr, *cfg.group_lrs.values()])
+    return (
+        f"to train them at a higher LR, stop and resume from the same checkpoint with a new LR (e.g. {new_lr}: "
+        f"a short ramp up to it, then a cosine down to its floor) or with {terms['restart']} (a warmup to the "
+        f"configured {peak} again, then a cosine down to its floor)"
+    )
 
 
 def resume_plan(
@@ -117,6 +162,7 @@ def resume_plan(
     step: int,
     steps_per_epoch: int,
     total: int | None = None,
+    terms: dict[str, str] = PYTHON_TERMS,
 ) -> dict:
     """After `scheduler.load_state_dict(saved)` at optimizer step `step`: continue the recorded plan,
     or, when the resumed config changes it, bend it from the LR it is at (no jump, no new warmup):
@@ -134,7 +180,8 @@ def resume_plan(
 
     The new plan gives the current step the LR it already has: the change starts with the next step.
     Returns {"lr_plan": [one line per group], "lr_segments": {group: new segments}}, or {} when the
-    plan is unchanged."""
+    plan is unchanged. When more epochs would only train at the floor LR (a finished run extended), the
+    lines say so and a last one gives the ways on (`floor_advice`, in `terms`)."""
     spe, plans = steps_per_epoch, scheduler.lr_lambdas
     if not all(isinstance(d, dict) and "segments" in d for d in saved["lr_lambdas"]):
         # a checkpoint written before plans were recorded: its plan was the old config's curve
@@ -148,7 +195,7 @@ def resume_plan(
     if not changed - {"warmup_epochs"} or step >= total:
         return {}
     groups = scheduler.optimizer.param_groups
-    lines, segments = [], {}
+    lines, segments, at_floor = [], {}, False
     for group, plan, base in zip(groups, plans, scheduler.base_lrs):
         name = group.get("name", "default")
         old_lr, new_lr = old.group_lrs.get(name, old.lr), new.group_lrs.get(name, new.lr)
@@ -163,7 +210,12 @@ def resume_plan(
             ramp_epochs, target, how = 0, None, ""
         else:
             continue
-        new_segments, said = _bend(plan, base, step, total, round(ramp_epochs * spe), target, floor, spe)
+        ramp = round(ramp_epochs * spe)
+        near = floor + NEAR_FLOOR * (peak - floor)
+        new_segments, said, held = _bend(plan, base, step, total, ramp, target, floor, spe, near)
+        at_floor = at_floor or held
         segments[name] = new_segments
         lines.append(("LR " if len(groups) == 1 else f"LR [{name}] ") + how + said)
+    if at_floor:
+        lines.append(floor_advice(new, terms))
     return {"lr_plan": lines, "lr_segments": segments} if lines else {}

@@ -16,7 +16,7 @@ from nbtools.env import seed_everything
 from nbtools.runs import Run
 from nbtools.runs.checkpoints import FORMAT
 from nbtools.step import BufferGuard, Distributed, Precision
-from nbtools.train.early_stop import EarlyStopping
+from nbtools.train.early_stop import EarlyStopping, upgrade_state
 from nbtools.train.ema import build_ema
 from nbtools.train.interrupt import Interrupts
 from nbtools.train.optim import apply_unfreeze, build_optimizer, sync_trainable
@@ -58,6 +58,7 @@ class TrainState:
         dist: Distributed,
     ):
         apply_unfreeze(model, cfg, 1)
+        tie_break = cfg.monitor != "val_loss"  # ties of the monitored metric are broken by the val loss
         buffers = BufferGuard(model)  # before the EMA copy: the model's buffers become views of flat tensors
         optimizer = build_optimizer(model, cfg)
         scheduler = build_scheduler(
@@ -73,9 +74,11 @@ class TrainState:
             scheduler=scheduler,
             precision=Precision(cfg.precision, device),
             ema=build_ema(model, cfg.ema_decay) if cfg.ema_decay else None,
-            early=EarlyStopping(cfg.monitor_mode, cfg.patience, cfg.min_delta, cfg.min_epochs),
+            early=EarlyStopping(cfg.monitor_mode, cfg.patience, cfg.min_delta, cfg.min_epochs, tie_break),
             run=run,
-            ema_best=EarlyStopping(cfg.monitor_mode, None, cfg.min_delta) if cfg.ema_decay else None,
+            ema_best=EarlyStopping(cfg.monitor_mode, None, cfg.min_delta, 0, tie_break)
+            if cfg.ema_decay
+            else None,
             dist=dist,
             buffers=buffers,
         )
@@ -144,9 +147,10 @@ class TrainState:
                 self.ema = build_ema(self.model, self.cfg.ema_decay)
                 log.info("EMA is new in this config: it starts from the resumed weights")
         if old.monitor == self.cfg.monitor:
-            self.early.load_state_dict(state["early_stopping"])
+            history = state["run"].get("history", [])
+            self.early.load_state_dict(upgrade_state(state["early_stopping"], history, "val_loss"))
             if self.ema_best is not None and state["ema_best"] is not None:
-                self.ema_best.load_state_dict(state["ema_best"])
+                self.ema_best.load_state_dict(upgrade_state(state["ema_best"], history, "ema_val_loss"))
         else:
             log.info(
                 "monitor changed from %s to %s: best-epoch tracking starts again",

@@ -1,5 +1,9 @@
 """TensorBoard event files in the run folder, so `%tensorboard --logdir runs` shows a run after the
-kernel is gone (optional: without the `tensorboard` package `fit` says so once and goes on).
+kernel is gone (optional: without the `tensorboard` package `fit` goes on without them).
+
+Without tensorboard, fit says so when it starts, before any progress bar is drawn: once per process at
+INFO (a user who never installed it does not want a warning on every run), and as a warning when the
+run folder already holds event files, which then stop at the earlier session.
 
 Written from the records `fit` already makes, never from tensors: each telemetry record (one per log
 interval: losses, grad norms total and per group, LR per group, loss scale, skipped steps, weight
@@ -30,16 +34,35 @@ WRITE_SECONDS = 5  # interval records are handed to the writer in batches this o
 
 @functools.cache
 def _tensorboard():
-    """(SummaryWriter, Summary), or None (said once per process) when tensorboard is not installed."""
+    """(SummaryWriter, Summary), or the ImportError's message when tensorboard is not installed."""
     try:
         from tensorboard.compat.proto.summary_pb2 import Summary
         from torch.utils.tensorboard import SummaryWriter
     except ImportError as e:
-        log.warning(
-            "skipping TensorBoard event files: %s (pip install tensorboard to get them; Colab has it)", e
-        )
-        return None
+        return str(e)
     return SummaryWriter, Summary
+
+
+@functools.cache
+def _say_not_installed(why: str) -> None:  # once per process
+    log.info("no TensorBoard event files: %s (pip install tensorboard to get them; Colab has it)", why)
+
+
+def available(run_dir: Path) -> bool:
+    """True when tensorboard imports; else says so (see the module docstring) and returns False."""
+    found = _tensorboard()
+    if not isinstance(found, str):
+        return True
+    if any(run_dir.glob("events.out.tfevents.*")):
+        log.warning(
+            "%s holds TensorBoard event files, but tensorboard does not import here (%s): TensorBoard will "
+            "show the run up to its earlier session only; pip install tensorboard to keep them going",
+            run_dir,
+            found,
+        )
+    else:
+        _say_not_installed(found)
+    return False
 
 
 def step_scalars(record: dict) -> dict[str, float | None]:
@@ -73,19 +96,16 @@ class TensorBoardLog:
     """Event files in `run_dir`, written from fit's records; every method is a no-op when disabled."""
 
     def __init__(self, run_dir: str | Path, enabled: bool = True):
-        self.run_dir, self.enabled = Path(run_dir), enabled
+        self.run_dir = Path(run_dir)
+        self.enabled = enabled and available(self.run_dir)  # said here: before fit draws a progress bar
         self.writer = None
         self.pending: list[dict] = []  # interval records not yet handed to the writer
         self.written_at = time.monotonic()
 
     def _open(self):
         if self.writer is None and self.enabled:
-            found = _tensorboard()
-            if found is None:
-                self.enabled = False
-                return None
             # purge_step=0: this file holds the whole run from here on (see the module docstring)
-            self.writer = found[0](log_dir=str(self.run_dir), purge_step=0, flush_secs=FLUSH_SECONDS)
+            self.writer = _tensorboard()[0](log_dir=str(self.run_dir), purge_step=0, flush_secs=FLUSH_SECONDS)
         return self.writer
 
     def _write(self, scalars: dict, step: int) -> None:
