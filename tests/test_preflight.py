@@ -9,7 +9,7 @@ from torch import nn
 from torch.utils.data import Subset, TensorDataset
 
 import nbtools as nbt
-from tests.helpers import NoisyBlobs, tiny_fit
+from tests.helpers import NoisyBlobs, small_cnn, tiny_fit
 
 # num_workers=0: every sample is read in this process, where CountedBlobs sees it (on a GPU the default
 # would read them in loader processes)
@@ -119,7 +119,8 @@ def test_bad_data_is_refused_before_training_and_touches_nothing(case, tmp_path)
     reads = getattr(train, "reads", [])
     reads.clear()
     with pytest.raises(error, match=message):
-        tiny_fit(CFG, tmp_path, train=train, val=val)
+        # nbt.fit itself: tiny_fit would put its own data in place of a None
+        nbt.fit(small_cnn(), train, val, nn.CrossEntropyLoss(), CFG, tmp_path, verbose=False)
     # Counted, not timed (a busy machine stretches the clock): the first sample only, no batch of an epoch
     assert reads in ([], [0]), f"fit read training samples {reads} before refusing"
     assert [p.name for p in tmp_path.iterdir()] == ["keep.txt"]
