@@ -89,7 +89,18 @@ def test_the_predict_cell_on_the_validation_set_agrees_with_the_run(pages_run):
     with open(result.csv, newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == len(result.predictions) == sum(map(sum, best["val_confusion"]))
-    assert set(rows[0]) == {"path", "label", "predicted", "prob_authentic", "prob_forged"}
+    assert set(rows[0]) == {
+        "path",
+        "label",
+        "predicted",
+        "prob_authentic",
+        "prob_forged",
+        "weights",
+        "threshold",
+    }
+    assert {r["weights"] for r in rows} == {"best"} and {float(r["threshold"]) for r in rows} == {
+        run.config.threshold
+    }
     assert "<script" not in result._repr_html_() and "<th>recorded</th>" in result._repr_html_()
 
 

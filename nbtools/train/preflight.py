@@ -79,6 +79,8 @@ def _first_batch(what: str, data) -> tuple[torch.Tensor, Any]:
         CheckedSamples(data)
     try:
         sample = data[0]
+    except ImportError:  # a missing package (nibabel ...) is no bad sample: its message says what to install
+        raise
     except Exception as e:  # a user's dataset may raise anything; say which sample (and file) it was
         paths = sample_paths(data)
         file = f" ({paths[0]})" if paths else ""
