@@ -40,7 +40,7 @@ def test_a_threshold_far_from_the_scores_is_named_with_both_f1s(focal_run):
     t = best["val_opt_threshold"]
     assert f.epoch == run.best_epoch and f.is_open
     assert f"F1 is {best['val_f1']:.3f} at threshold 0.5 but {best['val_opt_f1']:.3f} at {t:.4g}" in f.message
-    assert f"TrainConfig(threshold={t:.4g})" in f.fix
+    assert f"use threshold={t:.4g} for the metrics of later epochs" in f.fix
     # the numbers are the best epoch's predictions in best_val.pt, cut where the finding says
     saved = torch.load(d / "best_val.pt", weights_only=True)
     assert saved["epoch"] == run.best_epoch

@@ -43,8 +43,8 @@ def threshold(run) -> Finding | None:
         "threshold",
         f"at the best epoch {best['epoch']} the validation F1 is {best['val_f1']:.3f} at threshold {used:g} "
         f"but {best['val_opt_f1']:.3f} at {t:.4g} (+{gain:.3f}): the scores sit away from {used:g}",
-        f"use threshold={t:.4g}: TrainConfig(threshold={t:.4g}) for the metrics of later epochs (resume "
-        "with it), and the same cut on the predicted probabilities. It was picked on the validation "
+        f"use threshold={t:.4g} for the metrics of later epochs (resume with it) and as predict's cut on "
+        "the probabilities (its threshold=). It was picked on the validation "
         "set, so its F1 there is optimistic: check it on data it was not picked on. The ROC and PR "
         "figures of nbt.viz.report(run) mark both thresholds.",
         epoch=best["epoch"],
