@@ -9,7 +9,7 @@ round, alternated so machine noise hits all alike, it times:
   * ours tta (with --tta): flips along D, H, W (8 passes), for scale.
 Prints, per variant, the median over rounds of its time divided by monai's in the same round (wall
 time, and this process's CPU time, which another process's load disturbs less), the median times, the
-aten ops each call dispatches (nbtools.diagnose.opcount: exact, the measure noise cannot move), and the
+aten ops each call dispatches (bench/opcount.py: exact, the measure noise cannot move), and the
 load average before and after.
 """
 
@@ -22,9 +22,9 @@ import time
 
 import torch
 from monai.inferers import sliding_window_inference
+from opcount import OpCounter
 
 import nbtools as nbt
-from nbtools.diagnose.opcount import OpCounter
 from nbtools.tasks import sliding_window_predict
 
 
