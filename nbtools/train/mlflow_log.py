@@ -44,6 +44,16 @@ log = logging.getLogger(__name__)
 _NOT_IN_KEYS = re.compile(r"[^\w\-. :/]")  # MLflow's metric and tag keys take these characters only
 
 
+def _metrics(step: int, timestamp: int, scalars: dict) -> list:
+    """The finite scalars of a record as mlflow.entities.Metric at its step (as TensorBoard writes them)."""
+    metric = mlflow_api()[1]
+    return [
+        metric(_NOT_IN_KEYS.sub("_", k), float(v), timestamp, step)
+        for k, v in scalars.items()
+        if isinstance(v, (int, float)) and math.isfinite(v)
+    ]
+
+
 class MlflowLog:
     """What fit logs to MLflow; every method is a no-op when TrainConfig.mlflow is None, when mlflow is
     not installed, and after the first failure. `interval`, `epoch`, `restored`, `finding` and
@@ -52,7 +62,7 @@ class MlflowLog:
     def __init__(self, run_dir: str | Path, cfg, enabled: bool = True):
         self.enabled = bool(enabled and cfg.mlflow) and self._importable()  # said before any bar
         self.run = MlflowRun(Path(run_dir), cfg.mlflow, cfg.to_dict())
-        self.pending: list[tuple[str, int, list]] = []  # (kind, step or epoch, Metrics) not yet sent
+        self.pending: list[tuple[str, int, tuple]] = []  # (kind, step or epoch, (step, time, scalars))
         self.tags: dict[str, str] = {}
         self.failed: str | None = None
         self.lost: list[tuple[str, int]] = []  # records not sent after a failure
@@ -75,13 +85,7 @@ class MlflowLog:
         if self.failed:
             self.lost.append((kind, key))
             return
-        metric, now = mlflow_api()[1], int(time.time() * 1000)
-        values = [
-            metric(_NOT_IN_KEYS.sub("_", k), float(v), now, step)
-            for k, v in scalars.items()
-            if isinstance(v, (int, float)) and math.isfinite(v)
-        ]
-        self.pending.append((kind, key, values))
+        self.pending.append((kind, key, (step, int(time.time() * 1000), scalars)))  # Metrics made when sent
 
     def interval(self, record: dict) -> None:
         self._add("step", record["step"], record["step"], step_scalars(record))
@@ -126,11 +130,13 @@ class MlflowLog:
         try:
             with http_limits():
                 self.run.open()
+                metrics = [_metrics(*made) for _, _, made in self.pending]
                 while self.pending:
-                    n, size = 1, len(self.pending[0][2])
-                    while n < len(self.pending) and size + len(self.pending[n][2]) <= MAX_METRICS:
-                        size, n = size + len(self.pending[n][2]), n + 1
-                    self.run.log([m for _, _, values in self.pending[:n] for m in values], {})
+                    n, size = 1, len(metrics[0])
+                    while n < len(self.pending) and size + len(metrics[n]) <= MAX_METRICS:
+                        size, n = size + len(metrics[n]), n + 1
+                    self.run.log([m for values in metrics[:n] for m in values], {})
+                    del metrics[:n]
                     for kind, key, _ in self.pending[:n]:
                         self.run.logged[kind] = max(self.run.logged[kind], key)
                     del self.pending[:n]

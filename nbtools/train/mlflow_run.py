@@ -1,6 +1,7 @@
 """The MLflow run of a run folder: created once with the config as params, its id and what it holds kept in
 mlflow.json, continued by every resume. The calls to MLflow are here (nbtools.train.mlflow_log decides what
-to send and when); mlflow is imported on the first call, never by `import nbtools` (about 1.3 s).
+to send and when); mlflow is imported when a fit with TrainConfig.mlflow starts, never by `import nbtools`
+(1.2 s on a quiet 2-core machine, 3 s on a busy one: bench/mlflow_cost.py).
 
 HTTP calls get 2 retries and 30 s each where the user set no MLFLOW_HTTP_REQUEST_*: with MLflow's defaults
 (7 retries, backoff factor 2) a tracking server that refuses connections stalls the training loop for
