@@ -77,6 +77,10 @@ class TrainConfig:
     compile: bool = False
     threshold: float = 0.5  # decision threshold for binary metrics
     seed: int = 0
+    # MLflow tracking (pip install "nbtools[mlflow]"; nbtools.train.mlflow_log), None: off. A tracking URI
+    # ("sqlite:///runs/mlflow.db", "http://host:5000", "databricks") or {"tracking_uri": ..., "experiment": ...};
+    # kept as that dict (a missing tracking_uri is MLflow's own default: MLFLOW_TRACKING_URI)
+    mlflow: dict[str, str | None] | None = None
 
     def __post_init__(self) -> None:
         _normalize(self)
@@ -178,6 +182,29 @@ def _normalize(c: TrainConfig) -> None:
             _fail("unfreeze", expected, plan)
         parsed[k] = v
     object.__setattr__(c, "unfreeze", parsed)
+    object.__setattr__(c, "mlflow", _mlflow_settings(c.mlflow))
+
+
+MLFLOW_EXPERIMENT = "nbtools"  # the experiment of TrainConfig(mlflow=URI)
+
+
+def _mlflow_settings(v: Any) -> dict[str, str | None] | None:
+    """TrainConfig.mlflow as {"tracking_uri": str | None, "experiment": str}, or None."""
+    expected = (
+        'None, a tracking URI ("sqlite:///runs/mlflow.db", "http://host:5000") or '
+        '{"tracking_uri": URI, "experiment": NAME}'
+    )
+    if v is None:
+        return None
+    d = {"tracking_uri": v} if isinstance(v, str) else v
+    if not isinstance(d, dict) or not set(d) <= {"tracking_uri", "experiment"}:
+        _fail("mlflow", expected, v)
+    uri, name = d.get("tracking_uri"), d.get("experiment", MLFLOW_EXPERIMENT)
+    if (uri is not None and not (isinstance(uri, str) and uri.strip())) or not (
+        isinstance(name, str) and name.strip()
+    ):
+        _fail("mlflow", expected + " with non-empty strings", v)
+    return {"tracking_uri": uri.strip() if uri else None, "experiment": name.strip()}
 
 
 def _validate(c: TrainConfig) -> None:

@@ -11,6 +11,7 @@ best_val.pt                 validation logits and targets at the best epoch (rep
 predictions.csv             the predict cell's predictions on new files (predictions_val.csv: on the
                             validation set), written next to the run (nbtools.recipes.run_predictions)
 events.out.tfevents.*       TensorBoard scalars (when tensorboard is installed), one file per session
+mlflow.json                 the MLflow run this run logs to and what it has logged (TrainConfig.mlflow)
 nbtools.lock                held while a process trains into the folder (pid, host, start time)
 """
 
@@ -29,6 +30,7 @@ LOSS_CURVE_FILE = "loss_curve.png"
 LEARNING_CURVES_FILE = "learning_curves.png"
 PREDICTIONS_FILE = "predictions.csv"
 VAL_PREDICTIONS_FILE = "predictions_val.csv"
+MLFLOW_FILE = "mlflow.json"
 
 LOCK_FILE = "nbtools.lock"  # not a run file: overwrite=True leaves it, the holder removes it
 
@@ -47,6 +49,7 @@ RUN_FILES = (
     CONFIG_FILE,
     "*.png",
     TENSORBOARD_GLOB,
+    MLFLOW_FILE,
     PREDICTIONS_FILE,
     VAL_PREDICTIONS_FILE,
 )

@@ -25,6 +25,7 @@ from nbtools.train.guards import locate_first_nonfinite
 from nbtools.train.interrupt import keep_last_step
 from nbtools.train.loader import EvalBatches, TrainBatches, make_loader
 from nbtools.train.lock import holds_run_lock
+from nbtools.train.mlflow_log import MlflowLog, WithMlflow
 from nbtools.train.monitor import epoch_finding, preflight_finding
 from nbtools.train.optim import check_names, group_names
 from nbtools.train.preflight import preflight
@@ -68,7 +69,8 @@ def fit(
     in place where not: nbtools.viz.frontend; text elsewhere), "widgets", "image", "text", or None /
     "off" (verbose=False shows nothing either way); when fit ends, however, the dashboard is left as a
     plain PNG with the findings as text. With `tensorboard` installed, the telemetry and epoch records
-    also go to TensorBoard event files in run_dir (nbtools.train.tensorboard). meta: plain-JSON facts kept with the run (metrics.json and
+    also go to TensorBoard event files in run_dir (nbtools.train.tensorboard), and with
+    TrainConfig(mlflow=...) to an MLflow run that resumes continue (nbtools.train.mlflow_log). meta: plain-JSON facts kept with the run (metrics.json and
     every checkpoint), e.g. the recipe that built the model, so a resume notebook can rebuild it.
     allow_changed_data: a resume may train on data of another length from an epoch checkpoint (a
     recipe's load_job(..., allow_changed_data=True) passes it once it has recorded the change).
@@ -98,6 +100,7 @@ def fit(
         raise ValueError(f"the training data is empty (len {len(train_data)}); pass at least one sample")
     progress = make_progress(dashboard, cfg.epochs, verbose and dist.is_main, class_names(meta))
     progress = WithTensorBoard(progress, TensorBoardLog(run_dir, enabled=dist.is_main))
+    progress = WithMlflow(progress, mlflow := MlflowLog(run_dir, cfg, enabled=dist.is_main))
     if replaced:
         progress.message(replaced)
     st, checkpoint = start(
@@ -174,6 +177,7 @@ def fit(
         save_atomic(model.state_dict(), run_dir / LAST_FILE)
         run.save()
         save_curves(run)
+        mlflow.end(run)  # the figures, best.pt and the final findings, once they are written
         if sync_drive(run_dir):  # Drive uploads in the background; the notebook keeps it mounted
             progress.message(
                 f"{run_dir} is on Google Drive, which uploads it in the background; before closing the runtime, "

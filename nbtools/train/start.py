@@ -25,6 +25,7 @@ from nbtools.runs.files import (
     LEARNING_CURVES_FILE,
     LOSS_CURVE_FILE,
     METRICS_FILE,
+    MLFLOW_FILE,
     RUN_FILES,
     TENSORBOARD_GLOB,
     run_files,
@@ -43,7 +44,7 @@ def prepare_run_dir(run_dir: Path, resume, overwrite: bool, dist: Distributed) -
     A run is what a resume or a user would miss: a checkpoint, weights (a finished run whose epoch_*.pt
     were deleted to save Drive quota keeps best.pt and last.pt) or a history in metrics.json. A folder
     holding only what a run writes before its first checkpoint (config.json, a metrics.json without
-    epochs, TensorBoard events, figures: a run that failed on a bad file in epoch 1) is no run to
+    epochs, TensorBoard events, mlflow.json, figures: a run that failed on a bad file in epoch 1) is no run to
     protect: a new run replaces those files, and the line returned says so (None when there were none)."""
     files = run_files(run_dir)
     kept = [p for p in files if _is_result(p)]
@@ -86,7 +87,9 @@ def prepare_run_dir(run_dir: Path, resume, overwrite: bool, dist: Distributed) -
 def _is_result(path: Path) -> bool:
     """Whether a run file is something a run kept: any checkpoint or weights, a metrics.json with
     epochs in it (or one that cannot be read, which cannot say it has none)."""
-    if path.name in (CONFIG_FILE, LOSS_CURVE_FILE, LEARNING_CURVES_FILE) or path.match(TENSORBOARD_GLOB):
+    if path.name in (CONFIG_FILE, MLFLOW_FILE, LOSS_CURVE_FILE, LEARNING_CURVES_FILE) or path.match(
+        TENSORBOARD_GLOB
+    ):
         return False
     if path.name != METRICS_FILE:
         return True
