@@ -86,6 +86,20 @@ def test_standardised_inputs_are_reported_in_user_units():
     assert acc.per_output["mean"] == pytest.approx(y.double().mean(0).numpy(), rel=1e-9)
 
 
+def test_totals_of_several_ranks_add_up_with_a_scaler():
+    p, y = data(40, (3,), 1e4, seed=5)
+    scaler = TargetScaler((1e4 + 1, 1e4 - 1, 1e4), (3.0, 3.0, 3.0), (3,), n=100)
+    whole, halves = RegressionAccumulator(scaler), [RegressionAccumulator(scaler) for _ in range(2)]
+    z, zp = scaler.standardise(y), scaler.standardise(p)
+    accumulate(whole, zp, z)
+    halves[0].update(zp[:13], z[:13])  # rank 0
+    halves[1].update(zp[13:], z[13:])  # rank 1
+    gathered = halves[0].compute(totals=halves[0].totals() + halves[1].totals())  # what all_reduce gives
+    assert gathered == pytest.approx(whole.compute(), rel=1e-9)
+    with pytest.raises(ValueError, match="need a common shift: give the accumulator the scaler"):
+        RegressionAccumulator().compute(totals=halves[0].totals())
+
+
 def test_named_outputs_and_a_constant_target_is_said_not_scored(caplog):
     p, y = data(30, (3,), 10.0, seed=2)
     y[:, 1] = 7.25  # constant over the validation set: no R^2 (scikit-learn: 0.0 here, silently)

@@ -120,7 +120,7 @@ def test_unfreezing_finds_the_shared_set_again_and_bad_calls_are_named():
     with pytest.raises(ValueError, match="scope must be one of"):
         TermGradProbe(model, scope="first")
     with pytest.raises(
-        ValueError, match="no trainable parameter of the model starts with prefix 'backbone.'"
+        ValueError, match=r"no trainable parameter of the model starts with prefix 'backbone\.'"
     ):
         TermGradProbe(model, prefix="backbone.")({n: terms[n] for n in LOSS.names})
     separate = nn.ModuleDict({"a": nn.Linear(2, 1), "b": nn.Linear(2, 1)})

@@ -17,8 +17,10 @@ has no R^2: scikit-learn reports 1.0 or 0.0 there, torchmetrics 0.0, both silent
 `val_r2` averages the outputs that have one (NaN when none has), and `val_r2_undefined` counts the
 others (their names in `RegressionAccumulator.undefined`, and in a logged warning) for the doctor.
 
-Sums are taken in float64 on the device, targets shifted by the first batch's mean so that an offset of
-1e4 costs no precision; `compute` reads them once. (float64: fine on CPU and CUDA, not on Apple's MPS.)
+Sums are taken in float64 on the device, targets shifted by the training mean (the scaler's; without one,
+the first batch's mean) so that an offset of 1e4 costs no precision; `compute` reads them once. With a
+scaler the shift is the same on every rank, so `totals()` can be summed across ranks (torch.distributed
+all_reduce) and handed to `compute`. (float64: fine on CPU and CUDA, not on Apple's MPS.)
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ TIE_BREAK = ("val_loss", "min")  # R^2 can saturate on a small set: ties go to t
 PER_OUTPUT_MAX = 8
 CONSTANT_REL = 1e-7  # float32 resolution (6e-8 to 1.2e-7 of a value): a spread below it is rounding noise
 METRICS = ("mae", "rmse", "r2")
-ROWS = ("y", "y2", "abs_err", "sq_err", "chance_sq", "chance_abs", "chance_huber")
+ROWS = ("n", "y", "y2", "abs_err", "sq_err", "chance_sq", "chance_abs", "chance_huber")
 
 
 def check_pair(output: torch.Tensor, target: torch.Tensor, head: str | None = None) -> None:
@@ -141,7 +143,7 @@ class RegressionAccumulator:
 
     def reset(self) -> None:
         self._sums: torch.Tensor | None = None  # (len(ROWS), K) float64 on the device
-        self._shift: torch.Tensor | None = None  # (K,) the first batch's target mean, user units
+        self._shift: torch.Tensor | None = None  # (K,) user units: the training mean, or the first batch's
         self._stats: tuple[torch.Tensor, torch.Tensor] | None = None  # scaler's (mean, std) on the device
         self.n, self.shape = 0, None
         self.per_output: dict[str, np.ndarray] | None = None  # after compute: mae, rmse, r2, std per output
@@ -168,7 +170,8 @@ class RegressionAccumulator:
         if self._shift is None:
             self._shift = y.mean(0)
         yc, e = y - self._shift, p - y
-        rows = [yc.sum(0), (yc * yc).sum(0), e.abs().sum(0), (e * e).sum(0), (r * r).sum(0), r.abs().sum(0)]
+        rows = [torch.full_like(yc[0], b), yc.sum(0), (yc * yc).sum(0), e.abs().sum(0), (e * e).sum(0)]
+        rows += [(r * r).sum(0), r.abs().sum(0)]
         if self._kind == "huber" and self._stats is not None:
             rows.append(F.huber_loss(r, torch.zeros_like(r), reduction="none", delta=self._delta).sum(0))
         else:
@@ -185,17 +188,26 @@ class RegressionAccumulator:
                     f"targets have shape {shape} per sample but the scaler was fitted on {tuple(self.scaler.shape)}"
                 )
             self._stats = (_as_float64(self.scaler.mean, device), _as_float64(self.scaler.std, device))
+            self._shift = self._stats[0]
         self.shape = shape
 
-    def compute(self, prefix: str = "val_") -> dict[str, float]:
-        """{prefix}mae, {prefix}rmse, {prefix}r2, {prefix}r2_undefined and, for 1 < K <= 8 outputs,
-        {prefix}<metric>_<output>. One host read. Also sets `per_output`, `undefined`, `chance_loss`."""
+    def totals(self) -> torch.Tensor:
+        """(len(ROWS), K) float64 sums on the device, additive across ranks when a scaler is given."""
         if self._sums is None:
             raise ValueError("no validation samples: call update() with at least one batch before compute()")
-        host = torch.cat([self._sums.flatten(), self._shift]).cpu().numpy()
+        return self._sums
+
+    def compute(self, prefix: str = "val_", totals: torch.Tensor | None = None) -> dict[str, float]:
+        """{prefix}mae, {prefix}rmse, {prefix}r2, {prefix}r2_undefined and, for 1 < K <= 8 outputs,
+        {prefix}<metric>_<output>. One host read. Also sets `per_output`, `undefined`, `chance_loss`.
+        totals: `totals()` summed over every rank (DDP; needs a scaler), instead of this rank's own."""
+        if totals is not None and self._stats is None:
+            raise ValueError("totals from several ranks need a common shift: give the accumulator the scaler")
+        rows = self.totals() if totals is None else totals
+        host = torch.cat([rows.flatten(), self._shift]).cpu().numpy()
         k = self._shift.numel()
         s = dict(zip(ROWS, host[:-k].reshape(len(ROWS), k)))
-        shift, n = host[-k:], self.n
+        shift, n = host[-k:], s["n"][0]
         mean = shift + s["y"] / n
         ss_tot = np.maximum(s["y2"] - s["y"] ** 2 / n, 0.0)  # >= 0 up to rounding
         std = np.sqrt(ss_tot / n)
@@ -219,7 +231,8 @@ class RegressionAccumulator:
         if self.undefined:
             log.warning(
                 "%sr2 leaves out %d of %d outputs whose target is constant over the %d validation samples "
-                "(R^2 is undefined there): %s", prefix, len(self.undefined), k, n, ", ".join(self.undefined[:10]),
+                "(R^2 is undefined there): %s",
+                prefix, len(self.undefined), k, int(n), ", ".join(self.undefined[:10]),
             )  # fmt: skip
         self.chance_loss = self._chance(s, n * k)
         return out
