@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from nbtools.losses import MultiTaskLoss
+from nbtools.step import as_float32
 from nbtools.step.term_grads import TermGradProbe
 
 
@@ -49,14 +50,19 @@ def own_grads(model, x, y, names):
     return out
 
 
-@pytest.mark.parametrize("scope", ["all", "last"])
+@pytest.mark.parametrize("scope", ["all", "last", "nearest"])
 def test_norms_and_cosine_equal_each_terms_own_backward(scope):
     model, (x, y) = TwoHeads(), batch()
     probe = TermGradProbe(model, scope=scope)
     _, terms = LOSS.with_terms(model(x), y)
     found = probe({n: terms[n] for n in LOSS.names})
     trunk = [n for n, _ in model.named_parameters() if n.startswith("trunk.")]
-    assert probe.names == (trunk if scope == "all" else ["trunk.3.weight", "trunk.3.bias"])  # last conv
+    expect = {
+        "all": trunk,
+        "last": ["trunk.3.weight", "trunk.3.bias"],
+        "nearest": ["trunk.4.weight", "trunk.4.bias"],
+    }
+    assert probe.names == expect[scope]  # the trunk, its last conv, its last BatchNorm
     ga, gb = own_grads(model, x, y, probe.names)
     torch.testing.assert_close(found.norms, torch.stack([ga.norm(), gb.norm()]))
     torch.testing.assert_close(found.cosines[0, 1], torch.nn.functional.cosine_similarity(ga, gb, dim=0))
@@ -127,3 +133,16 @@ def test_unfreezing_finds_the_shared_set_again_and_bad_calls_are_named():
     v = torch.randn(3, 2)
     with pytest.raises(ValueError, match=r"the terms \['a', 'b'\] share no trainable parameter"):
         TermGradProbe(separate)({"a": separate["a"](v).sum(), "b": separate["b"](v).sum()})
+
+
+def test_under_bf16_autocast_as_fit_runs_it():
+    model, (x, y) = TwoHeads(), batch()
+    probe = TermGradProbe(model)
+    _, terms = LOSS.with_terms(model(x), y)
+    ref = probe({n: terms[n] for n in LOSS.names}).norms
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        outputs = model(x)
+    _, terms = LOSS.with_terms(as_float32(outputs), y)  # the loss outside autocast, as train_step does
+    found = probe({n: terms[n] for n in LOSS.names})
+    assert found.norms.dtype == torch.float32
+    torch.testing.assert_close(found.norms, ref, rtol=0.05, atol=0)
