@@ -140,6 +140,12 @@ def test_status_one_interval_is_not_enough_and_fitted_heads_are_not_drowned(tmp_
         record(i, {"a": 50.0, "b": 1.0}, loss={"a": 1.0, "b": 2.0 if i == 1 else 0.1}) for i in range(1, 5)
     ]
     assert rules.loss_term_dominates(run(fitted)) is None  # b fitted (loss / 20): its gradient vanished
+    three = [
+        record(i, {"a": 50.0, "b": 1.0, "c": 2.0}, loss={"a": 1.0, "b": 2.0 if i == 1 else 0.1, "c": 1.0})
+        for i in range(1, 5)
+    ]
+    f = rules.loss_term_dominates(run(three))  # b fitted, c is still drowned
+    assert f is not None and "next, 'c'" in f.message and "25x" in f.message
     watched = [record(i, {"a": 50.0, "b": 0.0}, weights={"a": 1.0, "b": 0.0}) for i in range(1, 4)]
     assert rules.loss_term_dominates(run(watched)) is None  # weight 0: watched, not trained
     noisy = [record(i, {"a": 1.0, "b": 1.0}, cos=-0.9 if i % 3 else 0.1) for i in range(1, 31)]

@@ -57,31 +57,31 @@ def _dominance(r: dict, first_loss: dict[str, float]) -> tuple[str, str, float] 
     if len(norms) < 2:
         return None
     ranked = sorted(norms, key=norms.get, reverse=True)
-    top, rest = ranked[0], ranked[1:]
     loss = r.get("term_loss") or {}
-    fitted = [
-        n for n in rest
-        if loss.get(n) is not None and first_loss.get(n) and loss[n] <= DOMINATE_FITTED * first_loss[n]
+    top = ranked[0]
+    rest = [  # the others, but those that fitted: their gradient vanished because their loss did
+        n for n in ranked[1:]
+        if not (loss.get(n) is not None and first_loss.get(n) and loss[n] <= DOMINATE_FITTED * first_loss[n])
     ]  # fmt: skip
-    if fitted or norms[top] < DOMINATE_FACTOR * norms[rest[0]]:
+    if not rest or norms[top] < DOMINATE_FACTOR * norms[rest[0]]:
         return None
     return top, rest[0], norms[top] / norms[rest[0]] if norms[rest[0]] > 0 else float("inf")
 
 
 def _stretches(records: list[dict], hit, length: int) -> list[list[dict]]:
     """Maximal runs of consecutive records with `hit(r)` true and the same value, at least `length` long."""
-    out, run, key = [], [], None
+    out, current, key = [], [], None
     for r in records:
         k = hit(r)
-        if k is not None and (not run or k == key):
-            run.append(r)
+        if k is not None and (not current or k == key):
+            current.append(r)
         else:
-            if len(run) >= length:
-                out.append(run)
-            run = [r] if k is not None else []
+            if len(current) >= length:
+                out.append(current)
+            current = [r] if k is not None else []
         key = k
-    if len(run) >= length:
-        out.append(run)
+    if len(current) >= length:
+        out.append(current)
     return out
 
 
