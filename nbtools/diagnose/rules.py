@@ -7,6 +7,8 @@ re-derives from metrics.json afterwards. Their thresholds are module constants, 
 each rule lives (and importable from here, so a notebook can read them):
 
 - nbtools.diagnose.step_rules: `frozen-weights`, `exploding-gradients`
+- nbtools.diagnose.term_rules: `loss-term-dominates`, `loss-terms-conflict` (multi-head runs: the
+  per-term gradient fields of run.steps, documented there)
 - nbtools.diagnose.chance: `lr-too-high` (against the chance level recorded in run.task)
 - nbtools.diagnose.epoch_rules: `class-collapse`, `no-learning`, `overfitting`, `stopped-too-early`
 - nbtools.diagnose.threshold: `threshold`
@@ -58,6 +60,16 @@ from nbtools.diagnose.step_rules import (
     exploding_gradients,
     frozen_weights,
 )
+from nbtools.diagnose.term_rules import (
+    CONFLICT_COS,
+    CONFLICT_SHARE,
+    CONFLICT_WINDOW,
+    DOMINATE_FACTOR,
+    DOMINATE_FITTED,
+    DOMINATE_INTERVALS,
+    loss_term_dominates,
+    loss_terms_conflict,
+)
 from nbtools.diagnose.threshold import THRESHOLD_F1_GAIN, threshold
 from nbtools.runs.findings import Finding
 
@@ -65,6 +77,12 @@ __all__ = [
     "COLLAPSE_EPOCHS",
     "COLLAPSE_OTHER_RECALL",
     "COLLAPSE_SHARE",
+    "CONFLICT_COS",
+    "CONFLICT_SHARE",
+    "CONFLICT_WINDOW",
+    "DOMINATE_FACTOR",
+    "DOMINATE_FITTED",
+    "DOMINATE_INTERVALS",
     "EPOCH_RULES",
     "EXPLODE_CALM",
     "EXPLODE_FACTOR",
@@ -89,6 +107,8 @@ __all__ = [
     "epoch_findings",
     "exploding_gradients",
     "frozen_weights",
+    "loss_term_dominates",
+    "loss_terms_conflict",
     "lr_too_high",
     "no_learning",
     "overfitting",
@@ -98,13 +118,21 @@ __all__ = [
     "threshold",
 ]
 
-STEP_RULES: tuple[Callable, ...] = (frozen_weights, exploding_gradients, lr_too_high)
+STEP_RULES: tuple[Callable, ...] = (
+    frozen_weights,
+    exploding_gradients,
+    lr_too_high,
+    loss_term_dominates,
+    loss_terms_conflict,
+)
 STEP_RULES_DENSE = 500  # records of run.steps up to which fit runs STEP_RULES at every log interval
 EPOCH_RULES: tuple[Callable, ...] = (class_collapse, no_learning, overfitting, stopped_too_early, threshold)
 CODES = {
     frozen_weights: "frozen-weights",
     exploding_gradients: "exploding-gradients",
     lr_too_high: "lr-too-high",
+    loss_term_dominates: "loss-term-dominates",
+    loss_terms_conflict: "loss-terms-conflict",
     class_collapse: "class-collapse",
     no_learning: "no-learning",
     overfitting: "overfitting",

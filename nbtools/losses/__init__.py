@@ -11,6 +11,7 @@ from nbtools.losses.dice import DiceLoss, LogCoshDiceLoss, log_cosh
 from nbtools.losses.dice_ce import DiceCELoss
 from nbtools.losses.focal import FocalLoss
 from nbtools.losses.ldam import LDAMLoss
+from nbtools.losses.multitask import MultiTaskLoss
 
 __all__ = [
     "DEEP_SUPERVISION_PRESETS",
@@ -21,6 +22,7 @@ __all__ = [
     "FocalLoss",
     "LDAMLoss",
     "LogCoshDiceLoss",
+    "MultiTaskLoss",
     "deep_supervision_weights",
     "log_cosh",
     "main_output",

@@ -8,6 +8,7 @@ precision path.
 from nbtools.step.buffers import BufferGuard
 from nbtools.step.distributed import SINGLE_PROCESS, Distributed
 from nbtools.step.precision import Precision
+from nbtools.step.term_grads import TermGradProbe, TermGrads
 from nbtools.step.train_step import StepResult, as_float32, train_step
 
 __all__ = [
@@ -16,6 +17,8 @@ __all__ = [
     "Distributed",
     "Precision",
     "StepResult",
+    "TermGradProbe",
+    "TermGrads",
     "as_float32",
     "train_step",
 ]

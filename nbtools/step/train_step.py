@@ -29,9 +29,12 @@ class StepResult:
 
 
 def as_float32(outputs):
-    """Model outputs as float32 (the loss is computed outside autocast); lists/tuples for deep supervision."""
+    """Model outputs as float32 (the loss is computed outside autocast); lists/tuples for deep supervision
+    or heads of different roles, dicts for named heads (MultiTaskLoss)."""
     if isinstance(outputs, (list, tuple)):
         return type(outputs)(as_float32(o) for o in outputs)
+    if isinstance(outputs, dict):
+        return {k: as_float32(v) for k, v in outputs.items()}
     return outputs.float()
 
 
