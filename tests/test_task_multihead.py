@@ -4,7 +4,6 @@ the telemetry, `loss-term-dominates` raised by a planted 1000x weight and not by
 bit-identical resume."""
 
 import pytest
-import torch
 from torch import nn
 from torch.utils.data import Dataset
 
