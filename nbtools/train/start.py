@@ -144,7 +144,7 @@ def _previous_stop(run_dir: Path, info) -> str | None:
     return f"  the last session stopped on non-finite steps; {info.path.name} is the newest clean checkpoint"
 
 
-def with_workers(cfg: TrainConfig, device: torch.device, old: TrainConfig | None = None) -> TrainConfig:
+def fill_num_workers(cfg: TrainConfig, device: torch.device, old: TrainConfig | None = None) -> TrainConfig:
     """`cfg` with num_workers=None made a count: on a resume (`old`, the checkpoint's config), the count
     the run started with, else `default_workers` for the device. Which worker loads a batch, and so
     the random numbers its augmentation draws, depends on how many there are: another count would
@@ -166,27 +166,26 @@ def start(
     dist: Distributed,
     train_len: int | None = None,
     allow_changed_data: bool = False,
-) -> tuple[TrainState, dict | None]:
-    """A fresh TrainState, or one restored from a checkpoint, and that checkpoint (its RNG states are
-    restored last, by the caller, just before the first batch). train_len: len(train_data);
-    allow_changed_data: another length is taken at an epoch boundary (see check_layout)."""
+) -> tuple[TrainState, Run, dict | None]:
+    """A fresh TrainState and Run, or both restored from a checkpoint, and that checkpoint (upgraded to
+    today's shape; the caller restores the watcher's state from it, and its RNG states last, just
+    before the first batch). train_len: len(train_data); allow_changed_data: another length is taken
+    at an epoch boundary (see check_layout). The model's BufferGuard is built before (the EMA copies
+    the buffers it makes views of)."""
     if resume is None:
-        cfg = with_workers(cfg, device)
+        cfg = fill_num_workers(cfg, device)
         seed_everything(cfg.seed + dist.rank)
         run = Run(run_dir, cfg)
         run.start_session()
-        st = TrainState.create(cfg, model, device, steps_per_epoch, run, dist)
-        st.train_len = train_len
-        return st, None
+        return TrainState.create(cfg, model, device, steps_per_epoch, train_len), run, None
     info = find_checkpoint(run_dir, resume)
     checkpoint = load_checkpoint(info.path, verify=not info.verified)
     check_origin(run_dir, info.path, checkpoint, progress)
     old = TrainConfig.from_dict(checkpoint["config"])
-    cfg = with_workers(cfg, device, old)
+    cfg = fill_num_workers(cfg, device, old)
     run = Run.from_dict(run_dir, checkpoint["run"], config=cfg)
     run.stop = None
-    st = TrainState.create(cfg, model, device, steps_per_epoch, run, dist)
-    st.train_len = train_len
+    st = TrainState.create(cfg, model, device, steps_per_epoch, train_len)
     new_layout = check_layout(info.path, checkpoint, old, cfg, train_len, allow_changed_data)
     previous = _previous_stop(run_dir, info)
     st.load_checkpoint(checkpoint)
@@ -205,7 +204,7 @@ def start(
             progress.message(f"  config change: {k}: {a!r} -> {b!r}")
         for line in lr_plan.get("lr_plan", []):
             progress.message(f"  {line}")
-    return st, checkpoint
+    return st, run, checkpoint
 
 
 def check_origin(run_dir: Path, path: Path, checkpoint: dict, progress) -> None:
