@@ -110,7 +110,7 @@ def check_layout(
     epoch boundary when the caller allows changed data, as load_job(allow_changed_data=True) does once it
     has recorded the change), or a new batch_size / grad_accum inside an epoch (the batches done so far
     were cut with the old ones). Returns True when the steps per epoch change."""
-    saved = (checkpoint.get("data") or {}).get("train_len")  # None: written before it was recorded
+    saved = checkpoint["data"]["train_len"]  # None: written before it was recorded (nbtools.runs.upgrade)
     if saved is not None and saved != train_len and allow_changed_data and checkpoint["batch"] == 0:
         return True
     if saved is not None and saved != train_len:
@@ -211,12 +211,12 @@ def check_origin(run_dir: Path, path: Path, checkpoint: dict, progress) -> None:
     """A checkpoint carries the run folder it was written in: resuming another folder's checkpoint
     into a folder with a run of its own is refused (two histories would mix); into a new folder, or
     from a folder that was moved or copied, it is said."""
-    origin = checkpoint.get("run_dir")  # None in checkpoints written before nbtools recorded it
+    origin = checkpoint["run_dir"]  # None in checkpoints written before nbtools recorded it
     outside = path.parent.resolve() != run_dir.resolve()
     if not outside and (origin is None or Path(origin) == run_dir):
         return
     written_in = f"the run in {origin}" if origin is not None else f"the run in {path.parent}"
-    epochs = len(checkpoint["run"].get("history", []))
+    epochs = len(checkpoint["run"]["history"])
     if outside and list_checkpoints(run_dir, verify=False):
         raise RunExistsError(
             f"{run_dir} holds a run of its own, and {path} is a checkpoint of {written_in}: resuming it here "
