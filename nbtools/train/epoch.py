@@ -41,7 +41,7 @@ def _to_device(batch, device: torch.device, st: TrainState, i: int):
     return x.to(device, non_blocking=True), y.to(device, non_blocking=True)
 
 
-def apply(decision: Decision, st: TrainState, run: Run) -> None:
+def apply_decision(decision: Decision, st: TrainState, run: Run) -> None:
     """Act on what the watcher decided: fall back from fp16, stop the run (a stop already set stays)."""
     if decision.fall_back is not None:
         st.precision.fall_back(decision.fall_back)
@@ -98,13 +98,13 @@ def train_epoch(
                 result = _step(st, run, watcher, args, data, check_inputs, pairs)
                 check_inputs = False
                 decision = watcher.step(result, st, micro, loss_fn, last_batch=st.batch == n_batches)
-                apply(decision, st, run)
+                apply_decision(decision, st, run)
                 if decision.interval_ended:
                     last_save = _checkpoint_if_due(st, run, watcher, dist, last_save, n_batches)
     except KeyboardInterrupt:
         if len(watcher.telemetry) and not interrupts.partial:
             with interrupts.critical():  # the steps since the last read become a record
-                apply(watcher.end_interval(st, micro, loss_fn), st, run)
+                apply_decision(watcher.end_interval(st, micro, loss_fn), st, run)
         raise
     return micro
 
