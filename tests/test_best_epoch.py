@@ -11,7 +11,8 @@ from torch.utils.data import Dataset
 
 import nbtools as nbt
 from nbtools.runs import load_checkpoint
-from nbtools.train.early_stop import EarlyStopping, upgrade_state
+from nbtools.runs.upgrade import upgrade_early_stopping as upgrade_state
+from nbtools.train.early_stop import EarlyStopping
 from tests.helpers import StopAfter, assert_same, small_cnn, without_times
 
 
@@ -172,6 +173,7 @@ def test_a_checkpoint_from_before_ties_were_broken_resumes_the_same(straight, tm
         _fit(tmp_path, batch_transform=StopAfter(14))
     path = tmp_path / "epoch_002.pt"
     state = load_checkpoint(path)
+    state["version"] = 1  # the version of the checkpoints nbtools wrote then
     for key in ("early_stopping", "ema_best"):
         del state[key]["best_loss"]
     torch.save(state, path)

@@ -149,7 +149,7 @@ def test_a_broken_or_older_record_is_a_row_that_says_so(runs, tmp_path):
     assert "checkpoints hold the history up to epoch 2" in broken["note"] and broken["planned"] == 2
     # an older version's record: no sessions, the stop as a sentence, findings without a status
     old = made["finished"].to_dict()
-    for key in ("sessions", "stop", "task", "meta"):
+    for key in ("sessions", "stop", "task", "meta", "version"):
         del old[key]
     old["stopped"] = "early stopping: val_loss did not improve"
     old["findings"] = [{"code": "overfitting", "message": "m", "fix": "f"}]

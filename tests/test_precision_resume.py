@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import nbtools as nbt
+from nbtools.runs.upgrade import upgrade_precision
 from nbtools.step import Precision
 from nbtools.step.precision import resume_precision
 from tests.helpers import NoisyBlobs, small_cnn, tiny_fit
@@ -35,8 +36,8 @@ def saved(mode, device, requested="auto", fallback=None):
         (saved("fp32", T4, fallback=FELL_BACK_ON_T4), "auto", CPU, "fp32", True),  # carried on
         (saved("fp32", T4, fallback=FELL_BACK_ON_T4), "bf16", T4, "bf16", False),  # the config chose anew
         (saved("fp32", T4, "fp16", FELL_BACK_ON_T4), "fp16", T4, "fp32", True),
-        ({"mode": "fp32", "scaler": {}}, "auto", T4, "fp16", False),  # old checkpoints: no evidence
-        ({"mode": "fp16", "scaler": {}}, "auto", CPU, "fp32", False),
+        (upgrade_precision({"mode": "fp32", "scaler": {}}), "auto", T4, "fp16", False),  # old: no evidence
+        (upgrade_precision({"mode": "fp16", "scaler": {}}), "auto", CPU, "fp32", False),
     ],
 )
 def test_the_resume_decision(state, requested, device, mode, kept):

@@ -13,7 +13,8 @@ import nbtools as nbt
 from nbtools.config import TrainConfig
 from nbtools.models.attention import CBAM, SqueezeExcitation
 from nbtools.models.imagenet import DOWNLOAD_TIMEOUT
-from nbtools.train.optim import apply_unfreeze, build_optimizer, group_of
+from nbtools.train.optim import build_optimizer, group_of
+from nbtools.train.unfreeze import apply_unfreeze
 
 GROUPS = {"backbone": 5e-5, "attention": 2e-4, "classifier": 5e-4}
 

@@ -9,7 +9,8 @@ from torch import nn
 import nbtools as nbt
 from nbtools.config import TrainConfig
 from nbtools.models.unet import STRIDE
-from nbtools.train.optim import apply_unfreeze, build_optimizer, group_of
+from nbtools.train.optim import build_optimizer, group_of
+from nbtools.train.unfreeze import apply_unfreeze
 
 GROUPS = {"encoder": 1e-4, "decoder": 1e-3, "heads": 1e-3}
 

@@ -19,6 +19,7 @@ import torch
 from nbtools.env import run_folder_hint
 from nbtools.runs.files import CHECKPOINT_GLOB, CHECKPOINT_NAME, run_path
 from nbtools.runs.integrity import zip_problem
+from nbtools.runs.upgrade import upgrade_checkpoint
 from nbtools.wording import Reworded
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,10 @@ def load_checkpoint(
             f"{path} has the nbtools checkpoint marker but {what}: it cannot resume a run; "
             f"resume from another checkpoint (nbt.list_checkpoints shows which are valid)"
         )
-    return state
+    try:
+        return upgrade_checkpoint(state)  # today's shape, from any version this nbtools reads
+    except (ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{path} cannot be read as a training checkpoint of this version: {e}") from e
 
 
 @dataclass

@@ -46,9 +46,9 @@ class Finding:
 
     @classmethod
     def from_dict(cls, d: dict) -> Finding:
-        """Also reads findings saved before they had a status (they were all shown as current)."""
-        fields = ("code", "message", "fix", "epoch", "step", "resolved_epoch")
-        return cls(**{k: d.get(k) for k in fields}, status=d.get("status") or "open")
+        """A finding of a run record in today's shape (nbtools.runs.upgrade)."""
+        fields = ("code", "message", "fix", "epoch", "step", "resolved_epoch", "status")
+        return cls(**{k: d[k] for k in fields})
 
 
 def open_first(findings: list[Finding]) -> list[Finding]:

@@ -16,7 +16,8 @@ from nbtools.config import TrainConfig
 from nbtools.env import run_folder_hint
 from nbtools.runs.files import METRICS_FILE, run_path
 from nbtools.runs.findings import Finding
-from nbtools.runs.stop import Stop, from_legacy_text
+from nbtools.runs.stop import Stop
+from nbtools.runs.upgrade import VERSION, upgrade_record
 from nbtools.wording import Reworded
 
 log = logging.getLogger(__name__)
@@ -98,6 +99,7 @@ class Run:
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "version": VERSION,
             "config": self.config.to_dict(),
             "best_epoch": self.best_epoch,
             "best_ema_epoch": self.best_ema_epoch,
@@ -116,19 +118,21 @@ class Run:
 
     @classmethod
     def from_dict(cls, run_dir: str | Path, d: dict[str, Any], config: TrainConfig | None = None) -> Run:
+        """A run from its record (metrics.json, a checkpoint's "run"), of any version this nbtools reads."""
+        d = upgrade_record(d)
         return cls(
             run_dir=Path(run_dir),
             config=config or TrainConfig.from_dict(d["config"]),
-            history=list(d.get("history", [])),
-            steps=list(d.get("steps", [])),
-            findings=[Finding.from_dict(f) for f in d.get("findings", [])],
-            best_epoch=d.get("best_epoch"),
-            best_ema_epoch=d.get("best_ema_epoch"),
-            stop=Stop.from_dict(d["stop"]) if "stop" in d else from_legacy_text(d.get("stopped", "")),
-            config_changes=list(d.get("config_changes", [])),
-            sessions=list(d.get("sessions", [])),
-            meta=dict(d.get("meta", {})),
-            task=dict(d.get("task") or {}),
+            history=list(d["history"]),
+            steps=list(d["steps"]),
+            findings=[Finding.from_dict(f) for f in d["findings"]],
+            best_epoch=d["best_epoch"],
+            best_ema_epoch=d["best_ema_epoch"],
+            stop=Stop.from_dict(d["stop"]),
+            config_changes=list(d["config_changes"]),
+            sessions=list(d["sessions"]),
+            meta=dict(d["meta"]),
+            task=dict(d["task"]),
         )
 
     @classmethod

@@ -38,18 +38,3 @@ class Stop:
     @classmethod
     def from_dict(cls, d: dict | None) -> Stop | None:
         return None if d is None else cls(d["code"], d["message"])
-
-
-# metrics.json and checkpoints written before stop codes existed kept only the sentence; these are
-# the openings those versions wrote, read once when such a file is loaded.
-_LEGACY_OPENINGS = (("early stopping", "early-stop"), ("non-finite fp16", "amp"), ("non-finite", "nonfinite"))
-
-
-def from_legacy_text(text: str) -> Stop | None:
-    """The Stop of an old `stopped` sentence ("" = the run was not stopped)."""
-    if not text:
-        return None
-    code = next((c for opening, c in _LEGACY_OPENINGS if text.startswith(opening)), None)
-    if code is None:
-        raise ValueError(f"unrecognised stop reason in an old run file: {text!r}")
-    return Stop(code, text)

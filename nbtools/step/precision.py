@@ -41,28 +41,28 @@ def resume_precision(saved: dict, requested: str, facts: dict) -> tuple[str, dic
 
     A fallback {"from": "fp16", "reason", "device"} applies when the request is unchanged and this
     device resolves it to the precision that fell back; with the request unchanged it is carried
-    forward where it does not apply (T4 -> CPU -> T4 is fp32 again), and a new request drops it. Checkpoints from before this record have only "mode": a mode of fp32
-    there cannot tell a CPU run from a fallback, so the new config and device decide.
+    forward where it does not apply (T4 -> CPU -> T4 is fp32 again), and a new request drops it. A
+    state from before this record (nbtools.runs.upgrade) has no request: the new config and device decide.
     """
     fresh = precision_for(requested, facts)
-    fallback = saved.get("fallback")
-    same_request = saved.get("requested") == requested
+    fallback = saved["fallback"]
+    same_request = saved["requested"] == requested
     if fallback and same_request and fallback["from"] == fresh:
         target = fallback_for(facts)
         before = fallback_for(fallback["device"]) if fallback.get("device") else "fp32"
         note = None
-        if saved.get("mode") != target or saved.get("device") != facts:
+        if saved["mode"] != target or saved["device"] != facts:
             note = (
                 f"continuing in {target}: {fresh} fell back to {before} on {_where(fallback.get('device'))} "
                 f"({fallback['reason']}) and {_where(facts)} would run {fresh} again; "
                 f"set precision='bf16' on an Ampere or newer GPU, or 'fp32', to choose"
             )
         return target, fallback, note
-    saved_mode = saved.get("mode")
+    saved_mode = saved["mode"]
     note = None
     if saved_mode is not None and saved_mode != fresh:
         note = (
-            f"checkpoint trained in {saved_mode} on {_where(saved.get('device'))}; continuing in {fresh} "
+            f"checkpoint trained in {saved_mode} on {_where(saved['device'])}; continuing in {fresh} "
             f"on {_where(facts)} (precision={requested!r})"
         )
     # kept for a later resume on a device that would fall back again, unless the config chose anew
@@ -130,5 +130,5 @@ class Precision:
             log.warning(note)
         if mode != self.mode:
             self._set_mode(mode)
-        if self.scaler.is_enabled() and state.get("mode") == "fp16" and state["scaler"]:
+        if self.scaler.is_enabled() and state["mode"] == "fp16" and state["scaler"]:
             self.scaler.load_state_dict(state["scaler"])

@@ -100,17 +100,6 @@ class EarlyStopping:
         }
 
     def load_state_dict(self, state: dict) -> None:
-        """A state from `state_dict`; one from an older checkpoint goes through `upgrade_state` first."""
+        """A state from `state_dict` (one from an older checkpoint: nbtools.runs.upgrade)."""
         self.best, self.best_epoch, self.bad_epochs = state["best"], state["best_epoch"], state["bad_epochs"]
         self.best_loss = state["best_loss"]
-
-
-def upgrade_state(state: dict, history: list[dict], loss_key: str) -> dict:
-    """An early-stopping state as this version writes it, from any checkpoint: one written before ties
-    were broken by the val loss has no "best_loss"; it gets the `loss_key` ("val_loss", "ema_val_loss")
-    its run's history records at its best epoch (inf if not finite), or None when the history has none
-    (such a best is then only beaten by an improvement, as before). The one place old states are read."""
-    if "best_loss" in state:
-        return state
-    loss = next((h.get(loss_key) for h in history if h.get("epoch") == state["best_epoch"]), None)
-    return {**state, "best_loss": None if loss is None else loss if math.isfinite(loss) else math.inf}

@@ -10,32 +10,18 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from nbtools.atomic import save_atomic
 from nbtools.config import TrainConfig
-from nbtools.diagnose import rules
-from nbtools.env import sync_drive
-from nbtools.runs import NonFiniteError, Run, Stop
-from nbtools.runs.classes import class_names
-from nbtools.runs.files import CONFIG_FILE, LAST_FILE, run_path
-from nbtools.runs.stop import RAISING_CODES
-from nbtools.step import Distributed
-from nbtools.train.accel import set_memory_format
-from nbtools.train.epoch import end_epoch, report, train_epoch
-from nbtools.train.guards import locate_first_nonfinite
-from nbtools.train.interrupt import keep_last_step
-from nbtools.train.loader import EvalBatches, TrainBatches, make_loader
+from nbtools.runs import Run
+from nbtools.runs.files import run_path
+from nbtools.step import BufferGuard, Distributed
+from nbtools.train.epoch import end_epoch, train_epoch
+from nbtools.train.finish import finish
+from nbtools.train.interrupt import Interrupts, checkpoint_on_interrupt
 from nbtools.train.lock import holds_run_lock
-from nbtools.train.mlflow_log import MlflowLog, WithMlflow
-from nbtools.train.monitor import epoch_finding, preflight_finding
-from nbtools.train.optim import check_names, group_names
-from nbtools.train.preflight import preflight
-from nbtools.train.saving import newest_clean
+from nbtools.train.prepare import begin, open_progress, pick_device, prepare, val_loader_for
 from nbtools.train.start import prepare_run_dir, start
 from nbtools.train.task_setup import setup_task
-from nbtools.train.telemetry import Telemetry
-from nbtools.train.tensorboard import TensorBoardLog, WithTensorBoard
-from nbtools.viz.curves import save_curves
-from nbtools.viz.progress import make_progress
+from nbtools.train.watcher import Watcher
 
 
 @holds_run_lock  # one writer per run folder: a second fit is refused, naming the holder
@@ -83,29 +69,17 @@ def fit(
     """
     run_dir = run_path(run_dir)  # "~" expanded; messages name the absolute folder
     dist = Distributed.from_env()
-    device = torch.device(device) if device else dist.device() if dist.active else None
-    device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if dist.active and len(val_data) < dist.world:
-        raise ValueError(
-            f"the validation data has {len(val_data)} samples, fewer than the {dist.world} processes"
-        )
-    check_names(model, cfg)  # a config that does not fit the model must not cost the run in run_dir
-    model.to(device)
-    set_memory_format(model, cfg.channels_last)  # before the optimizer state and the EMA copy exist
-    # nor data that cannot train, a pair that fits no task, or a monitor the task does not record
-    plan = preflight(model, train_data, val_data, loss_fn, device, cfg.channels_last, cfg.task, cfg.monitor)
+    device = pick_device(device, dist)
+    # before run_dir is touched: also a pair that fits no task, or a monitor the task does not record
+    n_batches, plan = prepare(model, train_data, val_data, loss_fn, cfg, device, dist)
     replaced = prepare_run_dir(run_dir, resume, overwrite, dist)  # a line to show, or None
-    n_batches = TrainBatches(
-        len(train_data), cfg.batch_size, cfg.seed, 1, dist.rank, dist.world
-    ).num_batches()
-    if n_batches == 0:
-        raise ValueError(f"the training data is empty (len {len(train_data)}); pass at least one sample")
-    progress = make_progress(dashboard, cfg.epochs, verbose and dist.is_main, class_names(meta))
-    progress = WithTensorBoard(progress, TensorBoardLog(run_dir, enabled=dist.is_main))
-    progress = WithMlflow(progress, mlflow := MlflowLog(run_dir, cfg, enabled=dist.is_main))
+    progress, mlflow = open_progress(run_dir, cfg, dashboard, verbose and dist.is_main, meta, dist)
     if replaced:
         progress.message(replaced)
-    st, checkpoint = start(
+    buffers = BufferGuard(
+        model
+    )  # before the EMA copy (in start): the model's buffers become views of flat tensors
+    st, run, checkpoint = start(
         model,
         cfg,
         run_dir,
@@ -117,79 +91,34 @@ def fit(
         len(train_data),
         allow_changed_data,
     )
-    cfg, run = st.cfg, st.run  # cfg with its num_workers count (see with_workers)
+    cfg = st.cfg  # with its num_workers count (see fill_num_workers)
     run.model = model
-    eval_batches = EvalBatches(len(val_data), cfg.eval_batch_size or cfg.batch_size, dist.rank, dist.world)
-    val_loader = make_loader(
-        val_data, eval_batches, cfg.num_workers, device.type == "cuda", cfg.seed, persistent=True
-    )
-    if meta is not None:
-        run.meta = dict(meta)
+    val_loader = val_loader_for(val_data, cfg, device, dist)
     # the task recorded (a resume keeps it); the loss as trained: standardised targets, terms kept
-    loss_fn = setup_task(st, plan, model, train_data, loss_fn, progress, checkpoint is None, run.meta)
-    if dist.is_main:
-        cfg.to_json(run_dir / CONFIG_FILE)
-    telemetry = Telemetry(group_names(cfg), reduce=dist.mean, terms=loss_fn)
-    # a monitor the validation set cannot define
-    report(run, progress, [preflight_finding(cfg, val_data, class_names(run.meta))])
-    if checkpoint is not None:
-        progress.resumed(run)  # the dashboard starts from the restored history
-        st.restore_rng(checkpoint)  # last: nothing from here to the first batch draws random numbers
-        del checkpoint
-    last_step: list = []  # the micro-batches of the last step, for the non-finite diagnosis
+    loss_fn = setup_task(
+        st, run, plan, model, train_data, loss_fn, progress, checkpoint is None, meta or run.meta
+    )
+    watcher = Watcher(run, progress, dist)  # telemetry, guards, the doctor's rules, findings, progress
+    watcher.telemetry.watch_terms(loss_fn)  # each term's loss and the per-term gradients
+    begin(st, run, watcher, checkpoint, val_data, meta, dist)
+    del checkpoint
+    interrupts, last_step = Interrupts(), []  # last_step: the micro-batches of the last step
     try:
-        with keep_last_step(st, progress):  # the stop button keeps the last completed step
+        with checkpoint_on_interrupt(
+            st, run, watcher, dist, interrupts
+        ):  # the stop button keeps the last step
             while st.epoch <= cfg.epochs and run.stop is None:
                 t_epoch = time.perf_counter()
+                if not buffers.intact():  # something replaced a buffer: guard the ones the model holds now
+                    buffers = BufferGuard(model)
                 check_inputs = not last_step  # the first epoch of this call
                 last_step = train_epoch(
-                    st,
-                    train_data,
-                    loss_fn,
-                    n_batches,
-                    batch_transform,
-                    telemetry,
-                    progress,
-                    device,
-                    check_inputs,
-                )
+                    st, run, watcher, train_data, loss_fn, n_batches, batch_transform, device, check_inputs,
+                    dist=dist, interrupts=interrupts, buffers=buffers,
+                )  # fmt: skip
                 if run.stop is not None:
                     break
-                not_written = end_epoch(st, val_loader, loss_fn, run_dir, t_epoch)
-                progress.end_epoch(run.history[-1])
-                findings = [
-                    *not_written,
-                    *rules.step_findings(run),
-                    *rules.epoch_findings(run),
-                    epoch_finding(cfg, run.history[-1]),
-                ]
-                report(run, progress, findings)
+                end_epoch(st, run, watcher, val_loader, loss_fn, t_epoch, dist=dist, interrupts=interrupts)
     finally:
         progress.close()
-    raises = run.stop is not None and run.stop.code in RAISING_CODES
-    located = (
-        locate_first_nonfinite(run, model, last_step, loss_fn, st.precision) if raises and last_step else None
-    )
-    if located is not None:
-        run.stop, findings = located
-        for f in findings:
-            run.add_finding(f)
-    if run.stop is not None and run.stop.code == "nonfinite":
-        clean = newest_clean(run_dir)
-        run.stop = Stop(run.stop.code, f"{run.stop.message} {clean[0].upper()}{clean[1:]}.")
-    if dist.is_main:
-        save_atomic(model.state_dict(), run_dir / LAST_FILE)
-        run.save()
-        save_curves(run)
-        mlflow.end(run)  # the figures, best.pt and the final findings, once they are written
-        if sync_drive(run_dir):  # Drive uploads in the background; the notebook keeps it mounted
-            progress.message(
-                f"{run_dir} is on Google Drive, which uploads it in the background; before closing the runtime, "
-                f"google.colab.drive.flush_and_unmount() waits for the upload (and unmounts Drive)"
-            )
-    dist.barrier()
-    if run.stop is not None:
-        progress.message(f"stopped: {run.stop}")
-    if raises:
-        raise NonFiniteError(run.stop.message, run)
-    return run
+    return finish(st, run, last_step, loss_fn, progress, mlflow, dist)

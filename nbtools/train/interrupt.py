@@ -100,10 +100,10 @@ def _resume_hint(run_dir) -> tuple[str, bool]:
     return f'the newest checkpoint is {found[-1].path.name}: to continue, fit(..., resume="latest")', True
 
 
-def keep_interrupted(st, interrupts: Interrupts, progress) -> None:
+def keep_interrupted(st, run, watcher, dist, interrupts: Interrupts) -> None:
     """After a KeyboardInterrupt in fit's loop: write the checkpoint of the last completed step
     (when it is whole, new and finite), record the stop, save metrics.json and say how to resume."""
-    run, run_dir = st.run, st.run.run_dir
+    run_dir = run.run_dir
     where = f"epoch {st.epoch}, batch {st.batch}, step {st.step}"
     if interrupts.partial:
         kept = (
@@ -111,7 +111,7 @@ def keep_interrupted(st, interrupts: Interrupts, progress) -> None:
             f"inside the step): it was half done, so no checkpoint was written of it (press stop once and "
             f"wait for the step to end to keep it); the last completed step was {where}"
         )
-    elif st.dist.active:
+    elif dist.active:
         kept = f"interrupted at {where}; under torchrun no checkpoint is written on an interrupt"
     elif st.batch == 0:
         kept = f"interrupted at the start of epoch {st.epoch}: nothing new since epoch {st.epoch - 1}"
@@ -122,22 +122,22 @@ def keep_interrupted(st, interrupts: Interrupts, progress) -> None:
             kept = f"interrupted at {where}; not checkpointed, as its state is not finite ({bad})"
         else:
             if not path.exists():
-                interrupts.save(st.to_checkpoint(), path)
+                interrupts.save(st.to_checkpoint(run, watcher.state_dict(), dist), path)
             kept = f"interrupted: kept the last completed step ({where}) in {path.name}"
     hint, resumable = _resume_hint(run_dir)
     run.stop = Stop("interrupted", f"{kept}; {hint}")
-    if st.dist.is_main and resumable:  # with nothing to resume, leave no run file behind
+    if dist.is_main and resumable:  # with nothing to resume, leave no run file behind
         run.save()
-    progress.message(run.stop.message)
+    watcher.progress.message(run.stop.message)
 
 
 @contextmanager
-def keep_last_step(st, progress):
-    """`with` this around fit's loop: SIGINT is st.interrupts' (held back in critical stretches), and a
+def checkpoint_on_interrupt(st, run, watcher, dist, interrupts: Interrupts):
+    """`with` this around fit's loop: SIGINT is `interrupts`' (held back in critical stretches), and a
     KeyboardInterrupt runs `keep_interrupted` (a press during its write still held back) and re-raises."""
-    with st.interrupts:
+    with interrupts:
         try:
             yield
         except KeyboardInterrupt:
-            keep_interrupted(st, st.interrupts, progress)
+            keep_interrupted(st, run, watcher, dist, interrupts)
             raise

@@ -1,13 +1,11 @@
-"""Parameter groups with their own learning rates, the optimizer, and progressive unfreezing."""
+"""Parameter groups with their own learning rates, and the optimizer over them."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 
 import torch
 from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
 
 from nbtools.config import TrainConfig
 
@@ -16,7 +14,7 @@ log = logging.getLogger(__name__)
 DEFAULT_GROUP = "default"
 
 
-def _has_part(name: str, part: str) -> bool:
+def has_part(name: str, part: str) -> bool:
     """True when `part` is a whole dotted piece of `name`: "layer2" in "backbone.layer2.0.conv1.weight"."""
     return f".{name}.".find(f".{part}.") >= 0
 
@@ -49,7 +47,7 @@ def check_names(model: nn.Module, cfg: TrainConfig) -> None:
                 f"group keys are dotted name prefixes, top-level modules here: {', '.join(top)}"
             )
     for epoch, part in cfg.unfreeze.items():
-        if not any(_has_part(n, part) for n in names):
+        if not any(has_part(n, part) for n in names):
             raise ValueError(
                 f"TrainConfig.unfreeze[{epoch}] = {part!r} matches no parameter of {type(model).__name__}; "
                 f"give a dotted module name such as {names[0].rsplit('.', 1)[0]!r}"
@@ -85,37 +83,3 @@ def sync_trainable(optimizer: torch.optim.Optimizer, model: nn.Module, cfg: Trai
     model order (so a resumed run rebuilds the same order and its optimizer state maps back)."""
     for group in optimizer.param_groups:
         group["params"] = _trainable(model, group["name"], cfg)
-
-
-# --- progressive unfreezing -----------------------------------------------------------------
-
-
-def frozen_parts(cfg: TrainConfig, epoch: int) -> list[str]:
-    """Module-name parts still frozen during `epoch` (1-based)."""
-    return [part for start, part in sorted(cfg.unfreeze.items()) if epoch < start]
-
-
-def apply_unfreeze(model: nn.Module, cfg: TrainConfig, epoch: int) -> list[str]:
-    """Set requires_grad for every parameter named in `cfg.unfreeze` as it should be during `epoch`.
-    Parameters not named there are left as the user set them. Returns the parts unfrozen at `epoch`."""
-    still = frozen_parts(cfg, epoch)
-    for name, p in model.named_parameters():
-        named = [part for part in cfg.unfreeze.values() if _has_part(name, part)]
-        if named:
-            p.requires_grad_(not any(_has_part(name, part) for part in still))
-    return [part for start, part in cfg.unfreeze.items() if start == epoch]
-
-
-def frozen_batchnorms(model: nn.Module, cfg: TrainConfig, epoch: int) -> Iterator[_BatchNorm]:
-    still = frozen_parts(cfg, epoch)
-    for name, m in model.named_modules():
-        if isinstance(m, _BatchNorm) and any(_has_part(name, part) for part in still):
-            yield m
-
-
-def train_mode(model: nn.Module, cfg: TrainConfig, epoch: int) -> None:
-    """model.train(), but BatchNorm inside frozen parts stays in eval mode: a frozen layer must not
-    keep shifting its running statistics under the layers that learn on top of it."""
-    model.train()
-    for bn in frozen_batchnorms(model, cfg, epoch):
-        bn.eval()

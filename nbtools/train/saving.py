@@ -43,7 +43,7 @@ def nonfinite_state(st) -> str | None:
     return None if bad is None else f"{found[bad][0]} tensor {found[bad][1]} is not finite"
 
 
-def newest_clean(run_dir: Path) -> str:
+def describe_newest_clean(run_dir: Path) -> str:
     """Where a run stopped on non-finite steps can go on from, as a sentence."""
     found = list_checkpoints(run_dir).valid()
     if not found:
@@ -55,22 +55,22 @@ def newest_clean(run_dir: Path) -> str:
     )
 
 
-def save_checkpoint(st, path: Path, prune: bool = False) -> Finding | None:
-    """Write st's training state to `path` (atomically) and prune (keep_last), unless it is not
-    finite: then nothing is written or pruned and a Finding says so. Every rank calls it under
-    torchrun (to_checkpoint gathers the RNG states); rank 0 writes."""
+def save_checkpoint(st, run, watcher, dist, path: Path, prune: bool = False) -> Finding | None:
+    """Write st's training state, with `run` and the watcher's state, to `path` (atomically) and prune
+    (keep_last), unless it is not finite: then nothing is written or pruned and a Finding says so.
+    Every rank calls it under torchrun (to_checkpoint gathers the RNG states); rank 0 writes."""
     bad = nonfinite_state(st)
     if bad is not None:
         return Finding(
             "checkpoint-not-finite",
-            f"{path.name} was not written: {bad}; {newest_clean(path.parent)}",
+            f"{path.name} was not written: {bad}; {describe_newest_clean(path.parent)}",
             "the run is in a stretch of non-finite steps (see the nonfinite findings); resume from the clean "
             "checkpoint once the cause is fixed",
             epoch=st.epoch,
             step=st.step,
         )
-    state = st.to_checkpoint()
-    if st.dist.is_main:
+    state = st.to_checkpoint(run, watcher.state_dict(), dist)
+    if dist.is_main:
         save_atomic(state, path)
         if prune:
             prune_checkpoints(path.parent, st.cfg.keep_last)

@@ -110,7 +110,7 @@ def check_layout(
     epoch boundary when the caller allows changed data, as load_job(allow_changed_data=True) does once it
     has recorded the change), or a new batch_size / grad_accum inside an epoch (the batches done so far
     were cut with the old ones). Returns True when the steps per epoch change."""
-    saved = (checkpoint.get("data") or {}).get("train_len")  # None: written before it was recorded
+    saved = checkpoint["data"]["train_len"]  # None: written before it was recorded (nbtools.runs.upgrade)
     if saved is not None and saved != train_len and allow_changed_data and checkpoint["batch"] == 0:
         return True
     if saved is not None and saved != train_len:
@@ -144,7 +144,7 @@ def _previous_stop(run_dir: Path, info) -> str | None:
     return f"  the last session stopped on non-finite steps; {info.path.name} is the newest clean checkpoint"
 
 
-def with_workers(cfg: TrainConfig, device: torch.device, old: TrainConfig | None = None) -> TrainConfig:
+def fill_num_workers(cfg: TrainConfig, device: torch.device, old: TrainConfig | None = None) -> TrainConfig:
     """`cfg` with num_workers=None made a count: on a resume (`old`, the checkpoint's config), the count
     the run started with, else `default_workers` for the device. Which worker loads a batch, and so
     the random numbers its augmentation draws, depends on how many there are: another count would
@@ -166,27 +166,26 @@ def start(
     dist: Distributed,
     train_len: int | None = None,
     allow_changed_data: bool = False,
-) -> tuple[TrainState, dict | None]:
-    """A fresh TrainState, or one restored from a checkpoint, and that checkpoint (its RNG states are
-    restored last, by the caller, just before the first batch). train_len: len(train_data);
-    allow_changed_data: another length is taken at an epoch boundary (see check_layout)."""
+) -> tuple[TrainState, Run, dict | None]:
+    """A fresh TrainState and Run, or both restored from a checkpoint, and that checkpoint (upgraded to
+    today's shape; the caller restores the watcher's state from it, and its RNG states last, just
+    before the first batch). train_len: len(train_data); allow_changed_data: another length is taken
+    at an epoch boundary (see check_layout). The model's BufferGuard is built before (the EMA copies
+    the buffers it makes views of)."""
     if resume is None:
-        cfg = with_workers(cfg, device)
+        cfg = fill_num_workers(cfg, device)
         seed_everything(cfg.seed + dist.rank)
         run = Run(run_dir, cfg)
         run.start_session()
-        st = TrainState.create(cfg, model, device, steps_per_epoch, run, dist)
-        st.train_len = train_len
-        return st, None
+        return TrainState.create(cfg, model, device, steps_per_epoch, train_len), run, None
     info = find_checkpoint(run_dir, resume)
     checkpoint = load_checkpoint(info.path, verify=not info.verified)
     check_origin(run_dir, info.path, checkpoint, progress)
     old = TrainConfig.from_dict(checkpoint["config"])
-    cfg = with_workers(cfg, device, old)
+    cfg = fill_num_workers(cfg, device, old)
     run = Run.from_dict(run_dir, checkpoint["run"], config=cfg)
     run.stop = None
-    st = TrainState.create(cfg, model, device, steps_per_epoch, run, dist)
-    st.train_len = train_len
+    st = TrainState.create(cfg, model, device, steps_per_epoch, train_len)
     new_layout = check_layout(info.path, checkpoint, old, cfg, train_len, allow_changed_data)
     previous = _previous_stop(run_dir, info)
     st.load_checkpoint(checkpoint)
@@ -205,19 +204,19 @@ def start(
             progress.message(f"  config change: {k}: {a!r} -> {b!r}")
         for line in lr_plan.get("lr_plan", []):
             progress.message(f"  {line}")
-    return st, checkpoint
+    return st, run, checkpoint
 
 
 def check_origin(run_dir: Path, path: Path, checkpoint: dict, progress) -> None:
     """A checkpoint carries the run folder it was written in: resuming another folder's checkpoint
     into a folder with a run of its own is refused (two histories would mix); into a new folder, or
     from a folder that was moved or copied, it is said."""
-    origin = checkpoint.get("run_dir")  # None in checkpoints written before nbtools recorded it
+    origin = checkpoint["run_dir"]  # None in checkpoints written before nbtools recorded it
     outside = path.parent.resolve() != run_dir.resolve()
     if not outside and (origin is None or Path(origin) == run_dir):
         return
     written_in = f"the run in {origin}" if origin is not None else f"the run in {path.parent}"
-    epochs = len(checkpoint["run"].get("history", []))
+    epochs = len(checkpoint["run"]["history"])
     if outside and list_checkpoints(run_dir, verify=False):
         raise RunExistsError(
             f"{run_dir} holds a run of its own, and {path} is a checkpoint of {written_in}: resuming it here "

@@ -1,9 +1,17 @@
-"""Everything a training run holds between steps, and its round trip through a checkpoint."""
+"""The training state a checkpoint holds, and its round trip through one.
+
+`TrainState` is what training changes and a resume must restore bit for bit: the model, optimizer,
+scheduler, precision (GradScaler), EMA, early stopping and the EMA's best epoch, the unfreeze state
+(which parameters train), the epoch/batch/step counters with the data length they count in, and
+(in the checkpoint) the RNG states. The run record (nbtools.runs.Run: history, findings) and the
+watcher's guard counters (nbtools.train.watcher) go into the same checkpoint, passed in by `fit`;
+the session's things (process group, interrupts, buffer guard, progress) are never saved.
+"""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -15,13 +23,14 @@ from nbtools.config import TrainConfig
 from nbtools.env import seed_everything
 from nbtools.runs import Run
 from nbtools.runs.checkpoints import FORMAT
-from nbtools.step import BufferGuard, Distributed, Precision
-from nbtools.train.early_stop import EarlyStopping, upgrade_state
+from nbtools.runs.upgrade import VERSION
+from nbtools.step import Distributed, Precision
+from nbtools.train.early_stop import EarlyStopping
 from nbtools.train.ema import build_ema
-from nbtools.train.interrupt import Interrupts
-from nbtools.train.optim import apply_unfreeze, build_optimizer, sync_trainable
+from nbtools.train.optim import build_optimizer, sync_trainable
 from nbtools.train.rng import capture_rng, restore_rng
 from nbtools.train.schedule import build_scheduler
+from nbtools.train.unfreeze import apply_unfreeze
 
 log = logging.getLogger(__name__)
 
@@ -35,17 +44,11 @@ class TrainState:
     precision: Precision
     ema: AveragedModel | None
     early: EarlyStopping
-    run: Run
+    ema_best: EarlyStopping | None = None  # tracks the EMA model's best epoch (never stops the run)
     epoch: int = 1  # the epoch being trained (1-based)
     batch: int = 0  # batches of `epoch` already trained on
     step: int = 0  # optimizer steps taken (skipped ones included)
-    ema_best: EarlyStopping | None = None  # tracks the EMA model's best epoch (never stops the run)
-    bad_streak: int = 0  # skipped steps in a row (see guards)
-    amp_window: list[bool] = field(default_factory=list)  # fp16 skip flags of the last steps
-    dist: Distributed = field(default_factory=Distributed)
-    train_len: int | None = None  # len(train_data), recorded so a resume can refuse other data
-    interrupts: Interrupts = field(default_factory=Interrupts)  # the stop button (see interrupt)
-    buffers: BufferGuard | None = None  # the model's buffers, put back after a skipped step
+    train_len: int | None = None  # len(train_data): what `batch` counts in; a resume refuses other data
 
     @classmethod
     def create(
@@ -54,12 +57,11 @@ class TrainState:
         model: nn.Module,
         device: torch.device,
         steps_per_epoch: int,
-        run: Run,
-        dist: Distributed,
+        train_len: int | None,
     ):
+        """A new state for `model` (its BufferGuard, if any, built before: the EMA copies the buffers)."""
         apply_unfreeze(model, cfg, 1)
         tie_break = cfg.monitor != "val_loss"  # ties of the monitored metric are broken by the val loss
-        buffers = BufferGuard(model)  # before the EMA copy: the model's buffers become views of flat tensors
         optimizer = build_optimizer(model, cfg)
         scheduler = build_scheduler(
             optimizer,
@@ -75,24 +77,23 @@ class TrainState:
             precision=Precision(cfg.precision, device),
             ema=build_ema(model, cfg.ema_decay) if cfg.ema_decay else None,
             early=EarlyStopping(cfg.monitor_mode, cfg.patience, cfg.min_delta, cfg.min_epochs, tie_break),
-            run=run,
             ema_best=EarlyStopping(cfg.monitor_mode, None, cfg.min_delta, 0, tie_break)
             if cfg.ema_decay
             else None,
-            dist=dist,
-            buffers=buffers,
+            train_len=train_len,
         )
 
-    def to_checkpoint(self) -> dict[str, Any]:
-        """The whole state as tensors and plain types. Under torchrun every rank must call it (each
-        rank's RNG states are gathered); rank 0 writes it."""
-        last = self.run.history[-1] if self.run.history else {}
+    def to_checkpoint(self, run: Run, guards: dict, dist: Distributed) -> dict[str, Any]:
+        """The whole state as tensors and plain types, with the run record and the watcher's guard state
+        (Watcher.state_dict). Under torchrun every rank must call it (each rank's
+        RNG states are gathered); rank 0 writes it."""
+        last = run.history[-1] if run.history else {}
         summary = {
             k: last[k] for k in ("val_loss", "val_auc", "val_f1", "val_acc") if last.get(k) is not None
         }
         return {
             "format": FORMAT,
-            "version": 1,
+            "version": VERSION,
             "epoch": self.epoch - 1,  # completed epochs; `batch` counts those done in the next
             "batch": self.batch,
             "step": self.step,
@@ -106,16 +107,17 @@ class TrainState:
             "ema": self.ema.state_dict() if self.ema is not None else None,
             "early_stopping": self.early.state_dict(),
             "ema_best": self.ema_best.state_dict() if self.ema_best is not None else None,
-            "guards": {"bad_streak": self.bad_streak, "amp_window": list(self.amp_window)},
-            "run": self.run.to_dict(),
+            "guards": guards,
+            "run": run.to_dict(),
             "data": {"train_len": self.train_len},
-            "run_dir": str(self.run.run_dir),  # the folder's identity: a resume elsewhere is told or refused
+            "run_dir": str(run.run_dir),  # the folder's identity: a resume elsewhere is told or refused
             "rng": capture_rng(),
-            "rng_ranks": self.dist.gather_objects(capture_rng()) if self.dist.active else [],
+            "rng_ranks": dist.gather_objects(capture_rng()) if dist.active else [],
         }
 
     def load_checkpoint(self, state: dict[str, Any]) -> TrainConfig:
-        """Restore from a checkpoint dict; returns the config the checkpoint was trained with.
+        """Restore from a checkpoint dict (in today's shape: nbtools.runs.upgrade); returns the config the
+        checkpoint was trained with. The guard counters are the watcher's (Watcher.load_state_dict).
 
         The current `cfg` wins where it differs (lower LR, tighter clipping, more epochs ...); only
         changes that would make the saved optimizer state meaningless are refused.
@@ -147,25 +149,23 @@ class TrainState:
                 self.ema = build_ema(self.model, self.cfg.ema_decay)
                 log.info("EMA is new in this config: it starts from the resumed weights")
         if old.monitor == self.cfg.monitor:
-            history = state["run"].get("history", [])
-            self.early.load_state_dict(upgrade_state(state["early_stopping"], history, "val_loss"))
+            self.early.load_state_dict(state["early_stopping"])
             if self.ema_best is not None and state["ema_best"] is not None:
-                self.ema_best.load_state_dict(upgrade_state(state["ema_best"], history, "ema_val_loss"))
+                self.ema_best.load_state_dict(state["ema_best"])
         else:
             log.info(
                 "monitor changed from %s to %s: best-epoch tracking starts again",
                 old.monitor,
                 self.cfg.monitor,
             )
-        self.bad_streak = state["guards"]["bad_streak"]
-        self.amp_window = list(state["guards"]["amp_window"])
         self.epoch = state["epoch"] + 1
         self.batch = state["batch"]
         self.step = state["step"]
         return old
 
-    def restore_rng(self, state: dict[str, Any]) -> None:
-        ranks, dist = state.get("rng_ranks") or [], self.dist
+    def restore_rng(self, state: dict[str, Any], dist: Distributed) -> None:
+        """The RNG states of `state` (this rank's), last before the first batch."""
+        ranks = state["rng_ranks"]
         if dist.active and len(ranks) == dist.world:
             restore_rng(ranks[dist.rank])
             return

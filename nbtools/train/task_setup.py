@@ -136,10 +136,10 @@ def _zero_biases(models: list[nn.Module], task: dict, progress) -> None:
         log.info("%sbias of %r starts at the training mean", f"head {head!r}: " if head else "", layer)
 
 
-def setup_task(st, plan: dict, model: nn.Module, train_data, loss_fn, progress, new_run: bool, meta):
-    """Record the task in st.run.task (a resume keeps the recorded one), check the monitor, and return the
-    loss to train with (module docstring)."""
-    run, cfg = st.run, st.cfg
+def setup_task(st, run, plan: dict, model: nn.Module, train_data, loss_fn, progress, new_run: bool, meta):
+    """Record the task in run.task (a resume keeps the recorded one), check the monitor, and return the
+    loss to train with (module docstring). st: the TrainState (its cfg, EMA copy and precision)."""
+    cfg = st.cfg
     recorded = run.task.get("name")
     if recorded is None:
         run.task = {**run.task, **_record(plan, loss_fn, train_data, meta)}

@@ -40,16 +40,21 @@ def _total(norms: list[float]) -> float:
 class Telemetry:
     def __init__(self, group_names: list[str], reduce=lambda t: t, terms=None):
         self.group_names = group_names
-        self.terms = terms if hasattr(terms, "take_terms") else None  # fit's TaskLoss
-        self.term_names: list[str] = []
-        if self.terms is not None:
-            self.terms.arm()  # the first step of the first interval is probed
         self.reduce = reduce  # the mean over torchrun ranks (identity on one process)
         self.rows: list[tuple[torch.Tensor, ...]] = []  # per step: loss, grad_norm[, group norms...]
         self.params: list[torch.Tensor] = []
         self.snapshot: list[torch.Tensor] = []  # views of self.flats, one per parameter
         self.flats: list[torch.Tensor] = []
         self.t0 = time.perf_counter()
+        self.terms = None
+        self.term_names: list[str] = []
+        self.watch_terms(terms)
+
+    def watch_terms(self, terms) -> None:
+        """Keep the term values of `terms` (fit's TaskLoss; anything else: none) from the next step on."""
+        self.terms = terms if hasattr(terms, "take_terms") else None
+        if self.terms is not None:
+            self.terms.arm()  # the first step of the first interval is probed
 
     def start_interval(self, model: nn.Module) -> None:
         """A new interval at an epoch's start: `model`'s parameters (its trainable set is fixed within an
