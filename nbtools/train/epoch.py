@@ -19,7 +19,7 @@ from nbtools.runs.files import BEST_EMA_FILE, BEST_FILE, BEST_VAL_FILE, epoch_na
 from nbtools.step import BufferGuard, Distributed, train_step
 from nbtools.train.accel import as_input, compiled
 from nbtools.train.ema import ema_pairs, update_ema
-from nbtools.train.evaluate import evaluate
+from nbtools.train.evaluate import evaluate, to_device
 from nbtools.train.interrupt import Interrupts
 from nbtools.train.loader import TrainBatches, epoch_seed, make_loader
 from nbtools.train.monitor import best_text
@@ -38,7 +38,7 @@ def _to_device(batch, device: torch.device, st: TrainState, i: int):
             f"gave {type(batch).__name__}"
         )
     x, y = batch
-    return x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+    return x.to(device, non_blocking=True), to_device(y, device)  # y: a tensor, or a dict/tuple (heads)
 
 
 def apply_decision(decision: Decision, st: TrainState, run: Run) -> None:
@@ -113,14 +113,14 @@ def _step(st: TrainState, run: Run, watcher: Watcher, args: tuple, data, check_i
     """One optimizer step (`args`: train_step's), then the scheduler, the EMA (`pairs`: its ema_pairs)
     and the counters."""
     model, micro, loss_fn = st.model, args[1], args[2]
-    record_task = check_inputs and not run.task  # once per run: a resume keeps the recorded task
+    record_task = check_inputs and "outputs" not in run.task  # once per run: a resume keeps the record
     if check_inputs:  # one host sync, once
         watcher.record_findings([input_range(micro[0][0], st.epoch, st.step + 1)])
     if record_task:
         with first_output(model) as out:
             result = train_step(*args)
         if out:  # the hook saw the forward
-            run.task = task_record(out[0], loss_fn, data, micro[0][1])
+            run.task = {**run.task, **task_record(out[0], loss_fn, data, micro[0][1])}
     else:
         result = train_step(*args)
     st.scheduler.step()
@@ -179,9 +179,7 @@ def validate_epoch(st: TrainState, run: Run, val_loader, loss_fn, t_epoch: float
         "lr": dict(zip(group_names(cfg), st.scheduler.get_last_lr())),
     }
     fmt = {"channels_last": cfg.channels_last}
-    metrics, logits, targets = evaluate(
-        st.model, val_loader, st.precision, loss_fn, cfg.threshold, dist=dist, **fmt
-    )
+    metrics, kept = evaluate(st.model, val_loader, st.precision, loss_fn, cfg.threshold, dist=dist, **fmt)
     record.update(metrics)
     if st.ema is not None:
         ema = evaluate(
@@ -197,7 +195,7 @@ def validate_epoch(st: TrainState, run: Run, val_loader, loss_fn, t_epoch: float
         run.best_epoch = epoch
         if save:
             save_atomic(st.model.state_dict(), run_dir / BEST_FILE)
-            save_atomic({"epoch": epoch, "logits": logits, "targets": targets}, run_dir / BEST_VAL_FILE)
+            save_atomic({"epoch": epoch, **kept}, run_dir / BEST_VAL_FILE)  # no seg logits: Dice per case
     if st.early.update(value, epoch, loss):
         tie = " (nor tied it at a lower val_loss)" if st.early.tie_break else ""
         run.stop = Stop(

@@ -20,6 +20,7 @@ from nbtools.train.interrupt import Interrupts, checkpoint_on_interrupt
 from nbtools.train.lock import holds_run_lock
 from nbtools.train.prepare import begin, open_progress, pick_device, prepare, val_loader_for
 from nbtools.train.start import prepare_run_dir, start
+from nbtools.train.task_setup import setup_task
 from nbtools.train.watcher import Watcher
 
 
@@ -69,7 +70,8 @@ def fit(
     run_dir = run_path(run_dir)  # "~" expanded; messages name the absolute folder
     dist = Distributed.from_env()
     device = pick_device(device, dist)
-    n_batches = prepare(model, train_data, val_data, loss_fn, cfg, device, dist)  # before run_dir is touched
+    # before run_dir is touched: also a pair that fits no task, or a monitor the task does not record
+    n_batches, plan = prepare(model, train_data, val_data, loss_fn, cfg, device, dist)
     replaced = prepare_run_dir(run_dir, resume, overwrite, dist)  # a line to show, or None
     progress, mlflow = open_progress(run_dir, cfg, dashboard, verbose and dist.is_main, meta, dist)
     if replaced:
@@ -92,7 +94,12 @@ def fit(
     cfg = st.cfg  # with its num_workers count (see fill_num_workers)
     run.model = model
     val_loader = val_loader_for(val_data, cfg, device, dist)
+    # the task recorded (a resume keeps it); the loss as trained: standardised targets, terms kept
+    loss_fn = setup_task(
+        st, run, plan, model, train_data, loss_fn, progress, checkpoint is None, meta or run.meta
+    )
     watcher = Watcher(run, progress, dist)  # telemetry, guards, the doctor's rules, findings, progress
+    watcher.telemetry.watch_terms(loss_fn)  # each term's loss and the per-term gradients
     begin(st, run, watcher, checkpoint, val_data, meta, dist)
     del checkpoint
     interrupts, last_step = Interrupts(), []  # last_step: the micro-batches of the last step

@@ -41,10 +41,11 @@ def prepare(
     cfg: TrainConfig,
     device: torch.device,
     dist: Distributed,
-) -> int:
+) -> tuple[int, dict]:
     """Check what would fail a run before its folder is touched (a config that does not fit the model,
-    data that cannot train), put the model on `device` in its memory format, and return the training
-    batches per epoch (this rank's)."""
+    data that cannot train, a pair that fits no task, a monitor the task does not record), put the model
+    on `device` in its memory format, and return the training batches per epoch (this rank's) and what
+    preflight found of the task (nbtools.train.task_setup)."""
     if dist.active and len(val_data) < dist.world:
         raise ValueError(
             f"the validation data has {len(val_data)} samples, fewer than the {dist.world} processes"
@@ -52,13 +53,13 @@ def prepare(
     check_names(model, cfg)  # a config that does not fit the model must not cost the run in run_dir
     model.to(device)
     set_memory_format(model, cfg.channels_last)  # before the optimizer state and the EMA copy exist
-    preflight(model, train_data, val_data, loss_fn, device, cfg.channels_last)  # nor data that cannot train
+    plan = preflight(model, train_data, val_data, loss_fn, device, cfg.channels_last, cfg.task, cfg.monitor)
     n_batches = TrainBatches(
         len(train_data), cfg.batch_size, cfg.seed, 1, dist.rank, dist.world
     ).num_batches()
     if n_batches == 0:
         raise ValueError(f"the training data is empty (len {len(train_data)}); pass at least one sample")
-    return n_batches
+    return n_batches, plan
 
 
 def open_progress(

@@ -23,7 +23,7 @@ from sklearn.metrics import auc, precision_recall_curve, roc_curve
 from nbtools.runs import Run, classification_metrics, probabilities
 from nbtools.runs.classes import class_name, class_names
 from nbtools.runs.files import BEST_VAL_FILE, run_path
-from nbtools.runs.metrics import f1_optimal_threshold
+from nbtools.tasks.classification_metrics import f1_optimal_threshold
 from nbtools.viz import panels
 from nbtools.viz.curves import learning_figure, loss_figure
 
@@ -154,8 +154,8 @@ def _best_val(path: Path) -> dict:
     """best_val.pt, or a ValueError naming the file, the cause and what to do."""
     try:
         best = torch.load(path, map_location="cpu", weights_only=True)
-        if not isinstance(best, dict) or not {"epoch", "logits", "targets"} <= set(best):
-            raise ValueError(f"it holds no epoch, logits and targets (found {type(best).__name__})")
+        if not isinstance(best, dict) or "epoch" not in best:
+            raise ValueError(f"it holds no epoch (found {type(best).__name__})")
     except Exception as e:  # torch.load raises UnpicklingError, RuntimeError, EOFError, ... on a bad file
         raise ValueError(
             f"{path.absolute()} cannot be read ({type(e).__name__}: {e}); it holds the best epoch's validation "
@@ -182,8 +182,12 @@ def report(run_or_dir, save: bool = True) -> Report:
         "grad_norms": grad_norm_figure(run),
     }
     best_val = Path(run.run_dir) / BEST_VAL_FILE
-    if best_val.is_file():
-        best = _best_val(best_val)
+    best = _best_val(best_val) if best_val.is_file() else None
+    if best is not None and "logits" not in best:  # a segmentation or regression run: no class scores
+        log.info(
+            "%s holds no class logits (task %s): no confusion matrix or ROC", best_val, run.task.get("name")
+        )
+    elif best is not None:
         targets, logits = best["targets"].numpy(), best["logits"].float().numpy()
         classes = class_names(run.meta)  # a run on the user's folder names them
         figures["confusion_matrix"] = confusion_figure(
