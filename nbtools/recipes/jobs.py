@@ -41,6 +41,7 @@ from nbtools.jsonsafe import to_jsonable
 from nbtools.losses import FocalLoss
 from nbtools.models import resnet2d_attention, resnet3d
 from nbtools.recipes.job import Job
+from nbtools.recipes.segjobs import unet2d_job, unet3d_job
 from nbtools.recipes.user_data import VAL_FRACTION, build_user_data, describe_data, say
 from nbtools.runs import Run, list_checkpoints, load_checkpoint
 
@@ -227,7 +228,12 @@ def focal2d_job(
     )
 
 
-RECIPES: dict[str, Callable[..., Job]] = {"resnet3d": resnet3d_job, "focal2d": focal2d_job}
+RECIPES: dict[str, Callable[..., Job]] = {
+    "resnet3d": resnet3d_job,
+    "focal2d": focal2d_job,
+    "unet3d": unet3d_job,
+    "unet2d": unet2d_job,
+}
 
 
 def make_job(recipe: str, **args: Any) -> Job:

@@ -28,6 +28,8 @@ from nbtools.data.samples import is_unlabelled, sample_paths, split_sample
 from nbtools.recipes.jobs import Job, make_job, volume_shape
 from nbtools.recipes.predictions import Predictions
 from nbtools.recipes.resume import INIT_ONLY
+from nbtools.recipes.seg_predict import SEG_RECIPES, predict_segmentation
+from nbtools.recipes.seg_predictions import SegPredictions
 from nbtools.recipes.tta import FlipAverage, flip_dims
 from nbtools.runs import Run, list_checkpoints, load_checkpoint
 from nbtools.runs.files import BEST_EMA_FILE, BEST_FILE, LAST_FILE
@@ -65,8 +67,9 @@ def predict(
     batch_size: int | None = None,
     device: str | torch.device | None = None,
     threshold: float | None = None,
-) -> Predictions:
-    """Class probabilities of a trained run (or a model) on `data`, one row per sample.
+) -> Predictions | SegPredictions:
+    """Class probabilities of a trained run (or a model) on `data`, one row per sample; for a
+    segmentation run (unet3d, unet2d), one mask per case (`SegPredictions`, see below).
 
     run_or_dir_or_model: a run folder trained from a recipe (the model is rebuilt from it), the `Run`
     that `fit` returned (a recipe run is rebuilt from its folder; a plain fit's model is copied and the
@@ -80,8 +83,14 @@ def predict(
     the run's (meta "classes"), else the data's, else "0", "1", ... Binary tasks predict class 1 at
     `threshold` (default: the run's TrainConfig.threshold). A bad file raises SampleError naming it.
 
+    A segmentation run predicts a folder of cases (images/ with or without labels/, nnU-Net's layout, or
+    an image[,mask] CSV) whole, by sliding window over the run's patch with Gaussian weighting and, with
+    tta, flips undone before averaging (nbtools.recipes.seg_predict); `masks.save(out_dir)` writes one
+    mask per case (NIfTI with the image's affine and header, or PNG) and a table of voxels, ml and Dice.
+
     >>> preds = nbt.predict("runs/mine", "drive/MyDrive/new_volumes", tta=True)   # doctest: +SKIP
     >>> preds.to_csv("predictions.csv")                                          # doctest: +SKIP
+    >>> nbt.predict("runs/seg", "new_scans", tta=True).save("masks/")            # doctest: +SKIP
     """
     if weights not in WEIGHTS:
         raise ValueError(f"weights must be one of {', '.join(map(repr, WEIGHTS))}, got {weights!r}")
@@ -90,6 +99,11 @@ def predict(
     device = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     source = _source(run_or_dir_or_model, weights)
     cfg = source.config or TrainConfig()
+    if source.meta.get("recipe") in SEG_RECIPES:
+        return predict_segmentation(
+            source.model, source.job, data, meta=source.meta, config=cfg, precision_state=source.precision,
+            tta=tta, device=device, weights=weights,
+        )  # fmt: skip
     ds = _dataset(data, source)
     if len(ds) == 0:
         raise ValueError(f"{data!r} holds no samples to predict on")
@@ -180,8 +194,10 @@ def _source(obj: Any, weights: str) -> _Source:
     args = {k: v for k, v in meta["args"].items() if k not in INIT_ONLY | DATA_ARGS}
     args.update(n_train=2, n_val=2)  # the model does not depend on the data: keep the embedded set tiny
     classes = _recorded_classes(meta)
-    if classes and meta["recipe"] == "resnet3d":  # one output per class of the run's folders
+    if classes and meta["recipe"] in ("resnet3d", *SEG_RECIPES):  # one output per class of the run's data
         args["num_classes"] = len(classes)
+    if meta["recipe"] == "unet3d" and (meta.get("data") or {}).get("channels"):
+        args["in_channels"] = meta["data"]["channels"]
     job = make_job(meta["recipe"], **args)
     model = job.model
     try:

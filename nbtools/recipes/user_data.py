@@ -140,6 +140,8 @@ def _counts(fp: dict[str, Any]) -> str:
 
 def describe_data(record: dict[str, Any]) -> str:
     """One paragraph on a run's data (its meta["data"]): where from, classes, positive class, split."""
+    if record.get("kind") == "segmentation":
+        return describe_seg_data(record)
     src, fp, split = record["source"], record["fingerprint"], record["split"]
     lines = [f"data: {src['data']} ({fp['train']['n_files']} files: {_counts(fp['train'])})"]
     pos, classes = record["positive"], record["classes"]
@@ -156,6 +158,26 @@ def describe_data(record: dict[str, Any]) -> str:
         )
     else:
         lines.append(f"validation: {src['val']} ({fp['val']['n_files']} files: {_counts(fp['val'])})")
+    return "\n".join(lines)
+
+
+def describe_seg_data(record: dict[str, Any]) -> str:
+    """One paragraph on a segmentation run's data: where from, layout, cases, classes, split."""
+    src, fp, split = record["source"], record["fingerprint"], record["split"]
+    n_cases = split["n_train"] + (split["n_val"] if split["kind"] == "holdout" else 0)
+    channels = record["channels"]
+    lines = [
+        f"data: {src['data']} ({record['layout']}, {n_cases} cases, {record['ndim']}D, "
+        f"{channels} image channel{'s' * (channels != 1)}, {fp['train']['n_files']} files)",
+        "classes: " + ", ".join(f"{i} {c}" for i, c in enumerate(record["classes"])),
+    ]
+    if split["kind"] == "holdout":
+        lines.append(
+            f"validation: a {split['fraction']:.0%} hold-out of the cases (seed {split['seed']}): "
+            f"{split['n_train']} train, {split['n_val']} val, predicted whole by sliding window"
+        )
+    else:
+        lines.append(f"validation: {src['val']} ({split['n_val']} cases, predicted whole by sliding window)")
     return "\n".join(lines)
 
 
