@@ -44,6 +44,7 @@ CLI_FLAGS = {
     "positive": "--positive",
     "val_fraction": "--val-fraction",
     "shape": "--shape",
+    "patch": "--patch",
     "size": "--size",
     "tta": "--tta",
     "epochs": "--epochs",
@@ -157,7 +158,7 @@ def _flag(name: str, value: str) -> str:
         return f"without {flag}"
     if name in SWITCHES:
         return flag
-    if name == "shape" and value.startswith("("):
+    if name in ("shape", "patch") and value.startswith("("):
         return f"{flag} {' '.join(p.strip() for p in value.strip('()').split(',') if p.strip())}"
     return f"{flag} {shlex.quote(_unquoted(value))}"
 

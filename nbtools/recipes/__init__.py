@@ -24,6 +24,8 @@ from nbtools.recipes.predict import predict
 from nbtools.recipes.predictions import Predictions
 from nbtools.recipes.resume import load_job
 from nbtools.recipes.run_predictions import RunPredictions, run_predictions
+from nbtools.recipes.seg_predictions import SegPredictions
+from nbtools.recipes.segjobs import unet2d_job, unet3d_job
 from nbtools.recipes.user_data import describe_data
 
 __all__ = [
@@ -32,6 +34,7 @@ __all__ = [
     "Job",
     "Predictions",
     "RunPredictions",
+    "SegPredictions",
     "describe_data",
     "focal2d_job",
     "load_job",
@@ -42,4 +45,6 @@ __all__ = [
     "run_predictions",
     "scaled_unfreeze",
     "smoke_mode",
+    "unet2d_job",
+    "unet3d_job",
 ]
