@@ -94,4 +94,6 @@ def predict_segmentation(
         voxel_ml = voxel_volume_ml(affine) if affine is not None else None
         rows.append(case_summary(mask, classes, voxel_ml, truth))
         masks.append(mask)
-    return SegPredictions(ds.cases, ds.paths, masks, list(classes), rows, tta=tta, weights=weights)
+    return SegPredictions(
+        ds.cases, ds.paths, masks, list(classes), rows, tta=tta, weights=weights, truths=ds.mask_paths
+    )

@@ -21,6 +21,7 @@ import numpy as np
 
 from nbtools.atomic import replace_atomic
 from nbtools.data.segcases import split_suffix
+from nbtools.viz import mask_overlays
 
 TABLE = "cases.csv"  # the per-case table save() writes beside the masks
 
@@ -45,6 +46,7 @@ class SegPredictions:
     rows: list[dict[str, object]]
     tta: bool = False
     weights: str | None = None
+    truths: list[Path | None] = field(default_factory=list)  # each case's own mask file, if it had one
     written: dict[str, Path] = field(default_factory=dict)  # case -> its mask file, after save()
 
     def __len__(self) -> int:
@@ -70,6 +72,35 @@ class SegPredictions:
             col = table[defined[:, j], j]
             out[k] = float(col.mean()) if col.size else math.nan
         return out
+
+    def case_dice(self) -> np.ndarray:
+        """(N,) each case's mean Dice over its defined foreground classes (NaN: no mask, or none defined)."""
+        out = []
+        for r in self.rows:
+            values = [float(v) for k, v in r.items() if k.startswith("dice_") and not math.isnan(float(v))]
+            out.append(float(np.mean(values)) if values else math.nan)
+        return np.asarray(out, dtype=np.float64)
+
+    def show(self, n: int = 2):
+        """A figure of the `n` best and `n` worst cases by Dice (the first 2n without masks), each with its
+        image, true mask and predicted mask laid over it (nbt.viz.mask_overlays)."""
+        from nbtools.data.segread import read_image, read_mask
+
+        dice = self.case_dice()
+        known = np.flatnonzero(~np.isnan(dice))
+        if known.size:
+            order = known[np.argsort(-dice[known], kind="stable")]
+            picked = list(dict.fromkeys([*order[:n], *order[::-1][:n][::-1]]))
+        else:
+            picked = list(range(min(2 * n, len(self))))
+        cases, titles = [], []
+        for i in picked:
+            truth_path = self.truths[i] if i < len(self.truths) else None
+            truth = read_mask(truth_path) if truth_path is not None else None
+            image = read_image((self.images[i],))  # 3D (1, D, H, W); 2D RGB (H, W, 3)
+            cases.append((image, truth, self.masks[i]))
+            titles.append(self.cases[i] + ("" if math.isnan(dice[i]) else f": Dice {dice[i]:.3f}"))
+        return mask_overlays(cases, titles)
 
     def save(self, out_dir: str | Path) -> Path:
         """Write one mask per case into `out_dir` (named as its image; see the module docstring) and the
