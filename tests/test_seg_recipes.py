@@ -228,3 +228,20 @@ def test_unet2d_predict_writes_png_masks_at_the_images_own_size(tmp_path):
         got = float(row["dice_class_1"]) if row["dice_class_1"] else math.nan
         assert got == pytest.approx(ref, abs=1e-6, nan_ok=True)
         assert int(row["voxels_class_1"]) == int((pred == 1).sum()) and "ml_class_1" not in row
+
+
+def test_cache_dir_gives_the_same_items_and_a_rewritten_mask_is_read_again(tmp_path, vols):
+    from nbtools.data import SegmentationFolder
+
+    root = write_folder(vols, tmp_path / "seg")
+    plain = SegmentationFolder(root, patch=None)
+    cached = SegmentationFolder(root, patch=None, cache_dir=tmp_path / "cache")
+    for i in range(2):
+        x, y = cached[i]  # builds the entries
+        assert torch.equal(x, plain[i][0]) and torch.equal(y, plain[i][1])
+    assert len(list((tmp_path / "cache").iterdir())) == 4  # an image and a mask per case
+    assert torch.equal(cached[0][0], plain[0][0])  # read from the cache
+    mask = np.asarray(nib.load(root / "labels" / "case_000.nii.gz").dataobj).copy()
+    mask[:] = 0
+    nib.save(nib.Nifti1Image(mask, AFFINE), root / "labels" / "case_000.nii.gz")
+    assert int(cached[0][1].sum()) == 0  # stale entry: rebuilt from the new file
