@@ -71,6 +71,7 @@ NOTEBOOK_PARAMETERS = {
     "data": ("DATA", None),
     "val": ("VAL_DATA", None),
     "positive": ("POSITIVE", None),
+    "patch": ("PATCH", None),
     "epochs": ("EPOCHS", None),
     "precision": ("PRECISION", None),
     "seed": ("SEED", None),

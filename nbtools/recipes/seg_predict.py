@@ -39,9 +39,25 @@ def seg_flip_axes(ndim: int, batch_transform: Any) -> tuple[int, ...]:
     return aug.flip_axes if isinstance(aug, Augment3D) and aug.probs["p_flip"] > 0 else (0, 1, 2)
 
 
-def seg_folder(data: str | Path, classes: list[str], job_val: Any) -> SegmentationFolder:
+def seg_folder(data: Any, classes: list[str], job_val: Any) -> SegmentationFolder:
     """The cases of `data` read as the run read its validation cases (`job_val`: 2D images at its size),
-    images without masks allowed; a mask with an id outside the run's `classes` is refused, named."""
+    images without masks allowed; a mask with an id outside the run's `classes` is refused, named.
+    data: a folder or CSV, or a SegmentationFolder (or a dataset wrapping one: a job's val_data), whose
+    cases are predicted whole."""
+    inner = data
+    while not isinstance(inner, SegmentationFolder) and hasattr(inner, "dataset"):
+        inner = inner.dataset
+    if isinstance(inner, SegmentationFolder):
+        if list(inner.classes) != list(classes):
+            raise ValueError(f"the cases' classes {inner.classes} are not the run's {classes}")
+        view = inner.subset(range(len(inner)), patch=None)
+        view.raw = False  # a 2D job's training view gives uint8 for its augmentation; predict wants tensors
+        return view
+    if not isinstance(data, (str, Path)):
+        raise TypeError(
+            "a segmentation run predicts a folder or CSV of cases (images/ with or without labels/) or a "
+            f"SegmentationFolder, got {type(data).__name__}"
+        )
     x = split_sample(job_val[0])[0]
     size = int(x.shape[-1]) if x.dim() == 3 else None
     return SegmentationFolder(data, patch=None, masks="optional", classes=classes, size=size)
@@ -51,7 +67,7 @@ def seg_folder(data: str | Path, classes: list[str], job_val: Any) -> Segmentati
 def predict_segmentation(
     model: nn.Module,
     job: Any,
-    data: str | Path,
+    data: Any,
     *,
     meta: dict,
     config: TrainConfig,
@@ -60,14 +76,10 @@ def predict_segmentation(
     device: torch.device,
     weights: str | None,
 ) -> SegPredictions:
-    """Masks of `model` (the run's, with its weights) on the folder `data` (see the module docstring).
+    """Masks of `model` (the run's, with its weights) on the cases of `data` (a folder, a CSV, or a
+    SegmentationFolder such as a job's val_data; see seg_folder and the module docstring).
     job: the run's recipe rebuilt (its training patch or image size, augmentation, class names); meta:
     the run's (its data's class names)."""
-    if not isinstance(data, (str, Path)):
-        raise TypeError(
-            f"a segmentation run predicts a folder or CSV of cases (images/ with or without labels/), "
-            f"got {type(data).__name__}"
-        )
     patch = tuple(split_sample(job.train_data[0])[0].shape[1:])  # the run's training patch / image size
     recorded = (meta.get("data") or {}).get("classes")
     classes = [str(c) for c in (recorded or job.val_data.classes)]
