@@ -245,3 +245,54 @@ def test_cache_dir_gives_the_same_items_and_a_rewritten_mask_is_read_again(tmp_p
     mask[:] = 0
     nib.save(nib.Nifti1Image(mask, AFFINE), root / "labels" / "case_000.nii.gz")
     assert int(cached[0][1].sum()) == 0  # stale entry: rebuilt from the new file
+
+
+def _check_table_against_files(table: Path, labels: Path, suffix: str, n_classes: int) -> None:
+    for row in _rows(table):
+        mask = Path(row["mask"])
+        assert mask.name == row["case"] + suffix
+        if suffix == ".png":
+            pred, truth = np.asarray(Image.open(mask)), np.asarray(Image.open(labels / mask.name))
+        else:
+            pred, truth = (np.asarray(nib.load(p).dataobj) for p in (mask, labels / mask.name))
+        ref = _monai_dice(pred, truth, n_classes)
+        names = [k[len("dice_") :] for k in row if k.startswith("dice_")]
+        assert len(names) == n_classes - 1
+        for k, name in enumerate(names):
+            got = float(row[f"dice_{name}"]) if row[f"dice_{name}"] else math.nan
+            assert got == pytest.approx(float(ref[k]), abs=1e-6, nan_ok=True)
+
+
+@pytest.mark.slow
+def test_cli_trains_unet3d_on_a_nifti_folder_and_predicts_masks_with_its_affine(tmp_path, vols, capsys):
+    from nbtools import cli
+
+    root = write_folder(vols, tmp_path / "seg")
+    run_dir = tmp_path / "run"
+    train = ["train", "unet3d", "--data", str(root), "--patch", "32", "--run-dir", str(run_dir), "--smoke"]
+    assert cli.main([*train, "--epochs", "1", "--batch-size", "2"]) == 0
+    said = capsys.readouterr().out
+    assert "val_dice" in said and "classes: 0 background, 1 class_1, 2 class_2" in said
+    new = write_folder(SyntheticSegVolumes(2, shape=(32, 36, 40), seed=8), tmp_path / "new")
+    out = tmp_path / "masks"
+    assert cli.main(["predict", str(run_dir), "--data", str(new), "--out", str(out)]) == 0
+    assert "wrote 2 masks" in capsys.readouterr().out
+    for case in ("case_000", "case_001"):
+        written, image = nib.load(out / f"{case}.nii.gz"), nib.load(new / "images" / f"{case}.nii.gz")
+        assert np.allclose(written.affine, image.affine) and written.shape == image.shape
+    _check_table_against_files(out / "cases.csv", new / "labels", ".nii.gz", 3)
+
+
+@pytest.mark.slow
+def test_cli_trains_unet2d_on_png_files_and_predicts_png_masks(tmp_path, capsys):
+    from nbtools import cli
+
+    root = write_folder(SyntheticSegImages(6, size=48, seed=0, raw=True), tmp_path / "png", palette=True)
+    run_dir = tmp_path / "run"
+    train = ["train", "unet2d", "--data", str(root), "--size", "32", "--run-dir", str(run_dir), "--smoke"]
+    assert cli.main([*train, "--epochs", "1"]) == 0
+    out = tmp_path / "masks"
+    assert cli.main(["predict", str(run_dir), "--data", str(root), "--out", str(out), "--tta"]) == 0
+    assert sorted(p.name for p in out.glob("*.png")) == [f"case_{i:03d}.png" for i in range(6)]
+    assert np.asarray(Image.open(out / "case_000.png")).shape == (48, 48)  # the image's size, not 32
+    _check_table_against_files(out / "cases.csv", root / "labels", ".png", 2)

@@ -16,12 +16,12 @@ from torch.utils.data import Dataset
 from nbtools.data.augment2d import to_tensor
 from nbtools.data.cache import VolumeCache
 from nbtools.data.patches import PatchBox, choose_box, cut, needed_pad
+from nbtools.data.segcache import cached_pair, normalized_image
 from nbtools.data.segcheck import pinned_classes, scan_cases
 from nbtools.data.seglayout import find_cases, select_cases
 from nbtools.data.segread import read_image, read_mask, resize_pair
 from nbtools.data.splits import holdout_split, kfold
 from nbtools.data.synthetic import item_index
-from nbtools.data.volumes import normalize as normalize_volume
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +54,7 @@ class SegmentationFolder(Dataset):
     on images without masks (their items are ``(x, -1)``). cases: keep only these case names (a run's
     record). raw: 2D only, items ``(uint8 (H, W, C), int64 (H, W) numpy)`` for
     ``AlbumentationsDataset(ds, transform)``, which moves the mask with the image and normalises last.
-    cache_dir: 3D only, keep each case's normalised image and its mask there (VolumeCache: rebuilt when
-    the file's size or mtime changes), so a .nii.gz is decompressed once, not once per patch.
+    cache_dir: 3D only, keep each case's normalised image and mask there (see `segcache`).
 
     Construction reads every mask and every image header and raises SegmentationDataError (a ValueError)
     naming each bad case: a missing mask or image, shape or affine mismatch, class ids outside the
@@ -279,13 +278,8 @@ class SegmentationFolder(Dataset):
     def _load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """(image, mask) of a case, resized and normalised; the mask zeros when the case has none."""
         case = self._cases[index]
-        if self.cache is not None:  # entries keyed by the first channel's file; the others' stats in the key
-            others = [[str(p), p.stat().st_size, p.stat().st_mtime_ns] for p in case.images[1:]]
-            key = {"seg": "image", "channels": others, "normalize": self.normalize}
-            image = self.cache.get(case.images[0], key, lambda: self._image(case)).numpy()
-            if case.mask is None:
-                return image, np.zeros(self.shapes[index], np.int64)
-            return image, self.cache.get(case.mask, {"seg": "mask"}, lambda: read_mask(case.mask)).numpy()
+        if self.cache is not None:
+            return cached_pair(self.cache, case, self.shapes[index], self.normalize)
         image = read_image(case.images)
         mask = read_mask(case.mask) if case.mask is not None else np.zeros(self.shapes[index], np.int64)
         if self.size is not None:
@@ -294,16 +288,7 @@ class SegmentationFolder(Dataset):
             return image, mask
         if self.normalize == "imagenet":
             return to_tensor(image).numpy(), mask
-        return self._image(case, image), mask
-
-    def _image(self, case, image: np.ndarray | None = None) -> np.ndarray:
-        """The case's image (read unless given) as float32 (C, *spatial), each channel normalised."""
-        image = read_image(case.images) if image is None else image
-        if self.ndim == 2:
-            image = np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32)
-        where = str(case.images[0])
-        image = np.stack([normalize_volume(ch, self.normalize, where=where) for ch in image])
-        return image.astype(np.float32, copy=False)
+        return normalized_image(image, self.ndim, self.normalize, str(case.images[0])), mask
 
     def __repr__(self) -> str:
         fg = self.class_voxels.sum(axis=0)
