@@ -39,4 +39,4 @@ def cached_pair(
 
 def _compact(mask: np.ndarray) -> np.ndarray:
     """Class ids as uint8 when they fit (an eighth of int64 on disk and to load), else as they are."""
-    return mask.astype(np.uint8) if mask.size and 0 <= mask.min() and mask.max() < 256 else mask
+    return mask.astype(np.uint8) if mask.size and mask.min() >= 0 and mask.max() < 256 else mask
