@@ -50,7 +50,7 @@ def seg_patch(patch: int | Sequence[int] | None, ndim: int, default: int) -> tup
 
 
 def _config(cfg: dict[str, Any], config: dict[str, Any]) -> TrainConfig:
-    cfg.update(monitor=SEG_MONITOR, checkpoint_every_minutes=10.0, seed=0)
+    cfg.update(monitor=SEG_MONITOR, task="segmentation", checkpoint_every_minutes=10.0, seed=0)
     cfg.update(config)
     return TrainConfig(**cfg)
 
