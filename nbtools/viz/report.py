@@ -150,11 +150,32 @@ def pr_figure(
     return fig
 
 
+def dice_figure(best: dict) -> Figure:
+    """Dice of every validation case at the best epoch, one column per foreground class (a point per case,
+    the median marked); cases where a class is undefined (empty mask) are left out and counted."""
+    dice = best["dice_per_case"].double().numpy()
+    names = [str(c) for c in best.get("classes", [])][1:] or [str(k + 1) for k in range(dice.shape[1])]
+    fig = Figure(figsize=(1.6 + 1.3 * len(names), 3.4), layout="constrained")
+    ax = fig.add_subplot()
+    for k, name in enumerate(names):
+        values = dice[:, k][~np.isnan(dice[:, k])]
+        jitter = np.linspace(-0.15, 0.15, len(values)) if len(values) > 1 else np.zeros(len(values))
+        ax.plot(k + jitter, values, "o", ms=4, alpha=0.7)
+        if len(values):
+            ax.plot([k - 0.25, k + 0.25], [np.median(values)] * 2, "k-", lw=2)
+        left = int(np.isnan(dice[:, k]).sum())
+        names[k] = f"{name}" + (f"\n({left} left out)" if left else "")
+    ax.set_xticks(range(len(names)), names, fontsize=8)
+    ax.set(ylim=(-0.02, 1.02), ylabel="Dice", title=f"Dice per validation case, best epoch {best['epoch']}")
+    return fig
+
+
 def _best_val(path: Path) -> dict:
     """best_val.pt, or a ValueError naming the file, the cause and what to do."""
     try:
         best = torch.load(path, map_location="cpu", weights_only=True)
-        if not isinstance(best, dict) or not {"epoch", "logits", "targets"} <= set(best):
+        keys = set(best) if isinstance(best, dict) else set()
+        if not ({"epoch", "logits", "targets"} <= keys or {"epoch", "dice_per_case"} <= keys):
             raise ValueError(f"it holds no epoch, logits and targets (found {type(best).__name__})")
     except Exception as e:  # torch.load raises UnpicklingError, RuntimeError, EOFError, ... on a bad file
         raise ValueError(
@@ -182,8 +203,10 @@ def report(run_or_dir, save: bool = True) -> Report:
         "grad_norms": grad_norm_figure(run),
     }
     best_val = Path(run.run_dir) / BEST_VAL_FILE
-    if best_val.is_file():
-        best = _best_val(best_val)
+    best = _best_val(best_val) if best_val.is_file() else None
+    if best is not None and "dice_per_case" in best:  # segmentation: Dice per case, no logits kept
+        figures["dice_per_case"] = dice_figure(best)
+    elif best is not None:
         targets, logits = best["targets"].numpy(), best["logits"].float().numpy()
         classes = class_names(run.meta)  # a run on the user's folder names them
         figures["confusion_matrix"] = confusion_figure(
