@@ -296,3 +296,15 @@ def test_cli_trains_unet2d_on_png_files_and_predicts_png_masks(tmp_path, capsys)
     assert sorted(p.name for p in out.glob("*.png")) == [f"case_{i:03d}.png" for i in range(6)]
     assert np.asarray(Image.open(out / "case_000.png")).shape == (48, 48)  # the image's size, not 32
     _check_table_against_files(out / "cases.csv", root / "labels", ".png", 2)
+
+
+def test_report_of_a_segmentation_run_shows_dice_per_case_not_a_confusion_matrix(tmp_path):
+    run_dir = _hand_made_run(_job("unet3d"), tmp_path / "run")
+    dice = torch.tensor([[0.9, float("nan")], [0.5, 0.7], [0.1, 0.3]], dtype=torch.float64)
+    best = {"epoch": 2, "dice_per_case": dice, "classes": ["background", "liver", "tumour"]}
+    torch.save(best, run_dir / "best_val.pt")
+    report = nbt.viz.report(run_dir)
+    assert "dice_per_case" in report.figures and "confusion_matrix" not in report.figures
+    ax = report.figures["dice_per_case"].axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["liver", "tumour\n(1 left out)"]
+    assert (run_dir / "dice_per_case.png").is_file()
