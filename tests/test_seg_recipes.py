@@ -50,7 +50,8 @@ def _monai_dice(pred: np.ndarray, truth: np.ndarray, n: int) -> np.ndarray:
     from monai.metrics import DiceMetric
 
     def onehot(a):
-        return torch.nn.functional.one_hot(torch.as_tensor(a, dtype=torch.long), n).movedim(-1, 0)[None]
+        ids = torch.as_tensor(np.array(a), dtype=torch.long)  # a copy: nibabel's arrays are read-only
+        return torch.nn.functional.one_hot(ids, n).movedim(-1, 0)[None]
 
     metric = DiceMetric(include_background=False, reduction="none", ignore_empty=True)
     return metric(onehot(pred), onehot(truth))[0].numpy()
