@@ -41,6 +41,7 @@ from nbtools.jsonsafe import to_jsonable
 from nbtools.losses import FocalLoss
 from nbtools.models import resnet2d_attention, resnet3d
 from nbtools.recipes.job import Job
+from nbtools.recipes.regression_jobs import check_task, focal2d_regression, resnet3d_regression
 from nbtools.recipes.user_data import VAL_FRACTION, build_user_data, describe_data, say
 from nbtools.runs import Run, list_checkpoints, load_checkpoint
 
@@ -77,6 +78,9 @@ def resnet3d_job(
     val_fraction: float = VAL_FRACTION,
     cache_dir: str | Path | None = None,
     num_classes: int | None = None,
+    task: str = "classification",
+    targets: list[str] | None = None,
+    regression_loss: str = "mse",
     **config: Any,
 ) -> Job:
     """A 3D ResNet-10 (width 0.25) on SyntheticVolumes: 256 train and 128 val volumes at 32^3
@@ -91,8 +95,12 @@ def resnet3d_job(
 
     Train and val volumes come from different seeds (no sample is in both); training batches are
     augmented on the device by Augment3D (flips, small rotations, zoom, intensity) when `augment`.
+    task="regression": real-valued targets (see recipes.regression_jobs): data is a `path,target` CSV
+    (or several target columns; `targets` picks them), one output per column, torch's `regression_loss`
+    ("mse", "huber", "l1"), monitor val_r2; the demo set is SyntheticRegressionVolumes (blob sizes).
     Keyword arguments override TrainConfig fields, e.g. resnet3d_job(epochs=20, precision="bf16").
     """
+    check_task(task, regression_loss)
     n_train = n_train or (32 if smoke else 256)
     n_val = n_val or (16 if smoke else 128)
     size = size or (16 if smoke else 32)
@@ -109,6 +117,9 @@ def resnet3d_job(
         checkpoint_every_minutes=10.0,
         seed=0,
     )
+    if task == "regression":
+        args = (data, val, targets, volume_shape(shape, size), n_train, n_val, val_fraction, cache_dir)
+        return resnet3d_regression(cfg, config, args, num_classes, regression_loss, augment, depth, width)
     cfg.update(config)
     if data is None:
         train = SyntheticVolumes(n=n_train, shape=(size,) * 3, positive_fraction=0.3, seed=1)
@@ -167,6 +178,10 @@ def focal2d_job(
     val: str | Path | None = None,
     positive: str | None = None,
     val_fraction: float = VAL_FRACTION,
+    task: str = "classification",
+    targets: list[str] | None = None,
+    regression_loss: str = "mse",
+    num_classes: int | None = None,
     **config: Any,
 ) -> Job:
     """Seed 004's fine-tuning on SyntheticDocuments (about 30 % forged): a ResNet-18 + SE attention
@@ -184,7 +199,11 @@ def focal2d_job(
     data: your images instead (ImageFolder: class sub-folders of PNG/JPEG or a `path,label` CSV, two
     classes, resized to size x size); val, positive, val_fraction: as in resnet3d_job. The classifier's
     prior is then the positive rate of your training part.
+
+    task="regression": the same network, one output per target column of a `path,target` CSV of images
+    (targets, regression_loss: as in resnet3d_job; num_classes: the demo set's outputs), no prior, no threshold.
     """
+    check_task(task, regression_loss)
     n_train = n_train or (24 if smoke else 2048)
     n_val = n_val or (16 if smoke else 256)
     size = size or (32 if smoke else 64)
@@ -202,6 +221,10 @@ def focal2d_job(
         checkpoint_every_minutes=10.0,
         seed=0,
     )
+    if task == "regression":
+        del cfg["threshold"]
+        args = (data, val, targets, size, n_train, n_val, val_fraction, num_classes, regression_loss)
+        return focal2d_regression(cfg, config, args, backbone=backbone, weights=weights, attention=attention)
     cfg.update(config)
     if data is None:
         pages = SyntheticDocuments(n=n_train, size=size, forged_fraction=0.3, seed=1, raw=True)
