@@ -27,6 +27,12 @@ from nbtools.data.checked import CheckedSamples, collate_checked
 from nbtools.data.samples import is_unlabelled, sample_paths, split_sample
 from nbtools.recipes.jobs import Job, make_job, volume_shape
 from nbtools.recipes.predictions import Predictions
+from nbtools.recipes.regression_predictions import (
+    is_regression,
+    regression_predictions,
+    run_scaler,
+    with_targets,
+)
 from nbtools.recipes.resume import INIT_ONLY
 from nbtools.recipes.tta import FlipAverage, flip_dims
 from nbtools.runs import Run, list_checkpoints, load_checkpoint
@@ -90,7 +96,10 @@ def predict(
     device = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     source = _source(run_or_dir_or_model, weights)
     cfg = source.config or TrainConfig()
+    regression = is_regression(source.meta, cfg)  # predicted values in the user's units, not classes
     ds = _dataset(data, source)
+    if regression and isinstance(data, (str, Path)):
+        ds = with_targets(data, ds, (source.meta.get("data") or {}).get("classes") or ["target"])
     if len(ds) == 0:
         raise ValueError(f"{data!r} holds no samples to predict on")
     precision = Precision(cfg.precision, device)
@@ -107,8 +116,11 @@ def predict(
     model = source.model.to(device)
     if tta:
         aug = source.job.batch_transform if source.job is not None else None
-        model = FlipAverage(model, flip_dims(split_sample(ds[0])[0].dim(), aug))
+        model = FlipAverage(model, flip_dims(split_sample(ds[0])[0].dim(), aug), values=regression)
     logits, targets, _ = predict_logits(model, loader, precision)
+    if regression:
+        scaler, used = run_scaler(source.meta), weights if source.config is not None else None
+        return regression_predictions(logits, targets, ds, source.meta, scaler, tta, used)
     logits = logits.numpy().reshape(len(logits), -1)
     probs = _probabilities(logits)
     if threshold is not None and probs.shape[1] != 2:
@@ -180,7 +192,7 @@ def _source(obj: Any, weights: str) -> _Source:
     args = {k: v for k, v in meta["args"].items() if k not in INIT_ONLY | DATA_ARGS}
     args.update(n_train=2, n_val=2)  # the model does not depend on the data: keep the embedded set tiny
     classes = _recorded_classes(meta)
-    if classes and meta["recipe"] == "resnet3d":  # one output per class of the run's folders
+    if classes and (meta["recipe"] == "resnet3d" or args.get("task") == "regression"):  # one output per class
         args["num_classes"] = len(classes)
     job = make_job(meta["recipe"], **args)
     model = job.model
