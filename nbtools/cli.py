@@ -26,6 +26,7 @@ import sys
 
 from nbtools import recipes
 from nbtools.cli_exit import quiet_output, resume_command, run_command
+from nbtools.cli_task import add_task_flags, best_line, data_line, metrics_line, task_args
 from nbtools.config import MONITORS, SCHEDULES, ConfigFieldError
 from nbtools.diagnose import doctor
 from nbtools.env import PRECISIONS, setup
@@ -84,23 +85,9 @@ def _train(args: argparse.Namespace) -> int:
         return 0
     best = run.best() or {}
     print(f"run folder: {run.run_dir}")
-    print(
-        f"best epoch {run.best_epoch}: "
-        + ", ".join(
-            f"{k} {best[k]:.4f}"
-            for k in ("val_loss", "val_acc", "val_f1", "val_auc")
-            if best.get(k) is not None
-        )
-    )
-    data = run.meta.get("data")
-    if data:
-        pos = data["positive"]
-        print(
-            "classes: "
-            + ", ".join(
-                f"{i} {c}" + (" (positive)" if c == pos else "") for i, c in enumerate(data["classes"])
-            )
-        )
+    print(best_line(run.best_epoch, best))
+    if run.meta.get("data"):
+        print(data_line(run.meta["data"]))
     print_findings(run.findings)
     return 0
 
@@ -146,7 +133,7 @@ def _data_args(args: argparse.Namespace) -> dict:
         "shape": args.shape and tuple(args.shape),
         "size": args.size,
     }
-    return {k: v for k, v in given.items() if v is not None}
+    return {**{k: v for k, v in given.items() if v is not None}, **task_args(args)}
 
 
 def print_findings(findings: list) -> None:
@@ -170,9 +157,8 @@ def _predict(args: argparse.Namespace) -> int:
     )
     out = preds.to_csv(args.out)
     print(f"wrote {len(preds)} rows to {out}: {preds!r}")
-    if preds.labels is not None:
-        m = preds.metrics()
-        print(", ".join(f"{k} {m[k]:.4f}" for k in ("acc", "f1", "auc") if m.get(k) is not None))
+    if metrics_line(preds):
+        print(metrics_line(preds))
     return 0
 
 
@@ -208,13 +194,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("job", choices=sorted(recipes.RECIPES))
     train.add_argument(
-        "--data", help="a folder of class sub-folders, or a path,label CSV (default: the demo set)"
+        "--data",
+        help="a folder of class sub-folders, a path,label CSV or (--task regression) a path,target CSV",
     )
     train.add_argument("--val", help="a validation folder/CSV (default: a stratified hold-out of --data)")
     train.add_argument("--val-fraction", type=float, help="the hold-out's share of --data (default 0.2)")
     train.add_argument("--positive", help="the positive class of two (default: the second in sorted order)")
     train.add_argument("--shape", type=int, nargs=3, metavar=("D", "H", "W"), help="resnet3d: volume shape")
     train.add_argument("--size", type=int, help="focal2d: images become size x size; resnet3d: a cube side")
+    add_task_flags(train)
     train.add_argument(
         "--allow-changed-data", action="store_true", help="resume on changed files (the change is recorded)"
     )

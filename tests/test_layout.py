@@ -23,7 +23,7 @@ LAYERS = [
     {"viz"},
     {"train"},
     {"recipes"},
-    {"cli_exit"},
+    {"cli_exit", "cli_task"},
     {"cli"},
     {"__init__", "__main__"},
 ]
