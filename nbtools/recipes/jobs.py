@@ -95,9 +95,8 @@ def resnet3d_job(
 
     Train and val volumes come from different seeds (no sample is in both); training batches are
     augmented on the device by Augment3D (flips, small rotations, zoom, intensity) when `augment`.
-    task="regression": real-valued targets (see recipes.regression_jobs): data is a `path,target` CSV
-    (or several target columns; `targets` picks them), one output per column, torch's `regression_loss`
-    ("mse", "huber", "l1"), monitor val_r2; the demo set is SyntheticRegressionVolumes (blob sizes).
+    task="regression" (recipes.regression_jobs): data a `path,target` CSV (`targets` picks columns), one
+    output per column, `regression_loss` "mse" | "huber" | "l1", monitor val_r2; demo: blob sizes.
     Keyword arguments override TrainConfig fields, e.g. resnet3d_job(epochs=20, precision="bf16").
     """
     check_task(task, regression_loss)
@@ -199,9 +198,7 @@ def focal2d_job(
     data: your images instead (ImageFolder: class sub-folders of PNG/JPEG or a `path,label` CSV, two
     classes, resized to size x size); val, positive, val_fraction: as in resnet3d_job. The classifier's
     prior is then the positive rate of your training part.
-
-    task="regression": the same network, one output per target column of a `path,target` CSV of images
-    (targets, regression_loss: as in resnet3d_job; num_classes: the demo set's outputs), no prior, no threshold.
+    task="regression": one output per target column of a CSV of images (as resnet3d_job), no prior/threshold.
     """
     check_task(task, regression_loss)
     n_train = n_train or (24 if smoke else 2048)
