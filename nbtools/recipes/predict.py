@@ -29,6 +29,7 @@ from nbtools.recipes.jobs import Job, make_job, volume_shape
 from nbtools.recipes.predictions import Predictions
 from nbtools.recipes.regression_predictions import (
     is_regression,
+    recorded_task,
     regression_predictions,
     run_scaler,
     with_targets,
@@ -60,6 +61,7 @@ class _Source:
     meta: dict[str, Any] = field(default_factory=dict)
     precision: dict | None = None  # the newest checkpoint's precision state
     job: Job | None = None  # the rebuilt recipe job (recipe runs)
+    run_dir: Path | None = None  # where the weights came from (None for a module passed in)
 
 
 def predict(
@@ -119,7 +121,8 @@ def predict(
         model = FlipAverage(model, flip_dims(split_sample(ds[0])[0].dim(), aug), values=regression)
     logits, targets, _ = predict_logits(model, loader, precision)
     if regression:
-        scaler, used = run_scaler(source.meta), weights if source.config is not None else None
+        scaler = run_scaler(recorded_task(source.run_dir)) if source.run_dir is not None else None
+        used = weights if source.config is not None else None
         return regression_predictions(logits, targets, ds, source.meta, scaler, tta, used)
     logits = logits.numpy().reshape(len(logits), -1)
     probs = _probabilities(logits)
@@ -177,7 +180,9 @@ def _source(obj: Any, weights: str) -> _Source:
             model = copy.deepcopy(obj.model).cpu()
             model.load_state_dict(_weights(obj.run_dir, weights))
             meta, cfg, prec = _run_record(obj.run_dir)
-            return _Source(model, str(obj.run_dir), cfg or obj.config, meta or obj.meta, prec)
+            return _Source(
+                model, str(obj.run_dir), cfg or obj.config, meta or obj.meta, prec, run_dir=obj.run_dir
+            )
         obj = obj.run_dir
     if not isinstance(obj, (str, Path)):
         raise TypeError(f"predict takes a run folder, a Run or an nn.Module, got {type(obj).__name__}")
@@ -203,7 +208,7 @@ def _source(obj: Any, weights: str) -> _Source:
             f"the {WEIGHTS[weights]} weights of {run_dir} do not fit the {meta['recipe']!r} recipe's model built "
             f"from the run's arguments {meta['args']}: {e}"
         ) from e
-    return _Source(model, str(run_dir), cfg, meta, prec, job)
+    return _Source(model, str(run_dir), cfg, meta, prec, job, run_dir)
 
 
 def _run_record(run_dir: Path) -> tuple[dict, TrainConfig | None, dict | None]:

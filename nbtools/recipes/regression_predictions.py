@@ -15,6 +15,7 @@ from nbtools.atomic import replace_atomic
 from nbtools.data import RegressionFolder, VolumeFolder
 from nbtools.data.samples import is_unlabelled, sample_paths
 from nbtools.data.targets import read_targets
+from nbtools.runs import Run, list_checkpoints, load_checkpoint
 from nbtools.tasks import RegressionAccumulator, TargetScaler
 
 
@@ -94,9 +95,19 @@ def is_regression(meta: dict, config) -> bool:
     return getattr(config, "task", None) == "regression" or meta.get("args", {}).get("task") == "regression"
 
 
-def run_scaler(meta: dict) -> TargetScaler | None:
-    """The training targets' mean and std the run recorded (it trained on standardised targets), or None."""
-    recorded = meta.get("target_scaler")
+def recorded_task(run_dir: str | Path) -> dict:
+    """What fit recorded of a run's task (run.task: its name, the regression targets' scaler, ...): from
+    the newest valid checkpoint, else metrics.json."""
+    valid = list_checkpoints(run_dir).valid()
+    if valid:
+        return dict(load_checkpoint(valid[-1].path, mmap=True)["run"].get("task") or {})
+    return dict(Run.load(run_dir).task or {})
+
+
+def run_scaler(task: dict) -> TargetScaler | None:
+    """The training targets' mean and std a regression run recorded (it trained on standardised targets;
+    the model's outputs are standardised), or None for a run on raw targets."""
+    recorded = task.get("target_scaler")
     return TargetScaler.from_dict(recorded) if recorded else None
 
 
