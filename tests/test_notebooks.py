@@ -7,10 +7,18 @@ from pathlib import Path
 import pytest
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
-EXPECTED = ["00_setup", "01_data", "02_train_resnet3d", "03_finetune_focal2d", "04_resume", "05_debug"]
+EXPECTED = [
+    "00_setup",
+    "01_data",
+    "02_train_resnet3d",
+    "03_finetune_focal2d",
+    "04_resume",
+    "05_debug",
+    "07_multitask",
+]
 
 
-def test_the_six_notebooks_are_there_in_order():
+def test_the_notebooks_are_there_in_order():
     assert [p.stem for p in NOTEBOOKS] == EXPECTED
 
 

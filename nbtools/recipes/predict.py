@@ -25,6 +25,7 @@ from nbtools.config import TrainConfig
 from nbtools.data import ImageFolder, VolumeFolder
 from nbtools.data.checked import CheckedSamples, collate_checked
 from nbtools.data.samples import is_unlabelled, sample_paths, split_sample
+from nbtools.recipes.head_predictions import predict_heads
 from nbtools.recipes.jobs import Job, make_job, volume_shape
 from nbtools.recipes.predictions import Predictions
 from nbtools.recipes.regression_predictions import (
@@ -99,6 +100,11 @@ def predict(
     source = _source(run_or_dir_or_model, weights)
     cfg = source.config or TrainConfig()
     regression = is_regression(source.meta, cfg)  # predicted values in the user's units, not classes
+    if source.run_dir is not None and recorded_task(source.run_dir).get("name") == "multitask":  # named heads
+        task, used = recorded_task(source.run_dir), weights if source.config is not None else None
+        return predict_heads(
+            source.model.to(device), data, task, cfg, source.precision, device, batch_size, used
+        )
     ds = _dataset(data, source)
     if regression and isinstance(data, (str, Path)):
         ds = with_targets(data, ds, (source.meta.get("data") or {}).get("classes") or ["target"])
