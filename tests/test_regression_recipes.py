@@ -1,0 +1,86 @@
+"""The regression recipes from the user's side: `python -m nbtools train resnet3d --task regression` on a
+CSV of .nii.gz volumes (nibabel), `predict` writing predicted/target columns in the user's units, a resume
+that refuses changed targets, and focal2d's backbone on a CSV of PNGs."""
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+from torch import nn
+
+from nbtools import cli, recipes
+from nbtools.recipes import DataChangedError
+from tests.test_regression_data import write_target_csv
+
+TRAIN = ["train", "resnet3d", "--task", "regression", "--data", "targets.csv", "--shape", "16", "16", "16"]
+FAST = ["--smoke", "--batch-size", "4", "--epochs", "2"]
+
+
+def _rows(path: Path) -> list[dict]:
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_cli_trains_and_predicts_a_regression_csv(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    write_target_csv(tmp_path, n=12, shape=(16, 16, 16))
+    assert cli.main([*TRAIN, *FAST, "--run-dir", "runs/ages"]) == 0
+    out = capsys.readouterr().out
+    assert "targets: age" in out and "targets (training part): age mean" in out
+    assert "val_mae" in out and "val_r2" in out and "val_acc" not in out
+    assert cli.main(["predict", "runs/ages", "--data", "targets.csv", "--out", "preds.csv"]) == 0
+    out = capsys.readouterr().out
+    assert "wrote 12 rows to preds.csv" in out and "mae " in out and "r2 " in out
+    rows = _rows(tmp_path / "preds.csv")
+    assert list(rows[0]) == ["path", "target", "predicted", "weights"]
+    written = {r["path"]: float(r["age"]) for r in _rows(tmp_path / "targets.csv")}
+    assert [float(r["target"]) for r in rows] == pytest.approx(
+        [written[Path(r["path"]).relative_to(tmp_path).as_posix()] for r in rows]
+    )
+    predicted = np.array([float(r["predicted"]) for r in rows])
+    # the user's units (ages 40-60), not the standardised ones the model trained on (around 0)
+    assert 30 < predicted.mean() < 70, predicted
+    with pytest.raises(SystemExit):
+        cli.main([*TRAIN, "--task", "ordinal", "--run-dir", "runs/x"])
+    assert "invalid choice: 'ordinal'" in capsys.readouterr().err
+
+
+def test_a_resume_refuses_changed_targets(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    csv_path = write_target_csv(tmp_path, n=10, shape=(16, 16, 16))
+    args = dict(task="regression", data="targets.csv", shape=16, smoke=True, batch_size=4, epochs=1)
+    job = recipes.make_job("resnet3d", **args)
+    assert isinstance(job.loss_fn, nn.MSELoss) and job.model.fc.out_features == 1
+    assert job.config.task == "regression" and job.config.monitor == "val_r2"
+    job.fit("runs/r", verbose=False)
+    again = recipes.load_job("runs/r", epochs=2)  # the same targets: resumes
+    assert again.data_record["task"] == "regression"
+    lines = csv_path.read_text().splitlines()
+    path, old = lines[3].split(",")
+    lines[3] = f"{path},{float(old) + 2.5:.6g}"
+    csv_path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataChangedError) as e:
+        recipes.load_job("runs/r", epochs=2)
+    assert f"1 target changed ({path}: age={float(old)!r} -> age={float(old) + 2.5!r})" in str(e.value)
+
+
+def test_focal2d_backbone_on_a_csv_of_images(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    rows = ["path,brightness,contrast"]
+    for i in range(8):
+        level = int(rng.integers(40, 200))
+        Image.fromarray(np.full((20, 20, 3), level, np.uint8)).save(tmp_path / f"p{i}.png")
+        rows.append(f"p{i}.png,{level / 255:.4f},{i % 3}")
+    (tmp_path / "pages.csv").write_text("\n".join(rows) + "\n")
+    job = recipes.make_job("focal2d", task="regression", data=tmp_path / "pages.csv", size=32, smoke=True,
+                           regression_loss="huber")  # fmt: skip
+    assert [m for m in job.model.modules() if isinstance(m, nn.Linear)][-1].out_features == 2
+    assert isinstance(job.loss_fn, nn.HuberLoss) and job.config.monitor == "val_r2"
+    x, y = job.train_data[0]
+    assert x.shape == (3, 32, 32) and y.shape == (2,) and y.dtype.is_floating_point
+    assert job.meta["data"]["classes"] == ["brightness", "contrast"]
+    with pytest.raises(ValueError, match="regression_loss must be one of"):
+        recipes.make_job("focal2d", task="regression", regression_loss="log-cosh", smoke=True)
