@@ -84,3 +84,26 @@ def test_focal2d_backbone_on_a_csv_of_images(tmp_path):
     assert job.meta["data"]["classes"] == ["brightness", "contrast"]
     with pytest.raises(ValueError, match="regression_loss must be one of"):
         recipes.make_job("focal2d", task="regression", regression_loss="log-cosh", smoke=True)
+
+
+@pytest.mark.slow
+def test_04_resumes_a_regression_recipe_run(tmp_path, monkeypatch):
+    """A regression run of the CLI on a CSV of .nii.gz files, resumed by 04_resume (nbclient) to epoch 4."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    import nbtools as nbt
+
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.setenv("PYTHONPATH", str(root))  # the kernel imports this checkout's nbtools
+    monkeypatch.setenv("NBTOOLS_SMOKE", "1")  # 04 trains on to epoch 4
+    monkeypatch.chdir(tmp_path)
+    write_target_csv(tmp_path, n=12, shape=(16, 16, 16))
+    assert cli.main([*TRAIN, *FAST, "--run-dir", "runs/resnet3d"]) == 0
+    nb = nbformat.read(root / "notebooks" / "04_resume.ipynb", as_version=4)
+    NotebookClient(
+        nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    ).execute()
+    run = nbt.runs.Run.load(tmp_path / "runs/resnet3d")
+    assert run.epoch == 4 and run.config.task == "regression" and run.history[-1]["val_r2"] is not None
+    assert (tmp_path / "runs/resnet3d/loss_curve.png").is_file()
