@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from torch import nn
 
-from nbtools import cli, recipes
+from nbtools import cli, recipes, viz
 from nbtools.recipes import DataChangedError
 from tests.test_regression_data import write_target_csv
 
@@ -29,6 +29,9 @@ def test_cli_trains_and_predicts_a_regression_csv(tmp_path, monkeypatch, capsys)
     out = capsys.readouterr().out
     assert "targets: age" in out and "targets (training part): age mean" in out
     assert "val_mae" in out and "val_r2" in out and "val_acc" not in out
+    figures = viz.report("runs/ages").figures  # regression figures, in years; no confusion matrix
+    assert {"predicted_vs_true", "residuals"} <= set(figures) and "confusion_matrix" not in figures
+    assert figures["predicted_vs_true"].axes[0].get_xlabel() == "true age"
     assert cli.main(["predict", "runs/ages", "--data", "targets.csv", "--out", "preds.csv"]) == 0
     out = capsys.readouterr().out
     assert "wrote 12 rows to preds.csv" in out and "mae " in out and "r2 " in out

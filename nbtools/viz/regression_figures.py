@@ -39,7 +39,7 @@ def scatter_figure(targets, predicted, epoch: int, names: list[str] | None = Non
         ax.set(xlabel=f"true {names[j]}", ylabel=f"predicted {names[j]}",
                title=f"{names[j]}: MAE {mae:.4g}, R$^2$ {_r2(y[:, j], p[:, j]):.3f}")  # fmt: skip
         ax.legend(fontsize=8, loc="upper left")
-    fig.suptitle(f"predicted vs true, best epoch {epoch} ({len(y)} validation samples)")
+    fig.suptitle(f"predicted vs true (best epoch {epoch}, {len(y)} val samples)", fontsize=10)
     return fig
 
 
@@ -55,5 +55,21 @@ def residual_figure(targets, predicted, epoch: int, names: list[str] | None = No
         ax.scatter(y[:, j], r, s=12, alpha=0.7, color="tab:orange")
         ax.set(xlabel=f"true {names[j]}", ylabel="predicted - true",
                title=f"{names[j]}: residual mean {r.mean():.3g}, std {r.std():.3g}")  # fmt: skip
-    fig.suptitle(f"residuals, best epoch {epoch}")
+    fig.suptitle(f"residuals (best epoch {epoch})", fontsize=10)
     return fig
+
+
+def task_figures(best: dict, names: list[str] | None = None) -> dict[str, Figure]:
+    """The report's figures from best_val.pt when it holds regression predictions: {"predicted_vs_true",
+    "residuals"} for a regression run ({"predicted", "targets"} in user units), the same per regression
+    head of a MultiTaskLoss run ("heads": {head: ...}, figures named "<head>_predicted_vs_true", ...).
+    Classification parts (logits) are left to the classification figures; {} when there is none."""
+    figures: dict[str, Figure] = {}
+    parts = [("", best, names)] + [(f"{h}_", part, None) for h, part in (best.get("heads") or {}).items()]
+    for prefix, part, part_names in parts:
+        if not isinstance(part, dict) or not {"predicted", "targets"} <= set(part):
+            continue
+        y, p = np.asarray(part["targets"], dtype=np.float64), np.asarray(part["predicted"], dtype=np.float64)
+        figures[f"{prefix}predicted_vs_true"] = scatter_figure(y, p, best["epoch"], part_names)
+        figures[f"{prefix}residuals"] = residual_figure(y, p, best["epoch"], part_names)
+    return figures

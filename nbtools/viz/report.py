@@ -4,7 +4,8 @@ loss_curve.png and learning_curves.png (nbtools.viz.curves), grad_norms.png (tot
 log scale, skipped steps marked; loss scale and skips per interval), and from best_val.pt (the
 validation logits at the best epoch) confusion_matrix.png, roc_curve.png and, for binary tasks,
 pr_curve.png; both curves mark the configured threshold and the F1-optimal one (the `threshold`
-finding's numbers).
+finding's numbers). A regression run (or a regression head) gets predicted_vs_true.png and residuals.png
+instead, in the user's units (nbtools.viz.regression_figures), and no confusion matrix.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from nbtools.runs.files import BEST_VAL_FILE, run_path
 from nbtools.runs.metrics import f1_optimal_threshold
 from nbtools.viz import panels
 from nbtools.viz.curves import learning_figure, loss_figure
+from nbtools.viz.regression_figures import task_figures
 
 log = logging.getLogger(__name__)
 
@@ -154,8 +156,14 @@ def _best_val(path: Path) -> dict:
     """best_val.pt, or a ValueError naming the file, the cause and what to do."""
     try:
         best = torch.load(path, map_location="cpu", weights_only=True)
-        if not isinstance(best, dict) or not {"epoch", "logits", "targets"} <= set(best):
-            raise ValueError(f"it holds no epoch, logits and targets (found {type(best).__name__})")
+        if (
+            not isinstance(best, dict)
+            or "epoch" not in best
+            or not {"logits", "predicted", "heads"} & set(best)
+        ):
+            raise ValueError(
+                f"it holds no epoch and logits, predictions or heads (found {type(best).__name__})"
+            )
     except Exception as e:  # torch.load raises UnpicklingError, RuntimeError, EOFError, ... on a bad file
         raise ValueError(
             f"{path.absolute()} cannot be read ({type(e).__name__}: {e}); it holds the best epoch's validation "
@@ -184,8 +192,10 @@ def report(run_or_dir, save: bool = True) -> Report:
     best_val = Path(run.run_dir) / BEST_VAL_FILE
     if best_val.is_file():
         best = _best_val(best_val)
+        classes = class_names(run.meta)  # a run on the user's folder names them (a regression run: targets)
+        figures |= task_figures(best, classes)  # regression: predicted vs true, residuals
+    if best_val.is_file() and "logits" in best:
         targets, logits = best["targets"].numpy(), best["logits"].float().numpy()
-        classes = class_names(run.meta)  # a run on the user's folder names them
         figures["confusion_matrix"] = confusion_figure(
             targets, logits, run.config.threshold, best["epoch"], classes
         )
@@ -193,7 +203,7 @@ def report(run_or_dir, save: bool = True) -> Report:
         pr = pr_figure(targets, logits, best["epoch"], run.config.threshold, classes)
         if pr is not None:
             figures["pr_curve"] = pr
-    else:
+    elif not best_val.is_file():
         log.info("%s not found: no confusion matrix or ROC (no epoch has finished)", best_val)
     paths = {}
     if save:
