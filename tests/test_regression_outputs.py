@@ -92,3 +92,22 @@ def test_dashboard_shows_per_term_panels_only_for_multitask_runs():
     assert "per-term gradient (shared)" in titles and "per-term gradient cosine" in titles
     cos = multi.fig.axes[titles.index("per-term gradient cosine")]
     assert [t.get_text() for t in cos.get_legend().get_texts()] == ["size vs count"]
+
+
+def test_head_predictions_columns_and_metrics(tmp_path):
+    from nbtools.recipes.head_predictions import HeadPredictions
+
+    size = np.array([[10.0], [20.0], [30.0]])
+    probs = np.array([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.2, 0.2, 0.6]])
+    preds = HeadPredictions(
+        {"size": size + 1, "count": probs}, {"size": "regression", "count": "classification"},
+        {"size": size, "count": np.array([0, 2, 2])}, ["a", "b", "c"], "best",
+    )  # fmt: skip
+    m = preds.metrics()
+    assert m["size_mae"] == pytest.approx(1.0) and m["count_acc"] == pytest.approx(2 / 3)
+    assert m["size_r2"] == pytest.approx(r2_score(size, size + 1))
+    with open(preds.to_csv(tmp_path / "heads.csv")) as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["path", "target_size", "predicted_size", "target_count", "predicted_count",
+                             "prob_count_0", "prob_count_1", "prob_count_2", "weights"]  # fmt: skip
+    assert rows[1]["predicted_count"] == "1" and float(rows[2]["predicted_size"]) == 31.0
