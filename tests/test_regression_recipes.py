@@ -85,6 +85,10 @@ def test_focal2d_backbone_on_a_csv_of_images(tmp_path):
     assert job.meta["data"]["classes"] == ["brightness", "contrast"]
     with pytest.raises(ValueError, match="regression_loss must be one of"):
         recipes.make_job("focal2d", task="regression", regression_loss="log-cosh", smoke=True)
+    with pytest.raises(ValueError, match="task='regression' has none: drop positive="):
+        recipes.make_job("resnet3d", task="regression", positive="old", smoke=True)
+    with pytest.raises(ValueError, match="add task='regression', or drop it"):
+        recipes.make_job("resnet3d", targets=["age"], smoke=True)
 
 
 @pytest.mark.slow

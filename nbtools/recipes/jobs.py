@@ -99,7 +99,7 @@ def resnet3d_job(
     output per column, `regression_loss` "mse" | "huber" | "l1", monitor val_r2; demo: blob sizes.
     Keyword arguments override TrainConfig fields, e.g. resnet3d_job(epochs=20, precision="bf16").
     """
-    check_task(task, regression_loss)
+    check_task(task, regression_loss, positive, targets)
     n_train = n_train or (32 if smoke else 256)
     n_val = n_val or (16 if smoke else 128)
     size = size or (16 if smoke else 32)
@@ -200,7 +200,7 @@ def focal2d_job(
     prior is then the positive rate of your training part.
     task="regression": one output per target column of a CSV of images (as resnet3d_job), no prior/threshold.
     """
-    check_task(task, regression_loss)
+    check_task(task, regression_loss, positive, targets)
     n_train = n_train or (24 if smoke else 2048)
     n_val = n_val or (16 if smoke else 256)
     size = size or (32 if smoke else 64)

@@ -35,12 +35,19 @@ REGRESSION_MONITOR = "val_r2"
 LOSSES = {"mse": nn.MSELoss, "huber": nn.HuberLoss, "l1": nn.L1Loss}
 
 
-def check_task(task: str, loss: str) -> None:
-    """Refuse an unknown task or regression loss, naming the allowed values."""
+def check_task(task: str, loss: str, positive: str | None, targets) -> None:
+    """Refuse an unknown task or regression loss, naming the allowed values, and an argument of the other
+    task (a positive class for regression, target columns for classification), which would do nothing."""
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
     if loss not in LOSSES:
         raise ValueError(f"regression_loss must be one of {tuple(LOSSES)} (torch's losses), got {loss!r}")
+    if task == "regression" and positive is not None:
+        raise ValueError(f"positive={positive!r} names a class; task='regression' has none: drop positive=")
+    if task == "classification" and targets is not None:
+        raise ValueError(
+            f"targets={targets!r} picks the target columns of a regression CSV: add task='regression', or drop it"
+        )
 
 
 def regression_config(config: dict[str, Any]) -> dict[str, Any]:
