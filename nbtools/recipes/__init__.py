@@ -10,6 +10,7 @@ how a run folder rebuilds its job for a resume or for `predict`, and our users' 
 """
 
 from nbtools.recipes.data_check import DataChangedError
+from nbtools.recipes.head_predictions import HeadPredictions
 from nbtools.recipes.job import Job
 from nbtools.recipes.jobs import (
     RECIPES,
@@ -22,6 +23,7 @@ from nbtools.recipes.jobs import (
 )
 from nbtools.recipes.predict import predict
 from nbtools.recipes.predictions import Predictions
+from nbtools.recipes.regression_predictions import RegressionPredictions
 from nbtools.recipes.resume import load_job
 from nbtools.recipes.run_predictions import RunPredictions, run_predictions
 from nbtools.recipes.user_data import describe_data
@@ -29,8 +31,10 @@ from nbtools.recipes.user_data import describe_data
 __all__ = [
     "RECIPES",
     "DataChangedError",
+    "HeadPredictions",
     "Job",
     "Predictions",
+    "RegressionPredictions",
     "RunPredictions",
     "describe_data",
     "focal2d_job",
