@@ -13,12 +13,12 @@ from typing import Any
 
 from nbtools.atomic import replace_atomic
 from nbtools.env import PRECISIONS
+from nbtools.monitors import METRIC_WORDS, MONITORS, TASKS, monitor_mode, monitor_parts
 
 log = logging.getLogger(__name__)
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
 NAN_POLICIES = ("skip", "raise")
-MONITORS = ("val_loss", "val_acc", "val_precision", "val_recall", "val_f1", "val_auc")
 SCHEDULES = ("continue", "restart")
 
 
@@ -55,7 +55,12 @@ class TrainConfig:
     grad_accum: int = 1
     clip_norm: float | None = None
     ema_decay: float | None = None
-    monitor: str = "val_loss"
+    monitor: str = (
+        "val_loss"  # val_loss, val_acc, val_dice, val_dice_<class>, val_r2, val_<head>_<metric>, ...
+    )
+    # "auto": fit tells it from the first batch (an integer map per voxel: segmentation; float targets:
+    # regression; else classification) and records it; a resume keeps the recorded task
+    task: str = "auto"
     patience: int | None = None  # None: no early stopping
     min_delta: float = 0.0
     min_epochs: int = 0
@@ -88,7 +93,8 @@ class TrainConfig:
 
     @property
     def monitor_mode(self) -> str:
-        return "min" if self.monitor == "val_loss" else "max"
+        """'min' for a loss or an error (val_loss, val_mae, val_cov_rmse ...), 'max' for the rest."""
+        return monitor_mode(self.monitor)
 
     # --- JSON round trip -------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -266,12 +272,19 @@ def _validate(c: TrainConfig) -> None:
         ("precision", PRECISIONS),
         ("optimizer", OPTIMIZERS),
         ("nan_policy", NAN_POLICIES),
-        ("monitor", MONITORS),
         ("schedule", SCHEDULES),
+        ("task", TASKS),
     ):
         v = getattr(c, name)
         if v not in allowed:
             _fail(name, "one of " + ", ".join(map(repr, allowed)), v)
+    if monitor_parts(c.monitor) is None:
+        _fail(
+            "monitor",
+            "one of " + ", ".join(map(repr, MONITORS)) + ", a class's 'val_dice_<class>', an output's "
+            "'val_mae_<output>' or a head's 'val_<head>_<metric>' (metrics: " + ", ".join(METRIC_WORDS) + ")",
+            c.monitor,
+        )
     for name in ("amp_fallback", "channels_last", "compile"):
         if not isinstance(getattr(c, name), bool):
             _fail(name, "True or False", getattr(c, name))

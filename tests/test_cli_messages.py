@@ -101,8 +101,8 @@ def test_a_bad_config_value_names_its_flag(tmp_path, capsys):
         assert cli.main(["train", "resnet3d", "--smoke", "--run-dir", str(tmp_path / "r"), *args]) == 2
         assert capsys.readouterr().err.startswith(said)
     with pytest.raises(SystemExit):
-        cli.main(["train", "resnet3d", "--run-dir", "r", "--monitor", "val_dice"])
-    assert "invalid choice: 'val_dice'" in capsys.readouterr().err
+        cli.main(["train", "resnet3d", "--run-dir", "r", "--monitor", "val_iou"])
+    assert "invalid choice: 'val_iou'" in capsys.readouterr().err
 
 
 @pytest.mark.slow  # two or more CLI processes that train

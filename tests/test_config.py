@@ -39,7 +39,7 @@ def test_json_round_trip_keeps_int_epoch_keys(tmp_path):
         ("precision", "fp8", "one of 'auto', 'fp32', 'bf16', 'fp16'"),
         ("optimizer", "lamb", "one of 'adamw', 'adam', 'sgd'"),
         ("nan_policy", "clamp", "one of 'skip', 'raise'"),
-        ("monitor", "val_dice", "one of 'val_loss'"),
+        ("monitor", "val_iou", "one of 'val_loss'"),
         ("lr", 0.0, "a finite number > 0"),
         ("lr", float("nan"), "a finite number > 0"),
         ("epochs", 0, "an int >= 1"),

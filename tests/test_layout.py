@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "nbtools"
 # Lowest first. Units on one layer do not import each other.
 LAYERS = [
     {"jsonsafe", "env"},
-    {"atomic"},
+    {"atomic", "monitors"},
     {"config", "cache"},
     {"models", "losses", "data", "wording", "settings"},
     {"tasks"},

@@ -1,7 +1,7 @@
 """`check_augmentation`: run a transform on real samples and flag what it does to the data.
 
-Seed 001 lost weeks to an augmentation pipeline that clipped every z-scored image to >= 0 (so gamma
-would not return NaN) and moved the mean from 0 to ~0.4. This runs the transform, op by op where it
+A pipeline that clips z-scored images to >= 0 (so gamma returns no NaN) moves their mean from 0 to
+~0.4, and nothing fails: the model just trains on other data. This runs the transform, op by op where it
 can see the ops, on the user's own samples, and flags NaN/Inf it creates, inputs outside an op's
 domain, and a systematic shift of the mean or std; with segmentation samples, masks whose labels were
 interpolated or whose class set changed (`augmask`).
@@ -59,7 +59,7 @@ def check_augmentation(
 
     tolerance=0.3, from these measurements (mean shift in input stds / std change; 8 samples x 8
     trials; test_augcheck.py checks the first rows):
-        clip to >= 0 on z-scored data (seed 001)               +0.40 / -42 %   flagged
+        clip to >= 0 on z-scored data                          +0.40 / -42 %   flagged
         RandomGamma on [0, 1] images                            -0.05 /  +0 %
         Augment3D gamma only, z-scored SyntheticVolumes          0.00 /  +0 %
         RandomBrightnessContrast, [0, 1] images                 +0.19 /  +1 %

@@ -1,7 +1,7 @@
 """2D augmentation with albumentations on uint8 images, then ImageNet normalisation: in that order.
 
-Seed 001's pipeline normalised first and ran gamma on z-scored pixels, which is NaN below zero, then
-clipped everything to >= 0 to hide it. Here intensity ops (brightness, contrast, gamma) see uint8
+Gamma on normalised (z-scored) pixels is NaN below zero, and clipping to >= 0 to avoid that shifts the
+data. Here intensity ops (brightness, contrast, gamma) see uint8
 pixels, their own domain, and normalisation is the last step, done once, by `AlbumentationsDataset`.
 """
 

@@ -8,19 +8,16 @@ that no op picked are returned bit for bit. A segmentation mask y moves with its
 and the same sampling grid, read with nearest neighbour, so every output voxel holds a class id that
 was in the input (interpolating ids would invent a class between two others); intensity ops skip it.
 
-Gamma on z-scored data (seed 001): x**g is undefined for the negative half of a z-scored volume, and
+Gamma on z-scored data: x**g is undefined for the negative half of a z-scored volume, and
 clipping to >= 0 first moved every volume's mean from 0 to ~0.4. Here gamma is applied as nnU-Net's
 GammaTransform(retain_stats=True) does: each volume (per channel) is rescaled to [0, 1] by its own
 min/max, raised to g, mapped back to its range, then given back its original mean and std. The
 contrast curve changes; the normalisation the model was trained for does not, and no value leaves
 the domain of the power.
 
-Speed: built for the training GPU. On a 2-core CPU shared with other jobs, `python
-bench/augment3d_speed.py` (8 x 1x64^3, every spatial op on) gives 69-117 volumes/s, 1.2-1.5x
-per-sample `scipy.ndimage.affine_transform(order=1)`; with `--threads 1`, 137-151 volumes/s, 1.5-1.6x.
-Most of it is grid_sample. The sampling grid is built one axis at a time (`_affine_grid`): with
-`F.affine_grid`, which cost as much as grid_sample on CPU, runs alternated with those gave 0.6-0.9x
-scipy (once 1.6x, while the machine was briefly idle) and, with `--threads 1`, 0.8-1.0x.
+Built for the training GPU; on a CPU it is faster than per-sample scipy (`bench/augment3d_speed.py`,
+figures in bench/README.md). The sampling grid is built one axis at a time (`_affine_grid`) because
+`F.affine_grid` cost as much as grid_sample itself on a CPU.
 """
 
 from __future__ import annotations
@@ -260,8 +257,8 @@ def _affine_grid(theta: torch.Tensor, size: tuple[int, int, int]) -> torch.Tenso
     theta: (N, 3, 4) float; size: (D, H, W); returns the grid (N, D, H, W, 3) in theta's dtype and
     device. The grid is affine in the voxel-centre coordinates, grid[n, i, j, k] = theta[n] @ (x_k,
     y_j, z_i, 1), so it is a sum of three small per-axis terms broadcast against each other. Why: on
-    CPU, F.affine_grid multiplies a (N, D*H*W, 4) base grid by theta, which for 8 x 64^3 took as long
-    as grid_sample itself (50-100 ms); this takes 5-20 ms and agrees to ~1e-6 (tests check it).
+    CPU, F.affine_grid multiplies a (N, D*H*W, 4) base grid by theta, which took as long as grid_sample
+    itself; this is several times cheaper and agrees to ~1e-6 (tests check it).
     """
     n = theta.shape[0]
     d, h, w = size

@@ -1,4 +1,4 @@
-"""A disk cache of preprocessed volumes that cannot go stale (seed 000 trained on pickles from a failed run).
+"""A disk cache of preprocessed volumes that cannot go stale: a stale or broken entry is rebuilt, never used.
 
 Each entry is stored under a key of (source path, preprocessing config) and holds the fingerprint it
 was built from: the source's size and mtime_ns and the config. An entry is used only if the fingerprint

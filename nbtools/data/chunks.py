@@ -1,10 +1,10 @@
 """Group a stream of samples into chunks (B, ...) of one shape and dtype, copying as little as possible.
 
-The fused checks in `scan.py` are fast on a chunk and slow sample by sample (each torch call costs
-~5-10 us, more than checking a 32^3 volume takes). Samples that sit next to each other in one storage,
-as those of an in-memory tensor dataset do, become a chunk without a copy (one strided view); others
-are stacked into a buffer that is reused, because a fresh 64 MB allocation page-faults and costs more
-than the checks.
+The fused checks in `scan.py` are fast on a chunk and slow sample by sample (each torch call has a
+fixed host cost, larger than checking a 32^3 volume takes). Samples that sit next to each other in one
+storage, as those of an in-memory tensor dataset do, become a chunk without a copy (one strided view);
+others are stacked into a buffer that is reused, because a fresh 64 MB allocation page-faults and costs
+more than the checks.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Embedded synthetic 2D set: scanned "documents", some with a copy-move forgery. Offline, seeded.
 
-The 2D fine-tuning notebook (seed 004: forged-document detection with Focal Loss) needs a binary image
+The 2D fine-tuning notebook (forged-document detection with Focal Loss) needs a binary image
 set that runs without internet, is the same on every machine, and is imbalanced like the real one. A
 forgery here is what a copy-move edit leaves: a block of the page pasted elsewhere, slightly brighter or
 darker, re-tinted, blurred, rotated or rescaled, so its text lines no longer line up with the page's.

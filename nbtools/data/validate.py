@@ -1,12 +1,9 @@
 """`validate_dataset`: check every sample of a dataset, tensor or DataLoader and name every bad index.
 
-Seed 004 validated data with a loop that stopped at the first bad batch and named nothing. This scans
-everything, reports each bad sample by index, kind and file (see `DataReport`), a sample that cannot
-be read included, and is fast enough to run on every dataset before every run. `python bench/validate_speed.py` (1 GB of in-memory 1x64^3 float32
-volumes, as a tensor and as a Dataset, against that loop over a DataLoader, in one process) on a
-2-core CPU shared with other jobs (load average 4-7): 1.3-2.7 GB/s with 2 torch threads (best
-rounds up to 8 GB/s when the machine was quieter), 3.5-3.7 GB/s with 1 thread; the seed-004 loop
-0.07-0.5 GB/s; 8-23x.
+Unlike a check loop over a DataLoader that stops at the first bad batch, this scans everything and
+reports each bad sample by index, kind and file (see `DataReport`), a sample that cannot be read
+included. It is fast enough to run on every dataset before every run (`bench/validate_speed.py`; figures
+in bench/README.md).
 """
 
 from __future__ import annotations

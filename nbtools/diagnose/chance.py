@@ -38,6 +38,8 @@ from nbtools.data.samples import labels_of
 from nbtools.losses import main_output
 from nbtools.runs.classes import class_names, positive_name
 from nbtools.runs.findings import Finding, status_from
+from nbtools.tasks.regression import chance_loss
+from nbtools.tasks.target_scaling import TargetScaler
 
 log = logging.getLogger(__name__)
 
@@ -78,9 +80,28 @@ def _chance_outputs(outputs, n: int, logit: float):
     return torch.full((n, *outputs.shape[1:]), logit, dtype=torch.float32, device=outputs.device)
 
 
-def task_record(outputs, loss_fn: Callable, data, batch_labels: torch.Tensor) -> dict:
+def _regression_record(outputs, loss_fn, data, batch_labels: torch.Tensor, task: dict) -> dict:
+    """A regression run's chance level: its loss when every prediction is the training mean, over the
+    training targets (standardised, as the loss sees them: about 1 for MSE)."""
+    labels = labels_of(data)
+    source = "dataset" if labels is not None else "first batch"
+    y = (labels if labels is not None else batch_labels).to(batch_labels.device, batch_labels.dtype)
+    scaler = TargetScaler.from_dict(task["target_scaler"])
+    chance = chance_loss(getattr(loss_fn, "loss", loss_fn), y.reshape(len(y), *scaler.shape), scaler)
+    n_out = int(main_output(outputs)[0].numel())
+    return {"outputs": n_out, "pos_rate": None, "chance_loss": chance, "labels": source}
+
+
+def task_record(outputs, loss_fn: Callable, data, batch_labels) -> dict:
     """`run.task` (see the module docstring) from the model's outputs on the first batch, the loss,
-    the training data and the first batch's labels."""
+    the training data and the first batch's labels. A loss fit wraps (TaskLoss) carries the task: a
+    regression run's chance level is the loss of predicting the training mean; a run with named heads
+    records none (each head's is its own)."""
+    task = getattr(loss_fn, "task", None) or {}
+    if task.get("name") == "multitask" or not isinstance(batch_labels, torch.Tensor):
+        return {"outputs": None, "pos_rate": None, "chance_loss": None, "labels": "first batch"}
+    if task.get("name") == "regression" and task.get("target_scaler"):
+        return _regression_record(outputs, loss_fn, data, batch_labels, task)
     main = main_output(outputs)
     n_out = int(main.shape[1]) if main.dim() >= 2 else 1
     labels = labels_of(data)
@@ -129,7 +150,9 @@ def _references(run) -> list[tuple[float, str]]:
     refs = []
     chance = task.get("chance_loss")
     if chance is not None and chance > 0:
-        if task.get("outputs", 1) >= 2:
+        if task.get("name") == "regression":
+            what = "predicting the training mean"
+        elif (task.get("outputs") or 1) >= 2:
             what = f"uniform logits over {task['outputs']} outputs"
         else:
             names = class_names(getattr(run, "meta", None))

@@ -3,11 +3,11 @@ overfitting, early stopping too early. Each takes a Run and returns one Finding 
 
 - `class-collapse`: for COLLAPSE_EPOCHS = 3 consecutive epochs (fewer if the run is shorter), one
   class takes at least COLLAPSE_SHARE = 98 % of the validation predictions while the samples of the
-  other classes are recalled at most COLLAPSE_OTHER_RECALL = 5 % (seed 000: recall 99 % at a
-  precision equal to the base rate = "predict positive always"). When val AUC stayed above
+  other classes are recalled at most COLLAPSE_OTHER_RECALL = 5 % (e.g. recall 99 % at a precision
+  equal to the base rate: "predict positive always"). When val AUC stayed above
   0.5 + NO_LEARN_AUC_BAND through the streak, the scores do rank the classes: the evidence and the
-  fix then name the decision threshold, not a model that ignores its input (seed 004's Focal Loss
-  scores below 0.5).
+  fix then name the decision threshold, not a model that ignores its input (Focal Loss scores often
+  sit below 0.5).
 - `no-learning`: for NO_LEARN_EPOCHS = 5 consecutive epochs the train loss fell by less than
   NO_LEARN_REL_DROP = 2 % of its value at the window's start, and validation stayed at chance:
   |AUC - 0.5| <= NO_LEARN_AUC_BAND = 0.1 (without an AUC: accuracy <= the majority share + 0.02).
@@ -17,14 +17,13 @@ overfitting, early stopping too early. Each takes a Run and returns one Finding 
   worse than at the val-loss minimum (by more than min_delta), or the val loss is more than
   OVERFIT_GAP = 10 % above the train loss. Never while the monitored metric is at its best (within
   min_delta of its best so far): a val loss that drifts up while accuracy or AUC stays at 1.0 and below
-  the train loss (issue 25: 0.0136 -> 0.0814 with train loss 0.44 -> 0.168, dropout and augmentation
-  in the train loss) is confidence shifting on a saturated set, and best.pt, tie-broken by the val
-  loss, already keeps the lower one. With monitor="val_loss" this is the loss rule alone.
+  the train loss (which dropout and augmentation raise) is confidence shifting on a saturated set, and
+  best.pt, tie-broken by the val loss, already keeps the lower one. With monitor="val_loss" this is the loss rule alone.
   The fix names the epoch best.pt really holds: run.best_epoch, the best of cfg.monitor.
 - `stopped-too-early`: early stopping ended the run while the least-squares trend of the monitored
   metric over the last `patience` epochs (at least 3) still improved it by more than
   max(min_delta, STOP_TREND_REL = 1 % of its mean), or at the first epoch `min_epochs` allowed
-  (patience ran out before the model had the epochs min_epochs was meant to give it; seed 001).
+  (patience ran out before the model had the epochs min_epochs was meant to give it).
 
 Status: class-collapse, no-learning and overfitting are resolved once the latest epochs are out of
 their condition, at the first epoch of that trailing stretch (collapse: one class no longer takes

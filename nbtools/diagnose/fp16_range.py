@@ -3,7 +3,7 @@
 fp16's largest value is 65504. Inputs in raw units (CT Hounsfield units times a scale, 16-bit
 counts) or activations a layer blows up (a missing normalization, a large gain) pass that in the
 forward pass, and the loss is inf or NaN on every step, while fp32 (and bf16, whose exponent range
-is fp32's) computes the same batch finitely (seed 000: "Conv3d produces NaN/Inf in fp16"). Lowering
+is fp32's) computes the same batch finitely. Lowering
 the LR or clipping cannot help; switching precision or bringing the values into range does.
 
 `fp16_range_check` re-runs each micro-batch through `nonfinite_report` (a deep copy of the model in

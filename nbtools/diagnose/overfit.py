@@ -1,7 +1,7 @@
-"""`nbt.overfit_batch`: can the model memorise one batch? Seed 002's overfit test, done right.
+"""`nbt.overfit_batch`: can the model memorise one batch?
 
-Seed 002 ran its overfit test with AMP on (the scaler skipped every step), an EMA copy in the drift
-probe and an auxiliary head in the loss, and lost days. Here, on a deep copy of the model:
+An overfit test with AMP on (the scaler may skip every step), an EMA copy in the drift probe or an
+auxiliary head in the loss tests those, not the model. Here, on a deep copy of the model:
 - float32, no autocast, no GradScaler, no EMA, no clipping, no weight decay: plain Adam at `lr`;
 - only the main output reaches the loss (`main_only=True`, the first of a deep-supervision list),
   so auxiliary terms are off; pass main_only=False if your loss needs the list. A MultiTaskLoss gets
@@ -15,8 +15,8 @@ last_loss <= OVERFIT_ABS = 1e-3 (for losses that start small), and finite. The m
 BatchNorm statistics, .grad and the torch RNG come out bit-identical.
 
 With a MultiTaskLoss each head of weight > 0 must pass the same threshold on its own (unweighted) loss:
-seed 002's total fell while its K head did not fit, and "val loss 1.46, should be < 0.1" named no
-head. `heads` gives each head's first and last loss; the reason names the heads that failed.
+a total can fall while one head does not fit, and a failure should name the head. `heads` gives each
+head's first and last loss; the reason names the heads that failed.
 """
 
 from __future__ import annotations

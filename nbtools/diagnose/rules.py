@@ -165,11 +165,11 @@ def step_findings(run) -> list[Finding]:
 def step_rules_due(records: int) -> bool:
     """Whether fit runs the step rules at the log interval that made run.steps `records` long.
 
-    A pass reads the whole record, ~1.3 us per record on a 2-core CPU (13 ms at 10,000). So: at every
-    interval up to STEP_RULES_DENSE records, then at every 2nd up to twice that, every 4th up to four
-    times that, and so on: a pass then reads at most STEP_RULES_DENSE records per interval since
-    the last (under ~0.7 ms an interval however long the run), and a finding waits fewer than
-    2 x records / STEP_RULES_DENSE intervals. The rules are functions of the whole record, so a later
+    A pass reads the whole record, so passes at every interval would cost a long run more and more
+    (bench/README.md). So: at every interval up to STEP_RULES_DENSE records, then at every 2nd up to
+    twice that, every 4th up to four times that, and so on: a pass then reads at most STEP_RULES_DENSE
+    records per interval since the last (a bounded cost however long the run), and a finding waits
+    fewer than 2 x records / STEP_RULES_DENSE intervals. The rules are functions of the whole record, so a later
     pass misses nothing; fit also runs them at every epoch end and when the run stops."""
     return records % (1 << (records // STEP_RULES_DENSE).bit_length()) == 0
 

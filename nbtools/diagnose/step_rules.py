@@ -4,8 +4,8 @@ exploding gradients. Each takes a Run and returns one Finding (with its status) 
 - `frozen-weights`: in FROZEN_INTERVALS = 2 consecutive log intervals in which at least one
   optimizer step was taken (not skipped), the parameters moved by at most
   FROZEN_REL_DRIFT = 1e-8 of their norm (fp32 resolution is 1.2e-7: such an update rounds away).
-  Drift is measured on the model, never on the EMA copy (seed 002). Resolved at the first interval
-  after the last frozen stretch in which steps were taken and the weights moved.
+  Drift is measured on the model, never on the EMA copy (which would hide a frozen model). Resolved at
+  the first interval after the last frozen stretch in which steps were taken and the weights moved.
 - `exploding-gradients`: an interval's largest gradient norm is over EXPLODE_FACTOR = 10 times the
   median of the previous EXPLODE_WINDOW = 20 intervals' mean norms (after EXPLODE_MIN_HISTORY = 3).
   The running median starts again at an epoch in TrainConfig.unfreeze: the norm is then taken over

@@ -6,7 +6,7 @@ Every epoch, `fit` records with the validation metrics the threshold they were c
 The finding fires when a run has ended (all its epochs, or early stopping) and, at its best epoch
 (`run.best_epoch`, whose predictions are in best_val.pt), the F1-optimal threshold gains at least
 THRESHOLD_F1_GAIN = 0.05 F1 over the configured one: with imbalanced labels and Focal Loss the scores
-often sit far from 0.5 (seed 004). "Far" is that gain, not a distance between thresholds: below it
+often sit far from 0.5. "Far" is that gain, not a distance between thresholds: below it
 the choice is within the noise of picking a threshold on the validation set, so it is left alone.
 The optimal threshold must also beat predicting every sample positive (F1 = 2p / (1 + p) at
 positive rate p, from `val_pos_rate`) by that much; a model at chance "gains" by calling everything

@@ -17,7 +17,7 @@ DEEP_SUPERVISION_PRESETS = ("nnunet", "exp")
 
 
 def main_output(outputs) -> torch.Tensor:
-    """The main prediction: the tensor itself, or the first of a deep-supervision list/tuple (seed 001)."""
+    """The main prediction: the tensor itself, or the first of a deep-supervision list/tuple."""
     while isinstance(outputs, (list, tuple)):
         if not outputs:
             raise ValueError(

@@ -22,7 +22,7 @@ class DiceCELoss(ComboLoss):
         patch with no foreground then rewards predicting none). Dice per sample and class, averaged.
     include_background: False (default, nnU-Net) leaves class 0 out of the Dice; the cross-entropy
         always covers every class.
-    log_cosh: log(cosh(Dice loss)) instead of the Dice loss (Jadon 2020; seed 001), overflow-free.
+    log_cosh: log(cosh(Dice loss)) instead of the Dice loss (Jadon 2020), overflow-free.
     gamma: 0 is cross-entropy; > 0 makes it focal loss (Lin et al. 2017) with that gamma.
     alpha: per-class weights of the cross-entropy/focal term (one per class), or None.
 

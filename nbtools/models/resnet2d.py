@@ -1,5 +1,5 @@
 """`resnet2d_attention`: a torchvision ResNet backbone, an attention block and a classifier head, for
-fine-tuning on 2D images (seed 004: forged-document detection with Focal Loss).
+fine-tuning on 2D images (e.g. forged-document detection with Focal Loss).
 
 Parameters live under three top-level names, so `TrainConfig.group_lrs` gives each its own learning
 rate and `TrainConfig.unfreeze` addresses backbone stages by their torchvision names:

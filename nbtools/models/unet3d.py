@@ -1,4 +1,4 @@
-"""`unet3d`: a U-Net on our MedicalNet-compatible `resnet3d` encoder, for 3D segmentation (seed 001).
+"""`unet3d`: a U-Net on our MedicalNet-compatible `resnet3d` encoder, for 3D segmentation.
 
 MedicalNet was trained for segmentation; its released `.pth` files load into the encoder with the same
 load report as `resnet3d` (`weights=` here, or `load_pretrained(model.encoder, path)`).

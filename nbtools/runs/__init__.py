@@ -18,10 +18,10 @@ from nbtools.runs.classes import class_name, class_names
 from nbtools.runs.compare import compare_runs
 from nbtools.runs.findings import Finding, open_first
 from nbtools.runs.lock import LockState, RunLock, RunLockedError, read_lock
-from nbtools.runs.metrics import classification_metrics, probabilities
 from nbtools.runs.run import NonFiniteError, Run, RunExistsError
 from nbtools.runs.stop import STOP_CODES, Stop
 from nbtools.runs.table import RunTable
+from nbtools.tasks.classification_metrics import classification_metrics, probabilities
 
 __all__ = [
     "STOP_CODES",

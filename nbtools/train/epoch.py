@@ -17,7 +17,7 @@ from nbtools.runs.files import BEST_EMA_FILE, BEST_FILE, BEST_VAL_FILE, epoch_na
 from nbtools.step import BufferGuard, train_step
 from nbtools.train.accel import as_input, compiled
 from nbtools.train.ema import ema_pairs, update_ema
-from nbtools.train.evaluate import evaluate
+from nbtools.train.evaluate import evaluate, to_device
 from nbtools.train.guards import check_interval, nan_policy_stop, nothing_to_guard, probe_fp16
 from nbtools.train.loader import TrainBatches, epoch_seed, make_loader
 from nbtools.train.monitor import best_text
@@ -41,7 +41,7 @@ def _to_device(batch, device: torch.device, st: TrainState, i: int):
             f"gave {type(batch).__name__}"
         )
     x, y = batch
-    return x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+    return x.to(device, non_blocking=True), to_device(y, device)  # y: a tensor, or a dict/tuple (heads)
 
 
 def train_epoch(
@@ -92,7 +92,7 @@ def train_epoch(
 def _step(st: TrainState, forward_model, micro: list, data, loss_fn, progress, check_inputs: bool, pairs):
     """One optimizer step on `micro`, then the scheduler, the EMA (`pairs`: its ema_pairs) and the counters."""
     run, model = st.run, st.model
-    record_task = check_inputs and not run.task  # once per run: a resume keeps the recorded task
+    record_task = check_inputs and "outputs" not in run.task  # once per run: a resume keeps the record
     if check_inputs:  # one host sync, once
         report(run, progress, [input_range(micro[0][0], st.epoch, st.step + 1)])
     args = (forward_model, micro, loss_fn, st.optimizer, st.precision, st.cfg.clip_norm, st.dist, st.buffers)
@@ -100,7 +100,7 @@ def _step(st: TrainState, forward_model, micro: list, data, loss_fn, progress, c
         with first_output(model) as out:
             result = train_step(*args)
         if out:  # the hook saw the forward
-            run.task = task_record(out[0], loss_fn, data, micro[0][1])
+            run.task = {**run.task, **task_record(out[0], loss_fn, data, micro[0][1])}
     else:
         result = train_step(*args)
     st.scheduler.step()
@@ -171,9 +171,7 @@ def _end_epoch(st: TrainState, val_loader, loss_fn, run_dir: Path, t_epoch: floa
         "lr": dict(zip(group_names(cfg), st.scheduler.get_last_lr())),
     }
     fmt = {"channels_last": cfg.channels_last}
-    metrics, logits, targets = evaluate(
-        st.model, val_loader, st.precision, loss_fn, cfg.threshold, dist=dist, **fmt
-    )
+    metrics, kept = evaluate(st.model, val_loader, st.precision, loss_fn, cfg.threshold, dist=dist, **fmt)
     record.update(metrics)
     if st.ema is not None:
         ema = evaluate(
@@ -189,7 +187,7 @@ def _end_epoch(st: TrainState, val_loader, loss_fn, run_dir: Path, t_epoch: floa
         run.best_epoch = epoch
         if save:
             save_atomic(st.model.state_dict(), run_dir / BEST_FILE)
-            save_atomic({"epoch": epoch, "logits": logits, "targets": targets}, run_dir / BEST_VAL_FILE)
+            save_atomic({"epoch": epoch, **kept}, run_dir / BEST_VAL_FILE)  # no seg logits: Dice per case
     if st.early.update(value, epoch, loss):
         tie = " (nor tied it at a lower val_loss)" if st.early.tie_break else ""
         run.stop = Stop(

@@ -31,6 +31,7 @@ from nbtools.train.optim import check_names, group_names
 from nbtools.train.preflight import preflight
 from nbtools.train.saving import newest_clean
 from nbtools.train.start import prepare_run_dir, start
+from nbtools.train.task_setup import setup_task
 from nbtools.train.telemetry import Telemetry
 from nbtools.train.tensorboard import TensorBoardLog, WithTensorBoard
 from nbtools.viz.curves import save_curves
@@ -91,7 +92,9 @@ def fit(
     check_names(model, cfg)  # a config that does not fit the model must not cost the run in run_dir
     model.to(device)
     set_memory_format(model, cfg.channels_last)  # before the optimizer state and the EMA copy exist
-    preflight(model, train_data, val_data, loss_fn, device, cfg.channels_last)  # nor data that cannot train
+    plan = preflight(
+        model, train_data, val_data, loss_fn, device, cfg.channels_last, cfg.task
+    )  # nor bad data
     replaced = prepare_run_dir(run_dir, resume, overwrite, dist)  # a line to show, or None
     n_batches = TrainBatches(
         len(train_data), cfg.batch_size, cfg.seed, 1, dist.rank, dist.world
@@ -123,9 +126,11 @@ def fit(
     )
     if meta is not None:
         run.meta = dict(meta)
+    # the task recorded (a resume keeps it); the loss as trained: standardised targets, terms kept
+    loss_fn = setup_task(st, plan, model, train_data, loss_fn, progress, checkpoint is None, run.meta)
     if dist.is_main:
         cfg.to_json(run_dir / CONFIG_FILE)
-    telemetry = Telemetry(group_names(cfg), reduce=dist.mean)
+    telemetry = Telemetry(group_names(cfg), reduce=dist.mean, terms=loss_fn)
     # a monitor the validation set cannot define
     report(run, progress, [preflight_finding(cfg, val_data, class_names(run.meta))])
     if checkpoint is not None:

@@ -22,25 +22,36 @@ from nbtools.data.checked import CheckedSamples, SampleError
 from nbtools.data.samples import is_unlabelled, labels_of, sample_paths
 from nbtools.losses import main_output
 from nbtools.train.accel import as_input
+from nbtools.train.task_setup import plan_task
 
 _SHOW = 5  # bad labels named in one message
 
 
 def preflight(
-    model: nn.Module, train_data, val_data, loss_fn: Callable, device: torch.device, channels_last=False
-) -> None:
-    """Raise ValueError (TypeError for a sample that is no pair) naming what cannot train; see the module."""
+    model: nn.Module,
+    train_data,
+    val_data,
+    loss_fn: Callable,
+    device: torch.device,
+    channels_last=False,
+    task: str = "auto",
+) -> dict:
+    """Raise ValueError (TypeError for a sample that is no pair) naming what cannot train; see the module.
+    Returns what it found of the task (nbtools.train.task_setup.plan_task): {"name", ...}; {} when the
+    data are DataLoaders (make_loader refuses them). task: TrainConfig.task ("auto" infers it)."""
     if train_data is None or val_data is None:
         raise ValueError(_missing_data("train_data" if train_data is None else "val_data"))
     if isinstance(train_data, DataLoader) or isinstance(val_data, DataLoader):
-        return  # make_loader refuses a DataLoader, saying what to pass
+        return {}  # make_loader refuses a DataLoader, saying what to pass
     sets = (("training data", train_data), ("validation data", val_data))
     for what, data in sets:
         if len(data) == 0:
             raise ValueError(f"the {what} is empty (len 0); pass at least one sample")
     batches = {what: _first_batch(what, data) for what, data in sets}
-    (x_train, _), (x_val, y_val) = batches["training data"], batches["validation data"]
-    if x_val.shape[1:] != x_train.shape[1:]:
+    (x_train, y_train), (x_val, y_val) = batches["training data"], batches["validation data"]
+    # whole validation volumes larger than the training patches are a segmentation run's (sliding window)
+    whole = x_val.shape[1] == x_train.shape[1] and x_val.dim() == x_train.dim() >= 4
+    if x_val.shape[1:] != x_train.shape[1:] and not whole:
         raise ValueError(
             f"validation samples have shape {tuple(x_val.shape[1:])} but training samples "
             f"{tuple(x_train.shape[1:])} (validation data[0] against training data[0]): the model trained on "
@@ -50,13 +61,41 @@ def preflight(
     model.eval()
     try:
         with torch.no_grad():
-            out = _forward(model, as_input(x_val.to(device), channels_last), "validation data")
-            outputs = main_output(out).shape[1] if main_output(out).dim() > 1 else 1
-            for what, data in sets:
-                _check_labels(what, batches[what][1], outputs, data)
-            _check_loss(loss_fn, out, y_val.to(device))
+            same = x_val.shape[1:] == x_train.shape[1:]
+            what, x = ("validation data", x_val) if same else ("training data", x_train)
+            out = _forward(model, as_input(x.to(device), channels_last), what)
+            found = plan_task(task, out, _on(y_train, device), loss_fn, train_data, x_train)
+            if not same:
+                if found["name"] != "segmentation":
+                    raise ValueError(
+                        f"validation samples have shape {tuple(x_val.shape[1:])} but training samples "
+                        f"{tuple(x_train.shape[1:])}: only a segmentation run validates whole volumes larger "
+                        f"than its training patches (this run's task is {found['name']})"
+                    )
+                if tuple(y_val.shape[-(x_val.dim() - 2) :]) != tuple(x_val.shape[2:]):
+                    raise ValueError(
+                        f"validation data[0]: mask {tuple(y_val.shape[1:])} does not fit image "
+                        f"{tuple(x_val.shape[1:])}; masks have the image's spatial size"
+                    )
+            if found["name"] in ("classification", "segmentation"):
+                main = main_output(out)
+                outputs = main.shape[1] if main.dim() > 1 else 1
+                for what, data in sets:
+                    _check_labels(what, batches[what][1], outputs, data)
+            if same:
+                _check_loss(loss_fn, out, _on(y_val, device))
     finally:
         model.train(was_training)
+    return found
+
+
+def _on(y, device: torch.device):
+    """Targets on the device: a tensor, or a dict/tuple of them (named heads)."""
+    if isinstance(y, dict):
+        return {k: _on(v, device) for k, v in y.items()}
+    if isinstance(y, (list, tuple)):
+        return type(y)(_on(v, device) for v in y)
+    return y.to(device) if isinstance(y, torch.Tensor) else y
 
 
 def _missing_data(name: str) -> str:
@@ -146,13 +185,27 @@ def _values(row: torch.Tensor) -> str:
     return f"label {row.item():g}" if row.numel() == 1 else f"mask values {row.unique()[:5].tolist()}"
 
 
-def _check_loss(loss_fn: Callable, out, y: torch.Tensor) -> None:
+def _shape(out) -> str:
+    if isinstance(out, dict):
+        return "{" + ", ".join(f"{k!r}: {_shape(v)}" for k, v in out.items()) + "}"
+    return str(tuple(main_output(out).shape))
+
+
+def _label(y) -> str:
+    if isinstance(y, dict):
+        return "{" + ", ".join(f"{k!r}: {_label(v)}" for k, v in y.items()) + "}"
+    if isinstance(y, (list, tuple)):
+        return "(" + ", ".join(_label(v) for v in y) + ")"
+    return f"{y.flatten()[:4].tolist()} of dtype {y.dtype}"
+
+
+def _check_loss(loss_fn: Callable, out, y) -> None:
     try:
         loss = loss_fn(out, y)
     except (RuntimeError, ValueError, TypeError, IndexError) as e:
         raise ValueError(
             f"the loss cannot be computed on validation data[0]: model output of shape "
-            f"{tuple(main_output(out).shape)}, label {y.flatten()[:4].tolist()} of dtype {y.dtype} "
+            f"{_shape(out)}, label {_label(y)} "
             f"({type(e).__name__}: {e}); class-index labels must be int64 (torch.long)"
         ) from e
     if not isinstance(loss, torch.Tensor) or loss.numel() != 1:

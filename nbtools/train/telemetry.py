@@ -8,6 +8,11 @@ Each interval becomes one record in `run.steps`:
     nonfinite_loss (count of skipped steps whose loss itself was non-finite), drift (L2 distance the
     model's parameters moved over the interval, measured on the model itself, never on the EMA
     copy: seed 002 lost days to a drift probe that read the EMA), param_norm, seconds.
+With a loss that reports its terms (`terms`: fit's TaskLoss over a MultiTaskLoss, deep supervision, Dice +
+CE): loss_terms {term: mean over the interval's finite steps}, nonfinite_terms [terms non-finite at some
+step], term_loss {head: unweighted loss} for named heads, and the per-term gradients of one step of the
+interval (term_grad, term_cos, term_weight, term_params: nbtools.step.term_grads, read by the doctor's
+nbtools.diagnose.term_rules).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from torch import nn
 
 from nbtools.step import StepResult
 from nbtools.step.buffers import like_groups, views_of
+from nbtools.train.task_loss import term_fields
 
 
 def _mean(values: list[float]) -> float | None:
@@ -32,8 +38,12 @@ def _total(norms: list[float]) -> float:
 
 
 class Telemetry:
-    def __init__(self, group_names: list[str], reduce=lambda t: t):
+    def __init__(self, group_names: list[str], reduce=lambda t: t, terms=None):
         self.group_names = group_names
+        self.terms = terms if hasattr(terms, "take_terms") else None  # fit's TaskLoss
+        self.term_names: list[str] = []
+        if self.terms is not None:
+            self.terms.arm()  # the first step of the first interval is probed
         self.reduce = reduce  # the mean over torchrun ranks (identity on one process)
         self.rows: list[tuple[torch.Tensor, ...]] = []  # per step: loss, grad_norm[, group norms...]
         self.params: list[torch.Tensor] = []
@@ -68,7 +78,14 @@ class Telemetry:
         # finite (nbtools.step.train_step), which the values read show (under torchrun: the ranks'
         # mean loss, non-finite when one rank's is; the gradient norm is the same on all ranks).
         groups = r.group_norms if len(r.group_norms) > 1 else ()  # one group: its norm is the total
-        self.rows.append((r.loss, r.grad_norm, *groups))
+        row = (r.loss, r.grad_norm, *groups)
+        taken = self.terms.take_terms() if self.terms is not None else None
+        if taken is not None and not self.term_names:
+            self.term_names = list(taken)  # the run's terms, in the order of its first step
+        if self.term_names:  # the term values go last in each row (NaN for a term a step did not give)
+            nan = torch.full_like(r.loss, float("nan"))
+            row += tuple((taken or {}).get(n, nan) for n in self.term_names)
+        self.rows.append(row)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -88,9 +105,11 @@ class Telemetry:
             flat = torch.stack([t for row in self.rows for t in row] + norms)
             values = self.reduce(flat).tolist()  # the interval's one host sync
         n, k, p = len(self.rows), len(self.rows[0]), len(self.flats)  # steps, values per step, groups
+        t = len(self.term_names)  # term values per step
         loss, grad = values[0 : n * k : k], values[1 : n * k : k]  # per step
         # one column per group; a single group's norm is the total
-        groups = [values[2 + g : n * k : k] for g in range(k - 2)] or [grad]
+        groups = [values[2 + g : n * k : k] for g in range(k - 2 - t)] or [grad]
+        term_rows = [values[i * k + k - t : i * k + k] for i in range(n)] if t else []
         isfinite = math.isfinite
         bad = [not (isfinite(a) and isfinite(g)) for a, g in zip(loss, grad)]
         first = step - n + 1
@@ -120,6 +139,11 @@ class Telemetry:
             "param_norm": _total(values[end - p :]),
             "seconds": time.perf_counter() - self.t0,
         }
+        if t:
+            record |= term_fields(self.terms, self.term_names, term_rows)
+        if self.terms is not None:
+            record |= self.terms.take_probe()  # the probed step's gradients (one read), then the next's
+            self.terms.arm()
         self.rows = []
         self.t0 = time.perf_counter()
         return record

@@ -24,7 +24,7 @@ from sklearn.metrics import auc, precision_recall_curve, roc_curve
 from nbtools.runs import Run, classification_metrics, probabilities
 from nbtools.runs.classes import class_name, class_names
 from nbtools.runs.files import BEST_VAL_FILE, run_path
-from nbtools.runs.metrics import f1_optimal_threshold
+from nbtools.tasks.classification_metrics import f1_optimal_threshold
 from nbtools.viz import panels
 from nbtools.viz.curves import learning_figure, loss_figure
 from nbtools.viz.regression_figures import task_figures
