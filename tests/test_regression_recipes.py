@@ -55,21 +55,26 @@ def test_cli_trains_and_predicts_a_regression_csv(tmp_path, monkeypatch, capsys)
 
 def test_a_resume_refuses_changed_targets(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    csv_path = write_target_csv(tmp_path, n=10, shape=(16, 16, 16))
+    csv_path = write_target_csv(tmp_path, n=10, columns=("age", "score"), shape=(16, 16, 16))
     args = dict(task="regression", data="targets.csv", shape=16, smoke=True, batch_size=4, epochs=1)
     job = recipes.make_job("resnet3d", **args)
-    assert isinstance(job.loss_fn, nn.MSELoss) and job.model.fc.out_features == 1
+    assert isinstance(job.loss_fn, nn.MSELoss) and job.model.fc.out_features == 2
     assert job.config.task == "regression" and job.config.monitor == "val_r2"
-    job.fit("runs/r", verbose=False)
+    run = job.fit("runs/r", verbose=False)
+    assert {"val_mae_age", "val_r2_score"} <= set(run.history[-1])  # per output, named by the CSV's columns
     again = recipes.load_job("runs/r", epochs=2)  # the same targets: resumes
     assert again.data_record["task"] == "regression"
     lines = csv_path.read_text().splitlines()
-    path, old = lines[3].split(",")
-    lines[3] = f"{path},{float(old) + 2.5:.6g}"
+    path, age, score = lines[3].split(",")
+    lines[3] = f"{path},{float(age) + 2.5:.6g},{score}"
     csv_path.write_text("\n".join(lines) + "\n")
     with pytest.raises(DataChangedError) as e:
         recipes.load_job("runs/r", epochs=2)
-    assert f"1 target changed ({path}: age={float(old)!r} -> age={float(old) + 2.5!r})" in str(e.value)
+    was, now = (
+        f"age={float(age)!r},score={float(score)!r}",
+        f"age={float(age) + 2.5!r},score={float(score)!r}",
+    )
+    assert f"1 target changed ({path}: {was} -> {now})" in str(e.value)
 
 
 def test_focal2d_backbone_on_a_csv_of_images(tmp_path):
