@@ -10,15 +10,9 @@ import pytest
 from torch import nn
 
 from nbtools import cli, recipes, viz
-from nbtools.config import TrainConfig
 from nbtools.recipes import DataChangedError
 from tests.test_regression_data import write_target_csv
 
-# fit's side of regression (TrainConfig.task, standardised targets, val_mae/val_rmse/val_r2) comes with
-# branch i27-core; merged, the condition holds and these run
-pytestmark = pytest.mark.skipif(
-    "task" not in TrainConfig.__dataclass_fields__, reason="needs TrainConfig.task (branch i27-core)"
-)
 TRAIN = ["train", "resnet3d", "--task", "regression", "--data", "targets.csv", "--shape", "16", "16", "16"]
 FAST = ["--smoke", "--batch-size", "4", "--epochs", "2"]
 
