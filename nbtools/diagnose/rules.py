@@ -11,6 +11,8 @@ each rule lives (and importable from here, so a notebook can read them):
   per-term gradient fields of run.steps, documented there)
 - nbtools.diagnose.chance: `lr-too-high` (against the chance level recorded in run.task)
 - nbtools.diagnose.epoch_rules: `class-collapse`, `no-learning`, `overfitting`, `stopped-too-early`
+- nbtools.diagnose.task_rules: `seg-background-only`, `stopped-too-early` before the model started learning,
+  `loss-term-nonfinite` (the loss term that overflowed, from the telemetry's term values)
 - nbtools.diagnose.threshold: `threshold`
 - `input-out-of-range` is not a rule over the history: nbtools.diagnose.inputs checks the first
   training batch once per `fit` (its thresholds are documented there).
@@ -48,7 +50,6 @@ from nbtools.diagnose.epoch_rules import (
     class_collapse,
     no_learning,
     overfitting,
-    stopped_too_early,
 )
 from nbtools.diagnose.step_rules import (
     EXPLODE_CALM,
@@ -59,6 +60,16 @@ from nbtools.diagnose.step_rules import (
     FROZEN_REL_DRIFT,
     exploding_gradients,
     frozen_weights,
+)
+from nbtools.diagnose.task_rules import (
+    BG_DICE,
+    BG_EPOCHS,
+    BG_LOSS_DROP,
+    WAKE_ABS,
+    WAKE_REL,
+    loss_term_nonfinite,
+    seg_background_only,
+    stopped_too_early,
 )
 from nbtools.diagnose.term_rules import (
     CONFLICT_COS,
@@ -74,6 +85,9 @@ from nbtools.diagnose.threshold import THRESHOLD_F1_GAIN, threshold
 from nbtools.runs.findings import Finding
 
 __all__ = [
+    "BG_DICE",
+    "BG_EPOCHS",
+    "BG_LOSS_DROP",
     "COLLAPSE_EPOCHS",
     "COLLAPSE_OTHER_RECALL",
     "COLLAPSE_SHARE",
@@ -103,15 +117,19 @@ __all__ = [
     "STEP_RULES_DENSE",
     "STOP_TREND_REL",
     "THRESHOLD_F1_GAIN",
+    "WAKE_ABS",
+    "WAKE_REL",
     "class_collapse",
     "epoch_findings",
     "exploding_gradients",
     "frozen_weights",
     "loss_term_dominates",
+    "loss_term_nonfinite",
     "loss_terms_conflict",
     "lr_too_high",
     "no_learning",
     "overfitting",
+    "seg_background_only",
     "step_findings",
     "step_rules_due",
     "stopped_too_early",
@@ -124,15 +142,25 @@ STEP_RULES: tuple[Callable, ...] = (
     lr_too_high,
     loss_term_dominates,
     loss_terms_conflict,
+    loss_term_nonfinite,
 )
 STEP_RULES_DENSE = 500  # records of run.steps up to which fit runs STEP_RULES at every log interval
-EPOCH_RULES: tuple[Callable, ...] = (class_collapse, no_learning, overfitting, stopped_too_early, threshold)
+EPOCH_RULES: tuple[Callable, ...] = (
+    class_collapse,
+    no_learning,
+    overfitting,
+    stopped_too_early,
+    threshold,
+    seg_background_only,
+)
 CODES = {
     frozen_weights: "frozen-weights",
     exploding_gradients: "exploding-gradients",
     lr_too_high: "lr-too-high",
     loss_term_dominates: "loss-term-dominates",
     loss_terms_conflict: "loss-terms-conflict",
+    loss_term_nonfinite: "loss-term-nonfinite",
+    seg_background_only: "seg-background-only",
     class_collapse: "class-collapse",
     no_learning: "no-learning",
     overfitting: "overfitting",

@@ -156,14 +156,8 @@ def _best_val(path: Path) -> dict:
     """best_val.pt, or a ValueError naming the file, the cause and what to do."""
     try:
         best = torch.load(path, map_location="cpu", weights_only=True)
-        if (
-            not isinstance(best, dict)
-            or "epoch" not in best
-            or not {"logits", "predicted", "heads"} & set(best)
-        ):
-            raise ValueError(
-                f"it holds no epoch and logits, predictions or heads (found {type(best).__name__})"
-            )
+        if not isinstance(best, dict) or "epoch" not in best:
+            raise ValueError(f"it holds no epoch (found {type(best).__name__})")
     except Exception as e:  # torch.load raises UnpicklingError, RuntimeError, EOFError, ... on a bad file
         raise ValueError(
             f"{path.absolute()} cannot be read ({type(e).__name__}: {e}); it holds the best epoch's validation "
@@ -190,11 +184,17 @@ def report(run_or_dir, save: bool = True) -> Report:
         "grad_norms": grad_norm_figure(run),
     }
     best_val = Path(run.run_dir) / BEST_VAL_FILE
-    if best_val.is_file():
-        best = _best_val(best_val)
-        classes = class_names(run.meta)  # a run on the user's folder names them (a regression run: targets)
-        figures |= task_figures(best, classes)  # regression: predicted vs true, residuals
-    if best_val.is_file() and "logits" in best:
+    best = _best_val(best_val) if best_val.is_file() else None
+    classes = class_names(run.meta)  # a run on the user's folder names them (a regression run: targets)
+    if best is not None:
+        figures |= task_figures(
+            best, classes
+        )  # regression (or a regression head): predicted vs true, residuals
+    if best is not None and "logits" not in best:  # a segmentation or regression run: no class scores
+        log.info(
+            "%s holds no class logits (task %s): no confusion matrix or ROC", best_val, run.task.get("name")
+        )
+    elif best is not None:
         targets, logits = best["targets"].numpy(), best["logits"].float().numpy()
         figures["confusion_matrix"] = confusion_figure(
             targets, logits, run.config.threshold, best["epoch"], classes
