@@ -27,6 +27,7 @@ import sys
 from nbtools import recipes
 from nbtools.cli_exit import quiet_output, resume_command, run_command
 from nbtools.cli_parsers import build_parser, check_recipe_flags
+from nbtools.cli_task import best_line, data_line, metrics_line, task_args
 from nbtools.config import ConfigFieldError
 from nbtools.diagnose import doctor
 from nbtools.env import setup
@@ -87,20 +88,9 @@ def _train(args: argparse.Namespace) -> int:
         return 0
     best = run.best() or {}
     print(f"run folder: {run.run_dir}")
-    shown = ("val_loss", "val_acc", "val_f1", "val_auc", "val_dice")
-    print(
-        f"best epoch {run.best_epoch}: "
-        + ", ".join(f"{k} {best[k]:.4f}" for k in shown if best.get(k) is not None)
-    )
-    data = run.meta.get("data")
-    if data:
-        pos = data.get("positive")
-        print(
-            "classes: "
-            + ", ".join(
-                f"{i} {c}" + (" (positive)" if c == pos else "") for i, c in enumerate(data["classes"])
-            )
-        )
+    print(best_line(run.best_epoch, best))
+    if run.meta.get("data"):
+        print(data_line(run.meta["data"]))
     print_findings(run.findings)
     return 0
 
@@ -146,7 +136,7 @@ def _data_args(args: argparse.Namespace) -> dict:
         "patch": args.patch and (args.patch[0] if len(args.patch) == 1 else tuple(args.patch)),
         "size": args.size,
     }
-    return {k: v for k, v in given.items() if v is not None}
+    return {**{k: v for k, v in given.items() if v is not None}, **task_args(args)}
 
 
 def print_findings(findings: list) -> None:
@@ -174,9 +164,8 @@ def _predict(args: argparse.Namespace) -> int:
         return 0
     out = preds.to_csv(args.out)
     print(f"wrote {len(preds)} rows to {out}: {preds!r}")
-    if preds.labels is not None:
-        m = preds.metrics()
-        print(", ".join(f"{k} {m[k]:.4f}" for k in ("acc", "f1", "auc") if m.get(k) is not None))
+    if metrics_line(preds):
+        print(metrics_line(preds))
     return 0
 
 

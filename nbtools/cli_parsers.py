@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from nbtools import recipes
+from nbtools.cli_task import add_task_flags
 from nbtools.config import MONITORS, SCHEDULES
 from nbtools.env import PRECISIONS
 from nbtools.recipes.predict import WEIGHTS
@@ -23,8 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("job", choices=sorted(recipes.RECIPES))
     train.add_argument(
         "--data",
-        help="resnet3d/focal2d: a folder of class sub-folders, or a path,label CSV; unet3d/unet2d: a folder "
-        "of images/ + labels/ (or nnU-Net's imagesTr/labelsTr), or an image,mask CSV (default: the demo set)",
+        help="resnet3d/focal2d: a folder of class sub-folders, or a path,label CSV (--task regression: a "
+        "path,target CSV); unet3d/unet2d: a folder of images/ + labels/ (or nnU-Net's imagesTr/labelsTr), or an "
+        "image,mask CSV (default: the demo set)",
     )
     train.add_argument("--val", help="a validation folder/CSV (default: a stratified hold-out of --data)")
     train.add_argument("--val-fraction", type=float, help="the hold-out's share of --data (default 0.2)")
@@ -40,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--size", type=int, help="focal2d/unet2d: images become size x size; resnet3d: a cube side"
     )
+    add_task_flags(train)
     train.add_argument(
         "--allow-changed-data", action="store_true", help="resume on changed files (the change is recorded)"
     )
@@ -123,5 +126,10 @@ def check_recipe_flags(args: argparse.Namespace) -> None:
         if getattr(args, name) is not None and name not in RECIPE_FLAGS.get(args.job, (name,)):
             takes = " ".join(f"--{f}" for f in RECIPE_FLAGS[args.job])
             raise ValueError(f"--{name} is not a flag of {args.job}; it takes {takes} (and --data, --val)")
+    if args.job in ("unet3d", "unet2d"):
+        for name in ("task", "targets", "regression_loss"):
+            if getattr(args, name) is not None:
+                flag = "--" + name.replace("_", "-")
+                raise ValueError(f"{flag} is not a flag of {args.job}: it trains segmentation only")
     if args.patch is not None and len(args.patch) not in (1, 3):
         raise ValueError(f"--patch takes D H W (or one side for a cube), got {len(args.patch)} numbers")

@@ -15,6 +15,7 @@ EXPECTED = [
     "04_resume",
     "05_debug",
     "06_segmentation",
+    "07_multitask",
 ]
 
 

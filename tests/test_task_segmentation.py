@@ -24,12 +24,12 @@ CFG = nbt.TrainConfig(
 
 @pytest.fixture(scope="module")
 def seg_root(tmp_path_factory):
-    """8 cases of 32 x 32 x 48 voxels: a bright box of class 1 and a brighter one of class 2."""
+    """6 cases of 32 x 32 x 48 voxels: a bright box of class 1 and a brighter one of class 2."""
     root = tmp_path_factory.mktemp("seg")
     (root / "images").mkdir()
     (root / "labels").mkdir()
     rng = np.random.default_rng(0)
-    for i in range(8):
+    for i in range(6):
         mask = np.zeros((32, 32, 48), np.int16)
         a, b = rng.integers(2, 12, 3), rng.integers(16, 26, 3)
         mask[a[0] : a[0] + 8, a[1] : a[1] + 8, a[2] : a[2] + 10] = 1
@@ -42,7 +42,7 @@ def seg_root(tmp_path_factory):
 
 def _data(root):
     ds = nbt.data.SegmentationFolder(root, patch=PATCH, classes=["background", "left box", "right box"])
-    return ds.split(fraction=0.25, seed=0)  # val: whole cases, larger than the patch
+    return ds.split(fraction=1 / 3, seed=0)  # val: whole cases, larger than the patch
 
 
 def _model():
@@ -88,7 +88,7 @@ def test_seg_fit_records_dice_per_class_agreeing_with_monai(seg_root, tmp_path):
 def test_seg_resume_is_bit_identical(seg_root, tmp_path):
     straight = _fit(seg_root, tmp_path / "a")
     with pytest.raises(StopAfter.Disconnect):  # dies in epoch 2, on its second batch
-        _fit(seg_root, tmp_path / "b", batch_transform=StopAfter(4))
+        _fit(seg_root, tmp_path / "b", batch_transform=StopAfter(3))
     resumed = _fit(seg_root, tmp_path / "b", resume="latest")
     a, b = load_checkpoint(tmp_path / "a" / "epoch_002.pt"), load_checkpoint(tmp_path / "b" / "epoch_002.pt")
     for key in ("model", "optimizer", "rng"):

@@ -126,8 +126,9 @@ def metric_names(task: dict) -> list[str]:
     if name == "regression":
         names = ["val_loss", "val_mae", "val_rmse", "val_r2"]
         scaler = task.get("target_scaler")
-        if scaler is not None and 1 < int(np.prod(scaler["shape"])) <= 8:
-            outs = output_names(task.get("output_names"), tuple(scaler["shape"]))
+        shape = scaler["shape"] if scaler is not None else task.get("shape")
+        if shape is not None and 1 < int(np.prod(shape)) <= 8:
+            outs = output_names(task.get("output_names"), tuple(shape))
             names += [f"val_{m}_{o}" for m in ("mae", "rmse", "r2") for o in outs]
         return names
     return ["val_loss", "val_acc", "val_precision", "val_recall", "val_f1", "val_auc"]

@@ -92,9 +92,8 @@ def fit(
     check_names(model, cfg)  # a config that does not fit the model must not cost the run in run_dir
     model.to(device)
     set_memory_format(model, cfg.channels_last)  # before the optimizer state and the EMA copy exist
-    plan = preflight(
-        model, train_data, val_data, loss_fn, device, cfg.channels_last, cfg.task
-    )  # nor bad data
+    # nor data that cannot train, a pair that fits no task, or a monitor the task does not record
+    plan = preflight(model, train_data, val_data, loss_fn, device, cfg.channels_last, cfg.task, cfg.monitor)
     replaced = prepare_run_dir(run_dir, resume, overwrite, dist)  # a line to show, or None
     n_batches = TrainBatches(
         len(train_data), cfg.batch_size, cfg.seed, 1, dist.rank, dist.world

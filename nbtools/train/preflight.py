@@ -35,10 +35,12 @@ def preflight(
     device: torch.device,
     channels_last=False,
     task: str = "auto",
+    monitor: str | None = None,
 ) -> dict:
     """Raise ValueError (TypeError for a sample that is no pair) naming what cannot train; see the module.
     Returns what it found of the task (nbtools.train.task_setup.plan_task): {"name", ...}; {} when the
-    data are DataLoaders (make_loader refuses them). task: TrainConfig.task ("auto" infers it)."""
+    data are DataLoaders (make_loader refuses them). task: TrainConfig.task ("auto" infers it); monitor:
+    TrainConfig.monitor, refused when the task does not record it."""
     if train_data is None or val_data is None:
         raise ValueError(_missing_data("train_data" if train_data is None else "val_data"))
     if isinstance(train_data, DataLoader) or isinstance(val_data, DataLoader):
@@ -64,7 +66,7 @@ def preflight(
             same = x_val.shape[1:] == x_train.shape[1:]
             what, x = ("validation data", x_val) if same else ("training data", x_train)
             out = _forward(model, as_input(x.to(device), channels_last), what)
-            found = plan_task(task, out, _on(y_train, device), loss_fn, train_data, x_train)
+            found = plan_task(task, out, _on(y_train, device), loss_fn, train_data, x_train, monitor)
             if not same:
                 if found["name"] != "segmentation":
                     raise ValueError(

@@ -34,15 +34,31 @@ class TaskLoss(nn.Module):
         self.terms: list[dict[str, torch.Tensor]] = []  # one dict per training call since `take_terms`
         self.found = None  # the last probe's TermGrads
         self.armed = False
+        self._stats: dict = {}  # (head, device) -> the scaler's (mean, std) there: no copy per step
+
+    def _standardised(self, head, y: torch.Tensor) -> torch.Tensor:
+        scaler = self.scalers[head]
+        key = (head, y.device)
+        if key not in self._stats:
+            mean = torch.tensor(scaler.mean, dtype=torch.float64, device=y.device).reshape(scaler.shape)
+            self._stats[key] = (
+                mean,
+                torch.tensor(scaler.std, dtype=torch.float64, device=y.device).reshape(scaler.shape),
+            )
+        if tuple(y.shape[1:]) != tuple(scaler.shape):
+            scaler.standardise(y)  # raises, naming both shapes
+        mean, std = self._stats[key]
+        return ((y.double() - mean) / std).to(y.dtype if y.dtype == torch.float64 else torch.float32)
 
     def standardise(self, targets):
+        """Regression targets (the whole target, or those of regression heads) as (y - mean) / std."""
         if not self.scalers:
             return targets
         if None in self.scalers:
-            return self.scalers[None].standardise(targets)
+            return self._standardised(None, targets)
         picked = dict(self.loss._pick(targets, "targets"))
-        for head, scaler in self.scalers.items():
-            picked[head] = scaler.standardise(picked[head])
+        for head in self.scalers:
+            picked[head] = self._standardised(head, picked[head])
         if isinstance(targets, (list, tuple)):
             out = list(targets)
             for head, value in picked.items():
@@ -73,8 +89,8 @@ class TaskLoss(nn.Module):
     def take_terms(self) -> dict[str, torch.Tensor] | None:
         """{term: () mean over the calls since the last take} on the device, or None without terms."""
         calls, self.terms = self.terms, []
-        if not calls:
-            return None
+        if len(calls) <= 1:  # one micro-batch a step: its values as they are, no op
+            return calls[0] if calls else None
         names = calls[-1].keys()
         return {n: torch.stack([c[n] for c in calls if n in c]).mean() for n in names}
 

@@ -31,6 +31,16 @@ from nbtools.train.task_loss import wrap_loss
 log = logging.getLogger(__name__)
 
 
+def _target_names(data) -> list[str] | None:
+    """The dataset's `target_names` (RegressionFolder: the CSV's target columns), through Subsets."""
+    while data is not None:
+        names = getattr(data, "target_names", None)
+        if isinstance(names, (list, tuple)) and names:
+            return [str(n) for n in names]
+        data = getattr(data, "dataset", None)
+    return None
+
+
 def _dataset_classes(data) -> list[str] | None:
     while data is not None:
         classes = getattr(data, "classes", None)
@@ -54,12 +64,22 @@ def _plan_one(name: str, out, y, loss_fn, data, x) -> dict:
         bad = ~torch.isfinite(y).reshape(len(y), -1).all(1)
         if bool(bad.any()):
             raise ValueError("the regression target of training data[0] is not finite; fix or drop it")
+        return {"name": name, "shape": list(y.shape[1:])}
     return {"name": name}
 
 
-def plan_task(task: str, out, y, loss_fn, data, x) -> dict:
-    """{"name": the task, ...what it needs: num_classes, classes and patch for segmentation; heads for
-    a MultiTaskLoss} from the model's output on the first training batch (x) and its targets y."""
+def plan_task(task: str, out, y, loss_fn, data, x, monitor: str | None = None) -> dict:
+    """{"name": the task, ...what it needs: num_classes, classes and patch for segmentation, the target's
+    shape for regression, heads for a MultiTaskLoss} from the model's output on the first training batch
+    (x) and its targets y. monitor: refused here, before anything is written, when the task does not
+    record it."""
+    plan = _plan(task, out, y, loss_fn, data, x)
+    if monitor is not None:
+        check_monitor(monitor, plan)
+    return plan
+
+
+def _plan(task: str, out, y, loss_fn, data, x) -> dict:
     name = infer_task(out, y, loss_fn)
     if name != "multitask":
         return _plan_one(check_task(task, name, out, y), out, y, loss_fn, data, x)
@@ -97,6 +117,9 @@ def _record(plan: dict, loss_fn, train_data, meta) -> dict:
             task["classes"] = names
     if task["name"] == "regression":
         task["target_scaler"] = target_stats(train_data).to_dict()
+        names = _target_names(train_data)  # a CSV's target columns name the per-output metrics
+        if names is not None and len(names) == int(np.prod(task["target_scaler"]["shape"])):
+            task["output_names"] = names
     if "heads" in plan:
         task["heads"] = {}
         for head, p in plan["heads"].items():

@@ -83,8 +83,11 @@ class Telemetry:
         if taken is not None and not self.term_names:
             self.term_names = list(taken)  # the run's terms, in the order of its first step
         if self.term_names:  # the term values go last in each row (NaN for a term a step did not give)
-            nan = torch.full_like(r.loss, float("nan"))
-            row += tuple((taken or {}).get(n, nan) for n in self.term_names)
+            taken = taken or {}
+            if any(n not in taken for n in self.term_names):  # rare: an op only then
+                nan = torch.full_like(r.loss, float("nan"))
+                taken = {n: taken.get(n, nan) for n in self.term_names}
+            row += tuple(taken[n] for n in self.term_names)
         self.rows.append(row)
 
     def __len__(self) -> int:

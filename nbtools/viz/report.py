@@ -4,7 +4,8 @@ loss_curve.png and learning_curves.png (nbtools.viz.curves), grad_norms.png (tot
 log scale, skipped steps marked; loss scale and skips per interval), and from best_val.pt (the
 validation logits at the best epoch) confusion_matrix.png, roc_curve.png and, for binary tasks,
 pr_curve.png; both curves mark the configured threshold and the F1-optimal one (the `threshold`
-finding's numbers).
+finding's numbers). A regression run (or a regression head) gets predicted_vs_true.png and residuals.png
+instead, in the user's units (nbtools.viz.regression_figures), and no confusion matrix.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from nbtools.runs.files import BEST_VAL_FILE, run_path
 from nbtools.tasks.classification_metrics import f1_optimal_threshold
 from nbtools.viz import panels
 from nbtools.viz.curves import learning_figure, loss_figure
+from nbtools.viz.regression_figures import task_figures
 
 log = logging.getLogger(__name__)
 
@@ -174,9 +176,8 @@ def _best_val(path: Path) -> dict:
     """best_val.pt, or a ValueError naming the file, the cause and what to do."""
     try:
         best = torch.load(path, map_location="cpu", weights_only=True)
-        keys = set(best) if isinstance(best, dict) else set()
-        if not ({"epoch", "logits", "targets"} <= keys or {"epoch", "dice_per_case"} <= keys):
-            raise ValueError(f"it holds no epoch, logits and targets (found {type(best).__name__})")
+        if not isinstance(best, dict) or "epoch" not in best:
+            raise ValueError(f"it holds no epoch (found {type(best).__name__})")
     except Exception as e:  # torch.load raises UnpicklingError, RuntimeError, EOFError, ... on a bad file
         raise ValueError(
             f"{path.absolute()} cannot be read ({type(e).__name__}: {e}); it holds the best epoch's validation "
@@ -204,11 +205,16 @@ def report(run_or_dir, save: bool = True) -> Report:
     }
     best_val = Path(run.run_dir) / BEST_VAL_FILE
     best = _best_val(best_val) if best_val.is_file() else None
+    classes = class_names(run.meta)  # a run on the user's folder names them (a regression run: targets)
     if best is not None and "dice_per_case" in best:  # segmentation: Dice per case, no logits kept
         figures["dice_per_case"] = dice_figure(best)
+    elif best is not None and "logits" not in best:  # regression (or regression heads): no class scores
+        figures |= task_figures(best, classes)  # predicted vs true, residuals
+        log.info(
+            "%s holds no class logits (task %s): no confusion matrix or ROC", best_val, run.task.get("name")
+        )
     elif best is not None:
         targets, logits = best["targets"].numpy(), best["logits"].float().numpy()
-        classes = class_names(run.meta)  # a run on the user's folder names them
         figures["confusion_matrix"] = confusion_figure(
             targets, logits, run.config.threshold, best["epoch"], classes
         )
@@ -216,7 +222,7 @@ def report(run_or_dir, save: bool = True) -> Report:
         pr = pr_figure(targets, logits, best["epoch"], run.config.threshold, classes)
         if pr is not None:
             figures["pr_curve"] = pr
-    else:
+    elif not best_val.is_file():
         log.info("%s not found: no confusion matrix or ROC (no epoch has finished)", best_val)
     paths = {}
     if save:
