@@ -26,13 +26,17 @@ import sys
 
 from nbtools import recipes
 from nbtools.cli_exit import quiet_output, resume_command, run_command
-from nbtools.config import MONITORS, SCHEDULES, ConfigFieldError
+from nbtools.cli_parsers import build_parser, check_recipe_flags
+from nbtools.cli_task import best_line, data_line, metrics_line, task_args
+from nbtools.config import ConfigFieldError
 from nbtools.diagnose import doctor
-from nbtools.env import PRECISIONS, setup
-from nbtools.recipes.predict import WEIGHTS
+from nbtools.env import setup
+from nbtools.recipes import SegPredictions
 from nbtools.runs import NonFiniteError, compare_runs, list_checkpoints, open_first
 from nbtools.settings import parse_settings
 from nbtools.wording import CLI_FLAGS, speaking
+
+__all__ = ["build_parser", "main"]
 
 
 def _resume(value: str | None):
@@ -84,31 +88,16 @@ def _train(args: argparse.Namespace) -> int:
         return 0
     best = run.best() or {}
     print(f"run folder: {run.run_dir}")
-    print(
-        f"best epoch {run.best_epoch}: "
-        + ", ".join(
-            f"{k} {best[k]:.4f}"
-            for k in ("val_loss", "val_acc", "val_f1", "val_auc")
-            if best.get(k) is not None
-        )
-    )
-    data = run.meta.get("data")
-    if data:
-        pos = data["positive"]
-        print(
-            "classes: "
-            + ", ".join(
-                f"{i} {c}" + (" (positive)" if c == pos else "") for i, c in enumerate(data["classes"])
-            )
-        )
+    print(best_line(run.best_epoch, best))
+    if run.meta.get("data"):
+        print(data_line(run.meta["data"]))
     print_findings(run.findings)
     return 0
 
 
 def _job(args: argparse.Namespace, overrides: dict):
     """The recipe's job with the options given; on --resume, the run's own job with them on top."""
-    if args.shape and args.job != "resnet3d":
-        raise ValueError(f"--shape is for resnet3d; {args.job} takes --size (images become size x size)")
+    check_recipe_flags(args)
     if args.resume is None:
         return recipes.make_job(args.job, smoke=args.smoke, seed=args.seed, **_data_args(args), **overrides)
     fixed = [f"--{k.replace('_', '-')}" for k in _data_args(args) if k not in ("data", "val")]
@@ -144,9 +133,10 @@ def _data_args(args: argparse.Namespace) -> dict:
         "positive": args.positive,
         "val_fraction": args.val_fraction,
         "shape": args.shape and tuple(args.shape),
+        "patch": args.patch and (args.patch[0] if len(args.patch) == 1 else tuple(args.patch)),
         "size": args.size,
     }
-    return {k: v for k, v in given.items() if v is not None}
+    return {**{k: v for k, v in given.items() if v is not None}, **task_args(args)}
 
 
 def print_findings(findings: list) -> None:
@@ -168,11 +158,14 @@ def _predict(args: argparse.Namespace) -> int:
         device=args.device,
         threshold=args.threshold,
     )
+    if isinstance(preds, SegPredictions):
+        table = preds.save(args.out)
+        print(f"wrote {len(preds)} masks to {args.out} and their table to {table}: {preds!r}")
+        return 0
     out = preds.to_csv(args.out)
     print(f"wrote {len(preds)} rows to {out}: {preds!r}")
-    if preds.labels is not None:
-        m = preds.metrics()
-        print(", ".join(f"{k} {m[k]:.4f}" for k in ("acc", "f1", "auc") if m.get(k) is not None))
+    if metrics_line(preds):
+        print(metrics_line(preds))
     return 0
 
 
@@ -196,82 +189,6 @@ def _runs(args: argparse.Namespace) -> int:
     if out is not None:
         print(f"wrote {len(table)} rows to {out}")
     return 0 if len(table) else 2
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m nbtools", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--debug", action="store_true", help="show the traceback of an error, too")
-    train = sub.add_parser(
-        "train", help="train a recipe on your folder/CSV (--data) or its embedded demo set", parents=[common]
-    )
-    train.add_argument("job", choices=sorted(recipes.RECIPES))
-    train.add_argument(
-        "--data", help="a folder of class sub-folders, or a path,label CSV (default: the demo set)"
-    )
-    train.add_argument("--val", help="a validation folder/CSV (default: a stratified hold-out of --data)")
-    train.add_argument("--val-fraction", type=float, help="the hold-out's share of --data (default 0.2)")
-    train.add_argument("--positive", help="the positive class of two (default: the second in sorted order)")
-    train.add_argument("--shape", type=int, nargs=3, metavar=("D", "H", "W"), help="resnet3d: volume shape")
-    train.add_argument("--size", type=int, help="focal2d: images become size x size; resnet3d: a cube side")
-    train.add_argument(
-        "--allow-changed-data", action="store_true", help="resume on changed files (the change is recorded)"
-    )
-    train.add_argument("--run-dir", required=True, help="folder for checkpoints, metrics.json and figures")
-    train.add_argument("--resume", help='"latest", an epoch number, or a checkpoint path')
-    train.add_argument("--overwrite", action="store_true", help="delete the run in --run-dir and start again")
-    train.add_argument("--epochs", type=int)
-    train.add_argument("--lr", type=float)
-    train.add_argument("--precision", choices=PRECISIONS)
-    train.add_argument("--batch-size", type=int)
-    train.add_argument("--monitor", choices=MONITORS, help="the metric that picks best.pt and early stopping")
-    train.add_argument(
-        "--threshold", type=float, help="two classes: predict the positive one from this probability"
-    )
-    train.add_argument(
-        "--schedule",
-        choices=SCHEDULES,
-        help="a resume with a new plan: continue the LR curve, or restart it warm",
-    )
-    train.add_argument(
-        "--set",
-        action="append",
-        metavar="FIELD=VALUE",
-        help="any TrainConfig field, e.g. --set clip_norm=0.5 --set 'group_lrs={\"backbone\": 1e-4}' (repeatable)",
-    )
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--smoke", action="store_true", help="tiny sizes, for a seconds-long check")
-    pred = sub.add_parser(
-        "predict", help="apply a run's model to a folder or CSV of files; write a CSV", parents=[common]
-    )
-    pred.add_argument("run_dir")
-    pred.add_argument("--data", required=True, help="folder (class sub-folders or files directly) or CSV")
-    pred.add_argument("--out", required=True, help="the CSV to write: path, label, predicted, prob_<class>")
-    pred.add_argument("--weights", choices=WEIGHTS, default="best")
-    pred.add_argument("--tta", action="store_true", help="average over flips (3D: D/H/W, 2D: horizontal)")
-    pred.add_argument("--batch-size", type=int)
-    pred.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when there is one)")
-    pred.add_argument(
-        "--threshold",
-        type=float,
-        help="two classes: the cut on the positive probability (default: the run's)",
-    )
-    ls = sub.add_parser(
-        "checkpoints", help="list a run folder's checkpoints and whether each loads", parents=[common]
-    )
-    ls.add_argument("run_dir")
-    doc = sub.add_parser(
-        "doctor", help="print a run folder's findings (exit code 1 if any is open)", parents=[common]
-    )
-    doc.add_argument("run_dir")
-    runs = sub.add_parser(
-        "runs", help="compare the runs in a folder: status, best, findings, config changes", parents=[common]
-    )
-    runs.add_argument("runs_dir", help="a folder of run folders (or one run folder)")
-    runs.add_argument("--baseline", help="the run the config differences are against (default: the oldest)")
-    runs.add_argument("--csv", help="also write the table to this CSV file")
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

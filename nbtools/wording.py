@@ -44,7 +44,11 @@ CLI_FLAGS = {
     "positive": "--positive",
     "val_fraction": "--val-fraction",
     "shape": "--shape",
+    "patch": "--patch",
     "size": "--size",
+    "task": "--task",
+    "targets": "--targets",
+    "regression_loss": "--regression-loss",
     "tta": "--tta",
     "epochs": "--epochs",
     "lr": "--lr",
@@ -70,6 +74,7 @@ NOTEBOOK_PARAMETERS = {
     "data": ("DATA", None),
     "val": ("VAL_DATA", None),
     "positive": ("POSITIVE", None),
+    "patch": ("PATCH", None),
     "epochs": ("EPOCHS", None),
     "precision": ("PRECISION", None),
     "seed": ("SEED", None),
@@ -157,7 +162,7 @@ def _flag(name: str, value: str) -> str:
         return f"without {flag}"
     if name in SWITCHES:
         return flag
-    if name == "shape" and value.startswith("("):
+    if name in ("shape", "patch") and value.startswith("("):
         return f"{flag} {' '.join(p.strip() for p in value.strip('()').split(',') if p.strip())}"
     return f"{flag} {shlex.quote(_unquoted(value))}"
 

@@ -23,7 +23,8 @@ LAYERS = [
     {"viz"},
     {"train"},
     {"recipes"},
-    {"cli_exit"},
+    {"cli_exit", "cli_task"},
+    {"cli_parsers"},
     {"cli"},
     {"__init__", "__main__"},
 ]

@@ -7,10 +7,19 @@ from pathlib import Path
 import pytest
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
-EXPECTED = ["00_setup", "01_data", "02_train_resnet3d", "03_finetune_focal2d", "04_resume", "05_debug"]
+EXPECTED = [
+    "00_setup",
+    "01_data",
+    "02_train_resnet3d",
+    "03_finetune_focal2d",
+    "04_resume",
+    "05_debug",
+    "06_segmentation",
+    "07_multitask",
+]
 
 
-def test_the_six_notebooks_are_there_in_order():
+def test_the_notebooks_are_there_in_order():
     assert [p.stem for p in NOTEBOOKS] == EXPECTED
 
 
@@ -64,7 +73,7 @@ def test_papermill_reads_every_parameter(path, caplog):
         assert next(p.default for p in found if p.name == "VOLUME_SHAPE").isdigit()
 
 
-def test_one_install_cell_for_all_six():
+def test_one_install_cell_for_all():
     """Each notebook opens with the same install cell (it must run before nbtools exists, so it cannot
     live in the package); .ci/colab-parity runs it for real in a Colab-like venv."""
     first = {
@@ -74,7 +83,7 @@ def test_one_install_cell_for_all_six():
         for p in NOTEBOOKS
     }
     odd = [name for name, cell in first.items() if cell != first["00_setup"]]
-    assert not odd, f"{odd}: the install cell differs from 00_setup's; copy 00_setup's to all six"
+    assert not odd, f"{odd}: the install cell differs from 00_setup's; copy 00_setup's to all of them"
     assert "-c" in first["00_setup"] and "NBTOOLS_SOURCE" in first["00_setup"]
 
 

@@ -140,7 +140,7 @@ def test_the_same_arguments_give_the_same_initial_model_whatever_the_global_rng(
 
 def test_a_volume_shape_is_d_h_w_or_one_int_for_a_cube():
     """02's VOLUME_SHAPE = 64 (papermill -p VOLUME_SHAPE 48 passes an int; a list comes from YAML)."""
-    from nbtools.recipes.jobs import volume_shape
+    from nbtools.recipes.sizes import volume_shape
 
     assert volume_shape(48, 32) == (48, 48, 48) and volume_shape([48, 64, 64], 32) == (48, 64, 64)
     assert volume_shape(None, 32) == (32, 32, 32)

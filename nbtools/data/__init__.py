@@ -13,6 +13,7 @@ from nbtools.data.fingerprint import DataChange, compare_fingerprints, data_fing
 from nbtools.data.folders import VolumeFolder
 from nbtools.data.images import ImageFolder, ImageReadError, image_folder
 from nbtools.data.patches import PatchBox
+from nbtools.data.regression_folder import RegressionFolder
 from nbtools.data.report import DataIssue, DataReport
 from nbtools.data.segcases import SegmentationDataError
 from nbtools.data.segfolder import SegmentationFolder
@@ -20,6 +21,7 @@ from nbtools.data.segsynthetic import SyntheticSegImages, SyntheticSegVolumes
 from nbtools.data.segwrite import write_segmentation_folder
 from nbtools.data.splits import holdout_split, kfold
 from nbtools.data.synthetic import SyntheticVolumes
+from nbtools.data.synthetic_regression import SyntheticRegressionVolumes
 from nbtools.data.validate import validate_dataset
 from nbtools.data.volumes import VolumeReadError
 
@@ -36,10 +38,12 @@ __all__ = [
     "ImageFolder",
     "ImageReadError",
     "PatchBox",
+    "RegressionFolder",
     "SampleError",
     "SegmentationDataError",
     "SegmentationFolder",
     "SyntheticDocuments",
+    "SyntheticRegressionVolumes",
     "SyntheticSegImages",
     "SyntheticSegVolumes",
     "SyntheticVolumes",

@@ -200,7 +200,8 @@ class AlbumentationsDataset(Dataset):
         labels = labels_of(self.dataset)
         if labels is None:
             raise AttributeError(f"{type(self.dataset).__name__} keeps no .labels, .targets or .y")
-        return np.asarray(labels, dtype=np.int64)
+        # class labels as int64; real-valued (regression) targets keep their values
+        return labels.numpy() if labels.is_floating_point() else np.asarray(labels, dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self.dataset)

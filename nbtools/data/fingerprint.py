@@ -9,6 +9,8 @@ A segmentation dataset (one with `.mask_paths`: SegmentationFolder) lists every 
 mask, labelled "<case>:image" (or "<case>:image_0001", ...) and "<case>:mask" (with ":<digest>" of its
 class ids when the dataset has `.mask_digests`: SegmentationFolder reads every mask anyway, so an edit
 at the same file size shows too): a mask changed, removed, added or paired with another image is a change.
+A regression dataset (one with `.targets` and `.target_names`: RegressionFolder) labels each file with its
+targets ("age=63.5"), and its target names stand for the classes: a changed target is a change.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 FORMAT = "nbtools-data-fingerprint"
 SHOW = 5  # files named per kind of change in str(DataChange)
@@ -39,6 +43,8 @@ def data_fingerprint(dataset: Any) -> dict[str, Any]:
     """
     if hasattr(dataset, "mask_paths"):
         return _segmentation_fingerprint(dataset)
+    if hasattr(dataset, "target_names"):
+        return _regression_fingerprint(dataset)
     for name in ("root", "paths", "labels", "classes"):
         if not hasattr(dataset, name):
             raise TypeError(
@@ -66,6 +72,19 @@ def _segmentation_fingerprint(dataset: Any) -> dict[str, Any]:
             files.append(_entry(mask, resolved, f"{case}:mask" + (f":{digest}" if digest else "")))
     fp = _fingerprint(dataset, root, resolved, [str(c) for c in dataset.classes], files)
     fp["kind"] = "segmentation"
+    return fp
+
+
+def _regression_fingerprint(dataset: Any) -> dict[str, Any]:
+    root = Path(dataset.root)
+    resolved = root.resolve()
+    names = [str(n) for n in dataset.target_names]
+    files = []
+    for path, values in zip(dataset.paths, np.asarray(dataset.targets, dtype=np.float64).tolist()):
+        label = ",".join(f"{n}={v!r}" for n, v in zip(names, values))  # repr: exact, and short for 63.5
+        files.append(_entry(path, resolved, label))
+    fp = _fingerprint(dataset, root, resolved, names, files)
+    fp["kind"] = "regression"
     return fp
 
 
@@ -124,6 +143,7 @@ class DataChange:
     classes_changed: tuple[tuple[str, ...], tuple[str, ...]] | None = None
     moved: bool = False
     roots: tuple[str, str] = ("", "")
+    targets: bool = False  # a regression dataset's: labels are targets, classes the target columns
 
     @property
     def same(self) -> bool:
@@ -137,13 +157,20 @@ class DataChange:
             parts.append(_list(self.removed, "removed", "removed"))
         if self.relabelled:
             parts.append(
-                _list([f"{p}: {a} -> {b}" for p, a, b in self.relabelled], "relabelled", "relabelled")
+                _list(
+                    [f"{p}: {a} -> {b}" for p, a, b in self.relabelled],
+                    *(
+                        ("target changed", "targets changed")
+                        if self.targets
+                        else ("relabelled", "relabelled")
+                    ),
+                )
             )
         if self.resized:
             parts.append(_list([f"{p}: {a} -> {b} bytes" for p, a, b in self.resized], "resized", "resized"))
         if self.classes_changed:
             old, new = self.classes_changed
-            parts.append(f"classes {list(old)} -> {list(new)}")
+            parts.append(f"{'target columns' if self.targets else 'classes'} {list(old)} -> {list(new)}")
         text = ", ".join(parts) if parts else "same data"
         if self.moved:
             text += f" (root moved: {self.roots[0]} -> {self.roots[1]})"
@@ -194,6 +221,7 @@ def compare_fingerprints(recorded: dict[str, Any], current: dict[str, Any]) -> D
         classes_changed=classes if classes[0] != classes[1] else None,
         moved=recorded["root_resolved"] != current["root_resolved"],
         roots=(recorded["root_resolved"], current["root_resolved"]),
+        targets="regression" in (recorded.get("kind"), current.get("kind")),
     )
 
 

@@ -14,13 +14,14 @@ import torch
 from torch.utils.data import Dataset
 
 from nbtools.data.augment2d import to_tensor
+from nbtools.data.cache import VolumeCache
 from nbtools.data.patches import PatchBox, choose_box, cut, needed_pad
+from nbtools.data.segcache import cached_pair, normalized_image
 from nbtools.data.segcheck import pinned_classes, scan_cases
 from nbtools.data.seglayout import find_cases, select_cases
 from nbtools.data.segread import read_image, read_mask, resize_pair
 from nbtools.data.splits import holdout_split, kfold
 from nbtools.data.synthetic import item_index
-from nbtools.data.volumes import normalize as normalize_volume
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,7 @@ class SegmentationFolder(Dataset):
     on images without masks (their items are ``(x, -1)``). cases: keep only these case names (a run's
     record). raw: 2D only, items ``(uint8 (H, W, C), int64 (H, W) numpy)`` for
     ``AlbumentationsDataset(ds, transform)``, which moves the mask with the image and normalises last.
+    cache_dir: 3D only, keep each case's normalised image and mask there (see `segcache`).
 
     Construction reads every mask and every image header and raises SegmentationDataError (a ValueError)
     naming each bad case: a missing mask or image, shape or affine mismatch, class ids outside the
@@ -78,6 +80,7 @@ class SegmentationFolder(Dataset):
         masks: str = "required",
         cases: Sequence[str] | None = None,
         raw: bool = False,
+        cache_dir: str | Path | None = None,
     ) -> None:
         if not 0.0 <= oversample <= 1.0:
             raise ValueError(f"oversample must be a fraction in [0, 1] (nnU-Net: 1/3), got {oversample!r}")
@@ -101,6 +104,7 @@ class SegmentationFolder(Dataset):
                 f"normalize='imagenet' is for RGB images; these are {self.ndim}D with {self.channels} channels"
             )
         self.normalize, self.size, self.raw = normalize, size, bool(raw)
+        self.cache = VolumeCache(cache_dir) if cache_dir is not None and self.ndim == 3 else None
         self.oversample, self.seed, self.epoch = float(oversample), int(seed), None
         self.labeled = all(c.mask is not None for c in self._cases)
         self.patch = self._patch(patch)
@@ -274,6 +278,8 @@ class SegmentationFolder(Dataset):
     def _load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """(image, mask) of a case, resized and normalised; the mask zeros when the case has none."""
         case = self._cases[index]
+        if self.cache is not None:
+            return cached_pair(self.cache, case, self.shapes[index], self.normalize)
         image = read_image(case.images)
         mask = read_mask(case.mask) if case.mask is not None else np.zeros(self.shapes[index], np.int64)
         if self.size is not None:
@@ -282,11 +288,7 @@ class SegmentationFolder(Dataset):
             return image, mask
         if self.normalize == "imagenet":
             return to_tensor(image).numpy(), mask
-        if self.ndim == 2:
-            image = np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32)
-        where = str(case.images[0])
-        image = np.stack([normalize_volume(ch, self.normalize, where=where) for ch in image])
-        return image.astype(np.float32, copy=False), mask
+        return normalized_image(image, self.ndim, self.normalize, str(case.images[0])), mask
 
     def __repr__(self) -> str:
         fg = self.class_voxels.sum(axis=0)

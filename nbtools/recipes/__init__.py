@@ -10,6 +10,7 @@ how a run folder rebuilds its job for a resume or for `predict`, and our users' 
 """
 
 from nbtools.recipes.data_check import DataChangedError
+from nbtools.recipes.head_predictions import HeadPredictions
 from nbtools.recipes.job import Job
 from nbtools.recipes.jobs import (
     RECIPES,
@@ -18,20 +19,26 @@ from nbtools.recipes.jobs import (
     recorded_job,
     resnet3d_job,
     scaled_unfreeze,
-    smoke_mode,
 )
 from nbtools.recipes.predict import predict
 from nbtools.recipes.predictions import Predictions
+from nbtools.recipes.regression_predictions import RegressionPredictions
 from nbtools.recipes.resume import load_job
 from nbtools.recipes.run_predictions import RunPredictions, run_predictions
+from nbtools.recipes.seg_predictions import SegPredictions
+from nbtools.recipes.segjobs import unet2d_job, unet3d_job
+from nbtools.recipes.sizes import smoke_mode
 from nbtools.recipes.user_data import describe_data
 
 __all__ = [
     "RECIPES",
     "DataChangedError",
+    "HeadPredictions",
     "Job",
     "Predictions",
+    "RegressionPredictions",
     "RunPredictions",
+    "SegPredictions",
     "describe_data",
     "focal2d_job",
     "load_job",
@@ -42,4 +49,6 @@ __all__ = [
     "run_predictions",
     "scaled_unfreeze",
     "smoke_mode",
+    "unet2d_job",
+    "unet3d_job",
 ]

@@ -19,7 +19,6 @@ samples, not a measure of the predictions (digits, epoch 1: val focal loss 0.036
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -41,25 +40,13 @@ from nbtools.jsonsafe import to_jsonable
 from nbtools.losses import FocalLoss
 from nbtools.models import resnet2d_attention, resnet3d
 from nbtools.recipes.job import Job
+from nbtools.recipes.regression_jobs import check_task, focal2d_regression, resnet3d_regression
+from nbtools.recipes.segjobs import unet2d_job, unet3d_job
+from nbtools.recipes.sizes import smoke_mode, volume_shape
 from nbtools.recipes.user_data import VAL_FRACTION, build_user_data, describe_data, say
 from nbtools.runs import Run, list_checkpoints, load_checkpoint
 
 RECIPE_MONITOR = "val_f1"  # what best.pt is chosen by (see the module docstring)
-
-
-def smoke_mode() -> bool:
-    """True when NBTOOLS_SMOKE=1: CI runs every notebook with tiny sizes."""
-    return os.environ.get("NBTOOLS_SMOKE", "") not in ("", "0")
-
-
-def volume_shape(shape: int | tuple[int, ...] | list[int] | None, size: int) -> tuple[int, int, int]:
-    """A recipe's volume shape: (D, H, W), an int for a cube (a notebook parameter papermill passes
-    with -p), or None for (size,) * 3."""
-    shape = shape or size
-    shape = (shape,) * 3 if isinstance(shape, int) else tuple(int(s) for s in shape)
-    if len(shape) != 3 or min(shape) < 1:
-        raise ValueError(f"shape must be (D, H, W) or one int for a cube, each >= 1, got {shape!r}")
-    return shape
 
 
 def resnet3d_job(
@@ -77,6 +64,9 @@ def resnet3d_job(
     val_fraction: float = VAL_FRACTION,
     cache_dir: str | Path | None = None,
     num_classes: int | None = None,
+    task: str = "classification",
+    targets: list[str] | None = None,
+    regression_loss: str = "mse",
     **config: Any,
 ) -> Job:
     """A 3D ResNet-10 (width 0.25) on SyntheticVolumes: 256 train and 128 val volumes at 32^3
@@ -91,8 +81,11 @@ def resnet3d_job(
 
     Train and val volumes come from different seeds (no sample is in both); training batches are
     augmented on the device by Augment3D (flips, small rotations, zoom, intensity) when `augment`.
+    task="regression" (recipes.regression_jobs): data a `path,target` CSV (`targets` picks columns), one
+    output per column, `regression_loss` "mse" | "huber" | "l1", monitor val_r2; demo: blob sizes.
     Keyword arguments override TrainConfig fields, e.g. resnet3d_job(epochs=20, precision="bf16").
     """
+    check_task(task, regression_loss, positive, targets)
     n_train = n_train or (32 if smoke else 256)
     n_val = n_val or (16 if smoke else 128)
     size = size or (16 if smoke else 32)
@@ -109,6 +102,9 @@ def resnet3d_job(
         checkpoint_every_minutes=10.0,
         seed=0,
     )
+    if task == "regression":
+        args = (data, val, targets, volume_shape(shape, size), n_train, n_val, val_fraction, cache_dir)
+        return resnet3d_regression(cfg, config, args, num_classes, regression_loss, augment, depth, width)
     cfg.update(config)
     if data is None:
         train = SyntheticVolumes(n=n_train, shape=(size,) * 3, positive_fraction=0.3, seed=1)
@@ -167,6 +163,10 @@ def focal2d_job(
     val: str | Path | None = None,
     positive: str | None = None,
     val_fraction: float = VAL_FRACTION,
+    task: str = "classification",
+    targets: list[str] | None = None,
+    regression_loss: str = "mse",
+    num_classes: int | None = None,
     **config: Any,
 ) -> Job:
     """Seed 004's fine-tuning on SyntheticDocuments (about 30 % forged): a ResNet-18 + SE attention
@@ -184,7 +184,9 @@ def focal2d_job(
     data: your images instead (ImageFolder: class sub-folders of PNG/JPEG or a `path,label` CSV, two
     classes, resized to size x size); val, positive, val_fraction: as in resnet3d_job. The classifier's
     prior is then the positive rate of your training part.
+    task="regression": one output per target column of a CSV of images (as resnet3d_job), no prior/threshold.
     """
+    check_task(task, regression_loss, positive, targets)
     n_train = n_train or (24 if smoke else 2048)
     n_val = n_val or (16 if smoke else 256)
     size = size or (32 if smoke else 64)
@@ -202,6 +204,10 @@ def focal2d_job(
         checkpoint_every_minutes=10.0,
         seed=0,
     )
+    if task == "regression":
+        del cfg["threshold"]
+        args = (data, val, targets, size, n_train, n_val, val_fraction, num_classes, regression_loss)
+        return focal2d_regression(cfg, config, args, backbone=backbone, weights=weights, attention=attention)
     cfg.update(config)
     if data is None:
         pages = SyntheticDocuments(n=n_train, size=size, forged_fraction=0.3, seed=1, raw=True)
@@ -227,7 +233,12 @@ def focal2d_job(
     )
 
 
-RECIPES: dict[str, Callable[..., Job]] = {"resnet3d": resnet3d_job, "focal2d": focal2d_job}
+RECIPES: dict[str, Callable[..., Job]] = {
+    "resnet3d": resnet3d_job,
+    "focal2d": focal2d_job,
+    "unet3d": unet3d_job,
+    "unet2d": unet2d_job,
+}
 
 
 def make_job(recipe: str, **args: Any) -> Job:

@@ -25,9 +25,21 @@ from nbtools.config import TrainConfig
 from nbtools.data import ImageFolder, VolumeFolder
 from nbtools.data.checked import CheckedSamples, collate_checked
 from nbtools.data.samples import is_unlabelled, sample_paths, split_sample
-from nbtools.recipes.jobs import Job, make_job, volume_shape
+from nbtools.recipes.head_predictions import predict_heads
+from nbtools.recipes.jobs import Job, make_job
+from nbtools.recipes.prediction_classes import output_class_names, probabilities, recorded_classes
 from nbtools.recipes.predictions import Predictions
+from nbtools.recipes.regression_predictions import (
+    is_regression,
+    recorded_task,
+    regression_predictions,
+    run_scaler,
+    with_targets,
+)
 from nbtools.recipes.resume import INIT_ONLY
+from nbtools.recipes.seg_predict import SEG_RECIPES, predict_segmentation
+from nbtools.recipes.seg_predictions import SegPredictions
+from nbtools.recipes.sizes import volume_shape
 from nbtools.recipes.tta import FlipAverage, flip_dims
 from nbtools.runs import Run, list_checkpoints, load_checkpoint
 from nbtools.runs.files import BEST_EMA_FILE, BEST_FILE, LAST_FILE
@@ -54,6 +66,7 @@ class _Source:
     meta: dict[str, Any] = field(default_factory=dict)
     precision: dict | None = None  # the newest checkpoint's precision state
     job: Job | None = None  # the rebuilt recipe job (recipe runs)
+    run_dir: Path | None = None  # where the weights came from (None for a module passed in)
 
 
 def predict(
@@ -65,8 +78,9 @@ def predict(
     batch_size: int | None = None,
     device: str | torch.device | None = None,
     threshold: float | None = None,
-) -> Predictions:
-    """Class probabilities of a trained run (or a model) on `data`, one row per sample.
+) -> Predictions | SegPredictions:
+    """Class probabilities of a trained run (or a model) on `data`, one row per sample; for a
+    segmentation run (unet3d, unet2d), one mask per case (`SegPredictions`, see below).
 
     run_or_dir_or_model: a run folder trained from a recipe (the model is rebuilt from it), the `Run`
     that `fit` returned (a recipe run is rebuilt from its folder; a plain fit's model is copied and the
@@ -80,8 +94,14 @@ def predict(
     the run's (meta "classes"), else the data's, else "0", "1", ... Binary tasks predict class 1 at
     `threshold` (default: the run's TrainConfig.threshold). A bad file raises SampleError naming it.
 
+    A segmentation run predicts a folder of cases (images/ with or without labels/, nnU-Net's layout, or
+    an image[,mask] CSV) whole, by sliding window over the run's patch with Gaussian weighting and, with
+    tta, flips undone before averaging (nbtools.recipes.seg_predict); `masks.save(out_dir)` writes one
+    mask per case (NIfTI with the image's affine and header, or PNG) and a table of voxels, ml and Dice.
+
     >>> preds = nbt.predict("runs/mine", "drive/MyDrive/new_volumes", tta=True)   # doctest: +SKIP
     >>> preds.to_csv("predictions.csv")                                          # doctest: +SKIP
+    >>> nbt.predict("runs/seg", "new_scans", tta=True).save("masks/")            # doctest: +SKIP
     """
     if weights not in WEIGHTS:
         raise ValueError(f"weights must be one of {', '.join(map(repr, WEIGHTS))}, got {weights!r}")
@@ -90,7 +110,20 @@ def predict(
     device = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     source = _source(run_or_dir_or_model, weights)
     cfg = source.config or TrainConfig()
+    if source.meta.get("recipe") in SEG_RECIPES:
+        return predict_segmentation(
+            source.model, source.job, data, meta=source.meta, config=cfg, precision_state=source.precision,
+            tta=tta, device=device, weights=weights,
+        )  # fmt: skip
+    regression = is_regression(source.meta, cfg)  # predicted values in the user's units, not classes
+    if source.run_dir is not None and recorded_task(source.run_dir).get("name") == "multitask":  # named heads
+        task, used = recorded_task(source.run_dir), weights if source.config is not None else None
+        return predict_heads(
+            source.model.to(device), data, task, cfg, source.precision, device, batch_size, used
+        )
     ds = _dataset(data, source)
+    if regression and isinstance(data, (str, Path)):
+        ds = with_targets(data, ds, (source.meta.get("data") or {}).get("classes") or ["target"])
     if len(ds) == 0:
         raise ValueError(f"{data!r} holds no samples to predict on")
     precision = Precision(cfg.precision, device)
@@ -107,17 +140,21 @@ def predict(
     model = source.model.to(device)
     if tta:
         aug = source.job.batch_transform if source.job is not None else None
-        model = FlipAverage(model, flip_dims(split_sample(ds[0])[0].dim(), aug))
+        model = FlipAverage(model, flip_dims(split_sample(ds[0])[0].dim(), aug), values=regression)
     logits, targets, _ = predict_logits(model, loader, precision)
+    if regression:
+        scaler = run_scaler(recorded_task(source.run_dir)) if source.run_dir is not None else None
+        used = weights if source.config is not None else None
+        return regression_predictions(logits, targets, ds, source.meta, scaler, tta, used)
     logits = logits.numpy().reshape(len(logits), -1)
-    probs = _probabilities(logits)
+    probs = probabilities(logits)
     if threshold is not None and probs.shape[1] != 2:
         raise ValueError(
             f"threshold={threshold} cuts the positive class's probability of a two-class model; this one has "
             f"{probs.shape[1]} classes and predicts the most probable: drop threshold"
         )
     labels = targets.numpy().astype(np.int64)
-    classes, agree = _class_names(source.meta, ds, probs.shape[1])
+    classes, agree = output_class_names(source.meta, ds, probs.shape[1])
     scalar = labels.ndim == 1  # one whole-number label per sample, not a mask or a soft target
     known = agree and scalar and not is_unlabelled(ds) and labels.min() >= 0 and labels.max() < len(classes)
     paths = sample_paths(ds)
@@ -131,16 +168,6 @@ def predict(
         tta=tta,
         weights=weights if source.config is not None else None,
     )
-
-
-def _probabilities(logits: np.ndarray) -> np.ndarray:
-    """(N, 1) logits -> (N, 2) [1 - p, p]; (N, C) -> softmax; float64."""
-    z = logits.astype(np.float64)
-    if z.shape[1] == 1:
-        p = 0.5 * (1.0 + np.tanh(0.5 * z[:, 0]))  # sigmoid without overflow warnings
-        return np.stack([1.0 - p, p], axis=1)
-    e = np.exp(z - z.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
 
 
 class _Pairs(Dataset):
@@ -165,7 +192,9 @@ def _source(obj: Any, weights: str) -> _Source:
             model = copy.deepcopy(obj.model).cpu()
             model.load_state_dict(_weights(obj.run_dir, weights))
             meta, cfg, prec = _run_record(obj.run_dir)
-            return _Source(model, str(obj.run_dir), cfg or obj.config, meta or obj.meta, prec)
+            return _Source(
+                model, str(obj.run_dir), cfg or obj.config, meta or obj.meta, prec, run_dir=obj.run_dir
+            )
         obj = obj.run_dir
     if not isinstance(obj, (str, Path)):
         raise TypeError(f"predict takes a run folder, a Run or an nn.Module, got {type(obj).__name__}")
@@ -179,9 +208,12 @@ def _source(obj: Any, weights: str) -> _Source:
         )
     args = {k: v for k, v in meta["args"].items() if k not in INIT_ONLY | DATA_ARGS}
     args.update(n_train=2, n_val=2)  # the model does not depend on the data: keep the embedded set tiny
-    classes = _recorded_classes(meta)
-    if classes and meta["recipe"] == "resnet3d":  # one output per class of the run's folders
+    classes = recorded_classes(meta)
+    # one output per class (a regression run: per target column) of the run's data
+    if classes and (meta["recipe"] in ("resnet3d", *SEG_RECIPES) or args.get("task") == "regression"):
         args["num_classes"] = len(classes)
+    if meta["recipe"] == "unet3d" and (meta.get("data") or {}).get("channels"):
+        args["in_channels"] = meta["data"]["channels"]
     job = make_job(meta["recipe"], **args)
     model = job.model
     try:
@@ -191,7 +223,7 @@ def _source(obj: Any, weights: str) -> _Source:
             f"the {WEIGHTS[weights]} weights of {run_dir} do not fit the {meta['recipe']!r} recipe's model built "
             f"from the run's arguments {meta['args']}: {e}"
         ) from e
-    return _Source(model, str(run_dir), cfg, meta, prec, job)
+    return _Source(model, str(run_dir), cfg, meta, prec, job, run_dir)
 
 
 def _run_record(run_dir: Path) -> tuple[dict, TrainConfig | None, dict | None]:
@@ -233,7 +265,7 @@ def _dataset(data: Any, source: _Source) -> Dataset:
             f"normalisation); pass a Dataset instead, e.g. nbt.data.VolumeFolder({str(data)!r}, shape=..., "
             f"labels='auto') or nbt.data.ImageFolder({str(data)!r}, size=..., labels='auto')"
         )
-    args, classes = source.meta.get("args", {}), _recorded_classes(source.meta)
+    args, classes = source.meta.get("args", {}), recorded_classes(source.meta)
     x = split_sample(source.job.val_data[0])[0]  # an input as the run saw it: (1, D, H, W) or (3, S, S)
     if x.dim() == 4:
         shape = volume_shape(args["shape"], 0) if args.get("shape") else tuple(x.shape[1:])
@@ -241,35 +273,3 @@ def _dataset(data: Any, source: _Source) -> Dataset:
         return VolumeFolder(data, shape=shape, labels="auto", classes=classes, **options)
     size = int(args["size"]) if args.get("size") else int(x.shape[-1])
     return ImageFolder(data, size=size, labels="auto", classes=classes)
-
-
-def _recorded_classes(meta: dict) -> list[str] | None:
-    classes = meta.get("classes") or (meta.get("data") or {}).get("classes")
-    return [str(c) for c in classes] if classes else None
-
-
-def _class_names(meta: dict, ds: Dataset, n: int) -> tuple[list[str], bool]:
-    """The n class names, and whether the data's labels index them (False when the data names other
-    classes than the model has outputs: its labels then mean something else)."""
-    recorded = _recorded_classes(meta)
-    if recorded is not None and len(recorded) != n:
-        raise ValueError(
-            f"the run records {len(recorded)} classes {recorded}, but the model gives {n} probabilities"
-        )
-    inner, found = ds, None
-    while found is None and inner is not None:
-        named = getattr(inner, "classes", None)
-        found = [str(c) for c in named] if isinstance(named, (list, tuple)) and named else None
-        inner = getattr(inner, "dataset", None)
-    if found is not None and len(found) != n:
-        log.warning(
-            "the data names %d classes %s but the model gives %d probabilities: its labels are left out; "
-            "to compare with labels, use the run's classes (classes= of VolumeFolder / ImageFolder)",
-            len(found),
-            found,
-            n,
-        )
-        return recorded or [str(i) for i in range(n)], False
-    if recorded is not None and found is not None and found != recorded:
-        log.warning("the data's classes %s are not the run's %s; labels are read by index", found, recorded)
-    return recorded or found or [str(i) for i in range(n)], True

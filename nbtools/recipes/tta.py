@@ -15,14 +15,15 @@ class FlipAverage(nn.Module):
     """model(x) averaged over flips of x: every combination of `dims` (the identity included), in
     probability space (sigmoid for one logit, softmax for more, in float64 outside autocast), returned
     as logits again (the logit of the mean probability, or its log), so that everything downstream
-    reads it like the model's output. The model itself runs under the caller's autocast.
+    reads it like the model's output. The model itself runs under the caller's autocast. values=True (a
+    regression model) averages the outputs themselves, in float64.
 
     >>> tta = FlipAverage(model, dims=(2, 3, 4))   # (B, C, D, H, W): 8 passes   # doctest: +SKIP
     """
 
-    def __init__(self, model: nn.Module, dims: tuple[int, ...]) -> None:
+    def __init__(self, model: nn.Module, dims: tuple[int, ...], values: bool = False) -> None:
         super().__init__()
-        self.model, self.dims = model, tuple(dims)
+        self.model, self.dims, self.values = model, tuple(dims), values
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         combos = [c for r in range(len(self.dims) + 1) for c in itertools.combinations(self.dims, r)]
@@ -31,10 +32,13 @@ class FlipAverage(nn.Module):
             out = main_output(self.model(x.flip(flip) if flip else x))
             with torch.autocast(x.device.type, enabled=False):
                 z = out.double()
-                p = torch.sigmoid(z) if z.dim() == 1 or z.shape[1] == 1 else torch.softmax(z, dim=1)
-                total = p if total is None else total + p
+                if not self.values:
+                    z = torch.sigmoid(z) if z.dim() == 1 or z.shape[1] == 1 else torch.softmax(z, dim=1)
+                total = z if total is None else total + z
         with torch.autocast(x.device.type, enabled=False):
             mean = total / len(combos)
+            if self.values:
+                return mean
             if mean.dim() == 1 or mean.shape[1] == 1:
                 return torch.log(mean) - torch.log1p(-mean)
             return torch.log(mean)

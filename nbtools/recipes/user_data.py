@@ -138,12 +138,29 @@ def _counts(fp: dict[str, Any]) -> str:
     return ", ".join(f"{c} {counts.get(c, 0)}" for c in fp["classes"])
 
 
+def _targets(t: dict[str, Any]) -> str:
+    columns = zip(t["names"], t["mean"], t["std"], t["min"], t["max"])
+    return "targets (training part): " + "; ".join(
+        f"{n} mean {m:.4g}, std {s:.3g}, range {lo:.4g} to {hi:.4g}" for n, m, s, lo, hi in columns
+    )
+
+
 def describe_data(record: dict[str, Any]) -> str:
-    """One paragraph on a run's data (its meta["data"]): where from, classes, positive class, split."""
+    """One paragraph on a run's data (its meta["data"]): where from, classes (or a regression run's
+    targets, a segmentation run's cases), positive class, split."""
+    if record.get("kind") == "segmentation":
+        return describe_seg_data(record)
     src, fp, split = record["source"], record["fingerprint"], record["split"]
-    lines = [f"data: {src['data']} ({fp['train']['n_files']} files: {_counts(fp['train'])})"]
+    regression = record.get("task") == "regression"  # a CSV of targets (recipes.regression_data)
+
+    def files(part: str) -> str:
+        return f"{fp[part]['n_files']} files" + ("" if regression else f": {_counts(fp[part])}")
+
+    lines = [f"data: {src['data']} ({files('train')})"]
     pos, classes = record["positive"], record["classes"]
-    if pos is not None:
+    if regression:
+        lines.append(_targets(record["targets"]))
+    elif pos is not None:
         default = pos == sorted(classes)[1]
         why = "the second in sorted order; positive= picks the other" if default else "chosen by positive="
         lines.append(f"positive class: {pos!r} (label 1; {why}), negative: {classes[0]!r} (label 0)")
@@ -151,11 +168,31 @@ def describe_data(record: dict[str, Any]) -> str:
         lines.append(f"classes: {', '.join(f'{i} {c}' for i, c in enumerate(classes))}")
     if split["kind"] == "holdout":
         lines.append(
-            f"validation: a stratified {split['fraction']:.0%} hold-out of it (seed {split['seed']}): "
-            f"{split['n_train']} train, {split['n_val']} val"
+            f"validation: a{'' if regression else ' stratified'} {split['fraction']:.0%} hold-out of it "
+            f"(seed {split['seed']}): {split['n_train']} train, {split['n_val']} val"
         )
     else:
-        lines.append(f"validation: {src['val']} ({fp['val']['n_files']} files: {_counts(fp['val'])})")
+        lines.append(f"validation: {src['val']} ({files('val')})")
+    return "\n".join(lines)
+
+
+def describe_seg_data(record: dict[str, Any]) -> str:
+    """One paragraph on a segmentation run's data: where from, layout, cases, classes, split."""
+    src, fp, split = record["source"], record["fingerprint"], record["split"]
+    n_cases = split["n_train"] + (split["n_val"] if split["kind"] == "holdout" else 0)
+    channels = record["channels"]
+    lines = [
+        f"data: {src['data']} ({record['layout']}, {n_cases} cases, {record['ndim']}D, "
+        f"{channels} image channel{'s' * (channels != 1)}, {fp['train']['n_files']} files)",
+        "classes: " + ", ".join(f"{i} {c}" for i, c in enumerate(record["classes"])),
+    ]
+    if split["kind"] == "holdout":
+        lines.append(
+            f"validation: a {split['fraction']:.0%} hold-out of the cases (seed {split['seed']}): "
+            f"{split['n_train']} train, {split['n_val']} val, predicted whole by sliding window"
+        )
+    else:
+        lines.append(f"validation: {src['val']} ({split['n_val']} cases, predicted whole by sliding window)")
     return "\n".join(lines)
 
 

@@ -76,8 +76,9 @@ def predict(
 
 def _forward(model, x, precision: Precision, patch):
     """The model's outputs on x: whole, or by sliding window over patches of `patch` (a segmentation
-    volume larger than the training patches), in float32."""
-    if patch is not None and any(s > p for s, p in zip(x.shape[2:], patch)):
+    case of another size than the training patches: larger, or smaller and padded to it, as a U-Net
+    takes only sides that are multiples of its downsampling), in float32."""
+    if patch is not None and tuple(x.shape[2:]) != tuple(patch):
         return sliding_window_predict(model, x, patch, autocast=precision.autocast(), output="logits")
     with precision.autocast():
         outputs = model(x)

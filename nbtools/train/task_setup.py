@@ -31,6 +31,16 @@ from nbtools.train.task_loss import wrap_loss
 log = logging.getLogger(__name__)
 
 
+def _target_names(data) -> list[str] | None:
+    """The dataset's `target_names` (RegressionFolder: the CSV's target columns), through Subsets."""
+    while data is not None:
+        names = getattr(data, "target_names", None)
+        if isinstance(names, (list, tuple)) and names:
+            return [str(n) for n in names]
+        data = getattr(data, "dataset", None)
+    return None
+
+
 def _dataset_classes(data) -> list[str] | None:
     while data is not None:
         classes = getattr(data, "classes", None)
@@ -107,6 +117,9 @@ def _record(plan: dict, loss_fn, train_data, meta) -> dict:
             task["classes"] = names
     if task["name"] == "regression":
         task["target_scaler"] = target_stats(train_data).to_dict()
+        names = _target_names(train_data)  # a CSV's target columns name the per-output metrics
+        if names is not None and len(names) == int(np.prod(task["target_scaler"]["shape"])):
+            task["output_names"] = names
     if "heads" in plan:
         task["heads"] = {}
         for head, p in plan["heads"].items():

@@ -7,7 +7,7 @@ from nbtools.viz.dashboard import Dashboard
 from nbtools.viz.grad_heatmap import GradHeatmap, grad_heatmap
 from nbtools.viz.picker import checkpoint_picker
 from nbtools.viz.report import Report, report
-from nbtools.viz.viewers import image_grid, slice_viewer
+from nbtools.viz.viewers import image_grid, mask_overlays, slice_viewer
 
 __all__ = [
     "Dashboard",
@@ -17,6 +17,7 @@ __all__ = [
     "compare_curves",
     "grad_heatmap",
     "image_grid",
+    "mask_overlays",
     "report",
     "save_curves",
     "slice_viewer",

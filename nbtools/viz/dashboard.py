@@ -25,7 +25,7 @@ from matplotlib.figure import Figure
 
 from nbtools.runs import Finding, open_first
 from nbtools.runs.classes import class_names
-from nbtools.viz import panels, snapshot
+from nbtools.viz import panels, snapshot, term_panels
 from nbtools.wording import reword
 
 BAR_SECONDS = 0.2  # the progress bar is updated at most this often
@@ -157,7 +157,9 @@ class Dashboard:
         """Render the figure to PNG (Agg) and put it in the Image widget."""
         t0 = time.perf_counter()
         self.fig.clear()
-        axes = self.fig.subplots(2, 3)
+        terms = term_panels.has_terms(self.steps)  # a MultiTaskLoss run: a column of per-term panels
+        self.fig.set_size_inches(17 if terms else 13, 6.5)
+        axes = self.fig.subplots(2, 4 if terms else 3)
         # fixed margins: a constrained layout would double the cost of each redraw
         self.fig.subplots_adjust(left=0.05, right=0.95, top=0.95, bottom=0.08, wspace=0.4, hspace=0.35)
         panels.loss_panel(axes[0, 0], self.steps, self.history)
@@ -166,6 +168,9 @@ class Dashboard:
         panels.metrics_panel(axes[1, 0], self.history, self.classes)
         panels.scale_panel(axes[1, 1], self.steps)
         panels.drift_panel(axes[1, 2], self.steps)
+        if terms:
+            term_panels.term_grad_panel(axes[0, 3], self.steps)
+            term_panels.term_cos_panel(axes[1, 3], self.steps)
         buf = io.BytesIO()
         self.fig.savefig(buf, format="png", dpi=72)
         self.image.value = buf.getvalue()

@@ -130,12 +130,23 @@ def drift_panel(ax: Axes, steps: list[dict]) -> None:
 def metrics_panel(ax: Axes, history: list[dict], classes: list[str] | None = None) -> None:
     """Validation metrics per epoch (x = the epoch's last step), with the share of samples predicted
     positive, named after the positive class when the run knows the class names (`classes`)."""
-    for i, key in enumerate(_METRICS):
+    low = -0.02
+    for i, key in enumerate(_METRICS + _others(history)):
         xs, ys = _xy(history, key)
         if ys:
             dashed = key == "val_pred_pos_rate"
             label = f"predicted {positive_name(classes)}" if dashed and classes else key[4:]
-            ax.plot(xs, ys, marker="o", ms=3, ls="--" if dashed else "-", color=f"C{i}", label=label)
-    ax.set(xlabel="step", title="validation (per epoch)", ylim=(-0.02, 1.02))
-    if history:
+            ax.plot(xs, ys, marker="o", ms=3, ls="--" if dashed else "-", color=f"C{i % 10}", label=label)
+            low = min(low, max(-1.02, min(ys)))  # an R^2 below 0 shows down to -1
+    ax.set(xlabel="step", title="validation (per epoch)", ylim=(low, 1.02))
+    if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7)
+
+
+_UNIT_FREE = ("_r2", "_acc", "_f1", "_auc", "_dice")  # a regression run's or a named head's, on one 0-1 axis
+
+
+def _others(history: list[dict]) -> tuple[str, ...]:
+    """Unit-free validation metrics beyond a classification run's: val_r2, val_<head>_acc, ..."""
+    keys = history[-1] if history else {}
+    return tuple(k for k in keys if k.startswith("val_") and k.endswith(_UNIT_FREE) and k not in _METRICS)

@@ -4,7 +4,8 @@ loss_curve.png and learning_curves.png (nbtools.viz.curves), grad_norms.png (tot
 log scale, skipped steps marked; loss scale and skips per interval), and from best_val.pt (the
 validation logits at the best epoch) confusion_matrix.png, roc_curve.png and, for binary tasks,
 pr_curve.png; both curves mark the configured threshold and the F1-optimal one (the `threshold`
-finding's numbers).
+finding's numbers). A regression run (or a regression head) gets predicted_vs_true.png and residuals.png
+instead, in the user's units (nbtools.viz.regression_figures), and no confusion matrix.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from nbtools.runs.files import BEST_VAL_FILE, run_path
 from nbtools.tasks.classification_metrics import f1_optimal_threshold
 from nbtools.viz import panels
 from nbtools.viz.curves import learning_figure, loss_figure
+from nbtools.viz.regression_figures import task_figures
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +152,26 @@ def pr_figure(
     return fig
 
 
+def dice_figure(best: dict) -> Figure:
+    """Dice of every validation case at the best epoch, one column per foreground class (a point per case,
+    the median marked); cases where a class is undefined (empty mask) are left out and counted."""
+    dice = best["dice_per_case"].double().numpy()
+    names = [str(c) for c in best.get("classes", [])][1:] or [str(k + 1) for k in range(dice.shape[1])]
+    fig = Figure(figsize=(1.6 + 1.3 * len(names), 3.4), layout="constrained")
+    ax = fig.add_subplot()
+    for k, name in enumerate(names):
+        values = dice[:, k][~np.isnan(dice[:, k])]
+        jitter = np.linspace(-0.15, 0.15, len(values)) if len(values) > 1 else np.zeros(len(values))
+        ax.plot(k + jitter, values, "o", ms=4, alpha=0.7)
+        if len(values):
+            ax.plot([k - 0.25, k + 0.25], [np.median(values)] * 2, "k-", lw=2)
+        left = int(np.isnan(dice[:, k]).sum())
+        names[k] = f"{name}" + (f"\n({left} left out)" if left else "")
+    ax.set_xticks(range(len(names)), names, fontsize=8)
+    ax.set(ylim=(-0.02, 1.02), ylabel="Dice", title=f"Dice per validation case, best epoch {best['epoch']}")
+    return fig
+
+
 def _best_val(path: Path) -> dict:
     """best_val.pt, or a ValueError naming the file, the cause and what to do."""
     try:
@@ -183,13 +205,16 @@ def report(run_or_dir, save: bool = True) -> Report:
     }
     best_val = Path(run.run_dir) / BEST_VAL_FILE
     best = _best_val(best_val) if best_val.is_file() else None
-    if best is not None and "logits" not in best:  # a segmentation or regression run: no class scores
+    classes = class_names(run.meta)  # a run on the user's folder names them (a regression run: targets)
+    if best is not None and "dice_per_case" in best:  # segmentation: Dice per case, no logits kept
+        figures["dice_per_case"] = dice_figure(best)
+    elif best is not None and "logits" not in best:  # regression (or regression heads): no class scores
+        figures |= task_figures(best, classes)  # predicted vs true, residuals
         log.info(
             "%s holds no class logits (task %s): no confusion matrix or ROC", best_val, run.task.get("name")
         )
     elif best is not None:
         targets, logits = best["targets"].numpy(), best["logits"].float().numpy()
-        classes = class_names(run.meta)  # a run on the user's folder names them
         figures["confusion_matrix"] = confusion_figure(
             targets, logits, run.config.threshold, best["epoch"], classes
         )
@@ -197,7 +222,7 @@ def report(run_or_dir, save: bool = True) -> Report:
         pr = pr_figure(targets, logits, best["epoch"], run.config.threshold, classes)
         if pr is not None:
             figures["pr_curve"] = pr
-    else:
+    elif not best_val.is_file():
         log.info("%s not found: no confusion matrix or ROC (no epoch has finished)", best_val)
     paths = {}
     if save:
