@@ -7,7 +7,14 @@ from nbtools.recipes import reproduce
 
 @pytest.mark.parametrize(
     "case",
-    ["frozen_fp16", "fp16_forward_overflow", "focal_nan", "class_collapse", "stopped_too_early"],
+    [
+        "frozen_fp16",
+        "fp16_forward_overflow",
+        "focal_nan",
+        "class_collapse",
+        "stopped_too_early",
+        "deep_supervision_list",
+    ],
 )
 def test_a_seed_failure_planted_in_a_run_is_caught(case, tmp_path):
     result = getattr(reproduce, case)(tmp_path)

@@ -14,14 +14,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
 from nbtools.config import TrainConfig
 from nbtools.data.augcheck import check_augmentation
+from nbtools.data.segsynthetic import SyntheticSegVolumes
 from nbtools.data.synthetic import SyntheticVolumes
 from nbtools.diagnose import doctor, find_nonfinite
-from nbtools.losses import FocalLoss, log_cosh
+from nbtools.losses import DeepSupervisionLoss, DiceCELoss, FocalLoss, log_cosh
 from nbtools.train import fit
 
 
@@ -238,4 +240,48 @@ def stopped_too_early(run_dir: str | Path) -> Reproduction:
         "seed 001: early stopping at epoch 56 right after a slow start",
         bool(found) and run.stop is not None and run.stop.code == "early-stop",
         [f"run: {run.stopped}", *(str(f) for f in found)],
+    )
+
+
+class _ListEverywhere(nn.Module):
+    """A segmentation net that returns [main, aux] in train and eval mode alike, as seed 001's did."""
+
+    def __init__(self, classes: int = 2) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.body = nn.Sequential(nn.Conv3d(1, 8, 3, padding=1), nn.ReLU())
+        self.main, self.aux = nn.Conv3d(8, classes, 1), nn.Conv3d(8, classes, 1)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        h = self.body(x)
+        aux = F.interpolate(self.aux(F.avg_pool3d(h, 2)), size=x.shape[2:], mode="trilinear")
+        return [self.main(h), aux]
+
+
+def deep_supervision_list(run_dir: str | Path) -> Reproduction:
+    """Seed 001: the deep-supervision list [main, aux...] reached the metric (`outputs > threshold`) and
+    validation crashed. fit scores the main output of a list and reports val_dice."""
+    train = SyntheticSegVolumes(8, shape=(16, 16, 16), num_classes=2, seed=1)
+    val = SyntheticSegVolumes(4, shape=(16, 16, 16), num_classes=2, seed=2)
+    model = _ListEverywhere()
+    with torch.no_grad():
+        outputs = model.eval()(val[0][0][None])
+    try:
+        _ = outputs > 0.5  # seed 001's metric on the model's eval output
+        naive = "no error"
+    except TypeError as e:
+        naive = f"TypeError: {e}"
+    cfg = TrainConfig(epochs=2, batch_size=4, lr=1e-2, monitor="val_dice", checkpoint_every_minutes=None)
+    run = _fit(
+        model.train(), DeepSupervisionLoss(DiceCELoss(), weights="nnunet"), cfg, Path(run_dir), train, val
+    )
+    dice = [r.get("val_dice") for r in run.history]
+    scored = len(dice) == cfg.epochs and all(d is not None and math.isfinite(d) for d in dice)
+    return Reproduction(
+        "seed 001: validation crashed on the deep-supervision list (outputs > threshold)",
+        naive.startswith("TypeError") and scored and run.task.get("name") == "segmentation",
+        [
+            f"seed 001's metric on [main, aux]: {naive}",
+            f"fit: task {run.task.get('name')}, val_dice per epoch {[round(d, 4) for d in dice]} (the main output)",
+        ],
     )
