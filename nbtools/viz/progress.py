@@ -103,7 +103,17 @@ class TextProgress:
             self.bar.close()
             self.bar = None
         if self.enabled:
-            keys = ("train_loss", "val_loss", "val_acc", "val_f1", "val_auc", "ema_val_auc")
+            keys = (
+                *("train_loss", "val_loss", "val_acc", "val_f1", "val_auc", "ema_val_auc"),
+                *(
+                    "val_dice",
+                    "ema_val_dice",
+                    "val_mae",
+                    "val_rmse",
+                    "val_r2",
+                    "ema_val_r2",
+                ),  # seg, regression
+            )
             shown = "  ".join(f"{k} {_fmt(record[k])}" for k in keys if k in record)
             _write(f"epoch {record['epoch']}/{self.epochs}  {shown}  ({record['seconds']:.1f}s)")
 
