@@ -41,7 +41,6 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--stop-after", type=int, default=None)
     p.add_argument("--nan-at", type=int, nargs="*", default=[])
     args = p.parse_args(argv)
-    torch.set_num_threads(1)
     train = NoisyBlobs(n=64, augment=args.model == "cnn")
     if args.nan_at:
         train = NaNAt(train, set(args.nan_at))
@@ -84,4 +83,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
+    torch.set_num_threads(1)  # one thread per rank: two ranks on a 2-core machine
     main()

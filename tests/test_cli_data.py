@@ -124,4 +124,4 @@ def test_focal2d_trains_on_a_png_folder_from_the_cli(tmp_path):
     assert run.meta["data"]["positive"] == "forged" and run.meta["data"]["split"]["n_val"] == 4
     assert run.history[-1]["step"] == 3  # 12 training pages, batch 4
     r = _cli("train", "focal2d", "--data", "pages", "--shape", "1", "2", "3", "--run-dir", "x", cwd=tmp_path)
-    assert r.returncode == 2 and "--shape is for resnet3d" in r.stderr
+    assert r.returncode == 2 and "--shape is not a flag of focal2d; it takes --size" in r.stderr
