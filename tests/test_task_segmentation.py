@@ -118,3 +118,28 @@ def test_a_pair_that_fits_no_task_is_refused_naming_both_shapes(seg_root, tmp_pa
     with pytest.raises(ValueError, match=r"\(1, 3, 32, 32, 32\).*\(1, 32, 32\)"):
         nbt.fit(Flat(), Squashed(train), Squashed(val), DiceCELoss(), CFG, tmp_path / "r", verbose=False)
     assert not list((tmp_path / "r").iterdir())  # refused before anything was written
+
+
+def test_predict_gives_masks_for_a_plain_fits_run_and_a_bare_model(seg_root, tmp_path):
+    run = _fit(seg_root, tmp_path / "run")
+    val = _data(seg_root)[1]
+    masks = nbt.predict(
+        run, val
+    )  # the Run a plain fit returned: its best weights, recorded patch and classes
+    assert isinstance(masks, nbt.recipes.SegPredictions) and masks.classes[1] == "left box"
+    best = run.history[run.best_epoch - 1]["val_dice"]
+    assert masks.dice()["dice"] == pytest.approx(best, abs=1e-6)  # predicting the val set reproduces it
+    assert masks.save(tmp_path / "masks").is_file() and len(list((tmp_path / "masks").glob("*.nii.gz"))) == 2
+
+    model = _model().eval()  # a bare model: windows of the folder's patch over each whole case
+    bare = nbt.predict(model, val.subset(range(len(val)), patch=PATCH), device="cpu")
+    for i, mask in enumerate(bare.masks):
+        want = sliding_window_predict(model, val[i][0][None], PATCH, output="mask")[0]
+        assert np.array_equal(mask, want.numpy().astype(np.uint8))
+
+    crops = [(x[..., :32], m[..., :32]) for x, m in (val[i] for i in range(2))]
+    pairs = torch.utils.data.TensorDataset(*(torch.stack(t) for t in zip(*crops)))
+    with pytest.raises(ValueError, match=r"outputs \(3, 32, 32, 32\) per sample.*SegmentationFolder"):
+        nbt.predict(model, pairs, device="cpu")  # a bare model on plain tensors: no nonsense class table
+    with pytest.raises(TypeError, match="SegmentationFolder"):
+        nbt.predict(run, pairs)

@@ -22,7 +22,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from nbtools.config import TrainConfig
-from nbtools.data import ImageFolder, VolumeFolder
+from nbtools.data import ImageFolder, SegmentationFolder, VolumeFolder
 from nbtools.data.checked import CheckedSamples, collate_checked
 from nbtools.data.samples import is_unlabelled, sample_paths, split_sample
 from nbtools.recipes.head_predictions import predict_heads
@@ -37,7 +37,7 @@ from nbtools.recipes.regression_predictions import (
     with_targets,
 )
 from nbtools.recipes.resume import INIT_ONLY
-from nbtools.recipes.seg_predict import SEG_RECIPES, predict_segmentation
+from nbtools.recipes.seg_predict import SEG_RECIPES, predict_own_segmentation, predict_segmentation
 from nbtools.recipes.seg_predictions import SegPredictions
 from nbtools.recipes.sizes import volume_shape
 from nbtools.recipes.tta import FlipAverage, flip_dims
@@ -98,6 +98,10 @@ def predict(
     an image[,mask] CSV) whole, by sliding window over the run's patch with Gaussian weighting and, with
     tta, flips undone before averaging (nbtools.recipes.seg_predict); `masks.save(out_dir)` writes one
     mask per case (NIfTI with the image's affine and header, or PNG) and a table of voxels, ml and Dice.
+    A segmentation model not from a recipe (the Run of a plain fit, or a module) predicts the cases of a
+    SegmentationFolder the same way: windows of the run's recorded patch (a module: the folder's patch,
+    else each case whole). A module whose output is a map per sample on any other dataset is refused: its
+    task cannot be told, and class probabilities of a map would be nonsense.
 
     >>> preds = nbt.predict("runs/mine", "drive/MyDrive/new_volumes", tta=True)   # doctest: +SKIP
     >>> preds.to_csv("predictions.csv")                                          # doctest: +SKIP
@@ -116,11 +120,17 @@ def predict(
             tta=tta, device=device, weights=weights,
         )  # fmt: skip
     regression = is_regression(source.meta, cfg)  # predicted values in the user's units, not classes
-    if source.run_dir is not None and recorded_task(source.run_dir).get("name") == "multitask":  # named heads
-        task, used = recorded_task(source.run_dir), weights if source.config is not None else None
+    task = recorded_task(source.run_dir) if source.run_dir is not None else {}
+    used = weights if source.config is not None else None
+    if task.get("name") == "multitask":  # named heads
         return predict_heads(
             source.model.to(device), data, task, cfg, source.precision, device, batch_size, used
         )
+    if task.get("name") == "segmentation" or (not task and _seg_folder_given(data)):  # not from a recipe
+        return predict_own_segmentation(
+            source.model, data, task, config=cfg, precision_state=source.precision, tta=tta, device=device,
+            weights=used,
+        )  # fmt: skip
     ds = _dataset(data, source)
     if regression and isinstance(data, (str, Path)):
         ds = with_targets(data, ds, (source.meta.get("data") or {}).get("classes") or ["target"])
@@ -143,9 +153,15 @@ def predict(
         model = FlipAverage(model, flip_dims(split_sample(ds[0])[0].dim(), aug), values=regression)
     logits, targets, _ = predict_logits(model, loader, precision)
     if regression:
-        scaler = run_scaler(recorded_task(source.run_dir)) if source.run_dir is not None else None
-        used = weights if source.config is not None else None
+        scaler = run_scaler(task) if source.run_dir is not None else None
         return regression_predictions(logits, targets, ds, source.meta, scaler, tta, used)
+    if logits.dim() > 2:  # a map or a matrix per sample: class probabilities of it would be nonsense
+        raise ValueError(
+            f"{source.where} outputs {tuple(logits.shape[1:])} per sample, not one score per class; predict "
+            "cannot tell its task from a bare model: for segmentation pass the cases as "
+            "nbt.data.SegmentationFolder(...), for regression or named heads pass the Run fit returned "
+            "(it records the task)"
+        )
     logits = logits.numpy().reshape(len(logits), -1)
     probs = probabilities(logits)
     if threshold is not None and probs.shape[1] != 2:
@@ -166,7 +182,7 @@ def predict(
         labels=labels if known else None,
         paths=[str(p) for p in paths] if paths is not None else None,
         tta=tta,
-        weights=weights if source.config is not None else None,
+        weights=used,
     )
 
 
@@ -250,6 +266,13 @@ def _weights(run_dir: Path, weights: str) -> dict:
             f"{path} does not exist{why}; this run has weights={have or 'none yet'}: pass one of them"
         )
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _seg_folder_given(data: Any) -> bool:
+    """True when `data` is a SegmentationFolder, or a dataset (a Subset, a wrapper) around one."""
+    while data is not None and not isinstance(data, SegmentationFolder):
+        data = getattr(data, "dataset", None)
+    return data is not None
 
 
 def _dataset(data: Any, source: _Source) -> Dataset:

@@ -1,4 +1,5 @@
-"""`predict` for a segmentation run: every case of a folder predicted whole, one mask per case.
+"""`predict` for a segmentation run (a unet3d / unet2d recipe's, a plain fit's, or a bare model): every
+case of a folder predicted whole, one mask per case.
 
 Each case is read as the run read its validation cases (a SegmentationFolder with the run's classes,
 normalisation and 2D image size; masks optional) and predicted by `sliding_window_predict`: windows of the
@@ -63,7 +64,6 @@ def seg_folder(data: Any, classes: list[str], job_val: Any) -> SegmentationFolde
     return SegmentationFolder(data, patch=None, masks="optional", classes=classes, size=size)
 
 
-@torch.no_grad()
 def predict_segmentation(
     model: nn.Module,
     job: Any,
@@ -83,18 +83,72 @@ def predict_segmentation(
     patch = tuple(split_sample(job.train_data[0])[0].shape[1:])  # the run's training patch / image size
     recorded = (meta.get("data") or {}).get("classes")
     classes = [str(c) for c in (recorded or job.val_data.classes)]
-    batch_transform, job_val = job.batch_transform, job.val_data
-    ds = seg_folder(data, classes, job_val)
+    ds = seg_folder(data, classes, job.val_data)
+    flips = seg_flip_axes(ds.ndim, job.batch_transform) if tta else ()
+    precision = _precision(config, precision_state, device)
+    return _predict_cases(model, ds, classes, patch, flips, precision, device, tta=tta, weights=weights)
+
+
+def predict_own_segmentation(
+    model: nn.Module,
+    data: Any,
+    task: dict,
+    *,
+    config: TrainConfig,
+    precision_state: dict | None,
+    tta: bool,
+    device: torch.device,
+    weights: str | None,
+) -> SegPredictions:
+    """Masks of a segmentation model not built from a recipe (a plain fit's run, or an nn.Module) on
+    the cases of a SegmentationFolder. task: what fit recorded (its patch and class names), or {} for a
+    module: the folder's patch then, or each case whole when it has none. TTA flips all three axes of a
+    volume, the width of an image."""
+    inner = data
+    while not isinstance(inner, SegmentationFolder) and hasattr(inner, "dataset"):
+        inner = inner.dataset
+    if not isinstance(inner, SegmentationFolder):
+        raise TypeError(
+            "this is a segmentation model (its run recorded task 'segmentation', or it outputs a map per "
+            f"sample): predict needs its cases as nbt.data.SegmentationFolder(...), got {type(data).__name__}; "
+            "or call nbtools.tasks.sliding_window_predict(model, x, patch) on each case yourself"
+        )
+    classes = [str(c) for c in (task.get("classes") or inner.classes)]
+    ds = seg_folder(inner, classes, None)
+    patch = tuple(task["patch"]) if task.get("patch") else inner.patch
+    flips = seg_flip_axes(ds.ndim, None) if tta else ()
+    precision = _precision(config, precision_state, device)
+    return _predict_cases(model, ds, classes, patch, flips, precision, device, tta=tta, weights=weights)
+
+
+def _precision(config: TrainConfig, state: dict | None, device: torch.device) -> Precision:
     precision = Precision(config.precision, device)
-    if precision_state:  # a fallback the run took applies here too
-        precision.load_state_dict(precision_state)
-    flips = seg_flip_axes(ds.ndim, batch_transform) if tta else ()
+    if state:  # a fallback the run took applies here too
+        precision.load_state_dict(state)
+    return precision
+
+
+@torch.no_grad()
+def _predict_cases(
+    model: nn.Module,
+    ds: SegmentationFolder,
+    classes: list[str],
+    patch: tuple[int, ...] | None,
+    flips: tuple[int, ...],
+    precision: Precision,
+    device: torch.device,
+    *,
+    tta: bool,
+    weights: str | None,
+) -> SegPredictions:
+    """One mask per case of `ds` (whole cases), by sliding window over `patch` (None: the case whole)."""
     model = model.to(device).eval()
     masks, rows = [], []
     for i in range(len(ds)):
         x, y = ds[i]
+        window = patch or tuple(x.shape[1:])
         logits = sliding_window_predict(
-            model, x[None].to(device), patch, flip_axes=flips, autocast=precision.autocast(), output="logits"
+            model, x[None].to(device), window, flip_axes=flips, autocast=precision.autocast(), output="logits"
         )
         truth = y.numpy() if isinstance(y, torch.Tensor) else None
         if ds.ndim == 2 and tuple(logits.shape[2:]) != tuple(ds.shapes[i]):  # back to the image's size
