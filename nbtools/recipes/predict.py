@@ -22,7 +22,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from nbtools.config import TrainConfig
-from nbtools.data import ImageFolder, SegmentationFolder, VolumeFolder
+from nbtools.data import ImageFolder, VolumeFolder
 from nbtools.data.checked import CheckedSamples, collate_checked
 from nbtools.data.samples import is_unlabelled, sample_paths, split_sample
 from nbtools.recipes.head_predictions import predict_heads
@@ -37,7 +37,7 @@ from nbtools.recipes.regression_predictions import (
     with_targets,
 )
 from nbtools.recipes.resume import INIT_ONLY
-from nbtools.recipes.seg_predict import SEG_RECIPES, predict_own_segmentation, predict_segmentation
+from nbtools.recipes.seg_predict import SEG_RECIPES, predict_segmentation, seg_folder_inside
 from nbtools.recipes.seg_predictions import SegPredictions
 from nbtools.recipes.sizes import volume_shape
 from nbtools.recipes.tta import FlipAverage, flip_dims
@@ -116,7 +116,7 @@ def predict(
     cfg = source.config or TrainConfig()
     if source.meta.get("recipe") in SEG_RECIPES:
         return predict_segmentation(
-            source.model, source.job, data, meta=source.meta, config=cfg, precision_state=source.precision,
+            source.model, data, job=source.job, meta=source.meta, config=cfg, precision_state=source.precision,
             tta=tta, device=device, weights=weights,
         )  # fmt: skip
     regression = is_regression(source.meta, cfg)  # predicted values in the user's units, not classes
@@ -126,9 +126,9 @@ def predict(
         return predict_heads(
             source.model.to(device), data, task, cfg, source.precision, device, batch_size, used
         )
-    if task.get("name") == "segmentation" or (not task and _seg_folder_given(data)):  # not from a recipe
-        return predict_own_segmentation(
-            source.model, data, task, config=cfg, precision_state=source.precision, tta=tta, device=device,
+    if task.get("name") == "segmentation" or (not task and seg_folder_inside(data) is not None):  # own model
+        return predict_segmentation(
+            source.model, data, task=task, config=cfg, precision_state=source.precision, tta=tta, device=device,
             weights=used,
         )  # fmt: skip
     ds = _dataset(data, source)
@@ -266,13 +266,6 @@ def _weights(run_dir: Path, weights: str) -> dict:
             f"{path} does not exist{why}; this run has weights={have or 'none yet'}: pass one of them"
         )
     return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def _seg_folder_given(data: Any) -> bool:
-    """True when `data` is a SegmentationFolder, or a dataset (a Subset, a wrapper) around one."""
-    while data is not None and not isinstance(data, SegmentationFolder):
-        data = getattr(data, "dataset", None)
-    return data is not None
 
 
 def _dataset(data: Any, source: _Source) -> Dataset:

@@ -40,24 +40,30 @@ def seg_flip_axes(ndim: int, batch_transform: Any) -> tuple[int, ...]:
     return aug.flip_axes if isinstance(aug, Augment3D) and aug.probs["p_flip"] > 0 else (0, 1, 2)
 
 
+def seg_folder_inside(data: Any) -> SegmentationFolder | None:
+    """The SegmentationFolder `data` is, or wraps (a Subset, a job's val_data), else None."""
+    while data is not None and not isinstance(data, SegmentationFolder):
+        data = getattr(data, "dataset", None)
+    return data
+
+
 def seg_folder(data: Any, classes: list[str], job_val: Any) -> SegmentationFolder:
     """The cases of `data` read as the run read its validation cases (`job_val`: 2D images at its size),
     images without masks allowed; a mask with an id outside the run's `classes` is refused, named.
     data: a folder or CSV, or a SegmentationFolder (or a dataset wrapping one: a job's val_data), whose
     cases are predicted whole."""
-    inner = data
-    while not isinstance(inner, SegmentationFolder) and hasattr(inner, "dataset"):
-        inner = inner.dataset
-    if isinstance(inner, SegmentationFolder):
+    inner = seg_folder_inside(data)
+    if inner is not None:
         if list(inner.classes) != list(classes):
             raise ValueError(f"the cases' classes {inner.classes} are not the run's {classes}")
         view = inner.subset(range(len(inner)), patch=None)
         view.raw = False  # a 2D job's training view gives uint8 for its augmentation; predict wants tensors
         return view
-    if not isinstance(data, (str, Path)):
+    if not isinstance(data, (str, Path)) or job_val is None:
         raise TypeError(
-            "a segmentation run predicts a folder or CSV of cases (images/ with or without labels/) or a "
-            f"SegmentationFolder, got {type(data).__name__}"
+            "a segmentation model predicts a folder or CSV of cases (images/ with or without labels/; a "
+            "recipe run) or an nbt.data.SegmentationFolder(...) of them, got "
+            f"{type(data).__name__}; or call nbtools.tasks.sliding_window_predict(model, x, patch) per case"
         )
     x = split_sample(job_val[0])[0]
     size = int(x.shape[-1]) if x.dim() == 3 else None
@@ -66,66 +72,37 @@ def seg_folder(data: Any, classes: list[str], job_val: Any) -> SegmentationFolde
 
 def predict_segmentation(
     model: nn.Module,
-    job: Any,
     data: Any,
     *,
-    meta: dict,
+    job: Any = None,
+    meta: dict | None = None,
+    task: dict | None = None,
     config: TrainConfig,
     precision_state: dict | None,
     tta: bool,
     device: torch.device,
     weights: str | None,
 ) -> SegPredictions:
-    """Masks of `model` (the run's, with its weights) on the cases of `data` (a folder, a CSV, or a
-    SegmentationFolder such as a job's val_data; see seg_folder and the module docstring).
-    job: the run's recipe rebuilt (its training patch or image size, augmentation, class names); meta:
-    the run's (its data's class names)."""
-    patch = tuple(split_sample(job.train_data[0])[0].shape[1:])  # the run's training patch / image size
-    recorded = (meta.get("data") or {}).get("classes")
-    classes = [str(c) for c in (recorded or job.val_data.classes)]
-    ds = seg_folder(data, classes, job.val_data)
-    flips = seg_flip_axes(ds.ndim, job.batch_transform) if tta else ()
-    precision = _precision(config, precision_state, device)
-    return _predict_cases(model, ds, classes, patch, flips, precision, device, tta=tta, weights=weights)
-
-
-def predict_own_segmentation(
-    model: nn.Module,
-    data: Any,
-    task: dict,
-    *,
-    config: TrainConfig,
-    precision_state: dict | None,
-    tta: bool,
-    device: torch.device,
-    weights: str | None,
-) -> SegPredictions:
-    """Masks of a segmentation model not built from a recipe (a plain fit's run, or an nn.Module) on
-    the cases of a SegmentationFolder. task: what fit recorded (its patch and class names), or {} for a
-    module: the folder's patch then, or each case whole when it has none. TTA flips all three axes of a
-    volume, the width of an image."""
-    inner = data
-    while not isinstance(inner, SegmentationFolder) and hasattr(inner, "dataset"):
-        inner = inner.dataset
-    if not isinstance(inner, SegmentationFolder):
-        raise TypeError(
-            "this is a segmentation model (its run recorded task 'segmentation', or it outputs a map per "
-            f"sample): predict needs its cases as nbt.data.SegmentationFolder(...), got {type(data).__name__}; "
-            "or call nbtools.tasks.sliding_window_predict(model, x, patch) on each case yourself"
-        )
-    classes = [str(c) for c in (task.get("classes") or inner.classes)]
-    ds = seg_folder(inner, classes, None)
-    patch = tuple(task["patch"]) if task.get("patch") else inner.patch
-    flips = seg_flip_axes(ds.ndim, None) if tta else ()
-    precision = _precision(config, precision_state, device)
-    return _predict_cases(model, ds, classes, patch, flips, precision, device, tta=tta, weights=weights)
-
-
-def _precision(config: TrainConfig, state: dict | None, device: torch.device) -> Precision:
+    """Masks of `model` (with the weights to use) on the cases of `data` (see seg_folder and the module
+    docstring). job: the recipe run's job rebuilt (its training patch or image size, augmentation and
+    class names; meta: the run's, its data's class names). Without a job (a plain fit's run, or a bare
+    model): task, what fit recorded (its patch and class names; {} for a module: the SegmentationFolder's
+    patch, else each case whole); TTA then flips all three axes of a volume, the width of an image."""
+    if job is not None:
+        patch = tuple(split_sample(job.train_data[0])[0].shape[1:])  # the run's training patch / image size
+        recorded = ((meta or {}).get("data") or {}).get("classes")
+        classes = [str(c) for c in (recorded or job.val_data.classes)]
+        ds, augmentation = seg_folder(data, classes, job.val_data), job.batch_transform
+    else:
+        task, inner = task or {}, seg_folder_inside(data)
+        classes = [str(c) for c in (task.get("classes") or (inner.classes if inner is not None else []))]
+        ds, augmentation = seg_folder(data, classes, None), None
+        patch = tuple(task["patch"]) if task.get("patch") else inner.patch
+    flips = seg_flip_axes(ds.ndim, augmentation) if tta else ()
     precision = Precision(config.precision, device)
-    if state:  # a fallback the run took applies here too
-        precision.load_state_dict(state)
-    return precision
+    if precision_state:  # a fallback the run took applies here too
+        precision.load_state_dict(precision_state)
+    return _predict_cases(model, ds, classes, patch, flips, precision, device, tta=tta, weights=weights)
 
 
 @torch.no_grad()
