@@ -16,7 +16,7 @@ def _cli(*args, cwd):
     )
 
 
-def test_main_job_trains_resumes_and_refuses_to_overwrite(tmp_path):
+def test_main_job_trains_resumes_and_refuses_an_overwrite_or_another_recipe(tmp_path):
     r = _cli("train", "resnet3d", "--run-dir", "runs/demo", "--smoke", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert f"run folder: {tmp_path / 'runs' / 'demo'}" in r.stdout and "val_auc" in r.stdout  # absolute
@@ -24,6 +24,11 @@ def test_main_job_trains_resumes_and_refuses_to_overwrite(tmp_path):
     # "Run all" again after a disconnect: refused, with the choices named, and nothing touched
     r = _cli("train", "resnet3d", "--run-dir", "runs/demo", "--smoke", cwd=tmp_path)
     assert r.returncode == 2 and "--resume latest" in r.stderr and "--overwrite" in r.stderr
+    # resuming with another recipe, or a folder that holds no run, is refused naming why
+    r = _cli("train", "focal2d", "--run-dir", "runs/demo", "--resume", "latest", cwd=tmp_path)
+    assert r.returncode == 2 and "trained with the 'resnet3d' recipe" in r.stderr
+    r = _cli("train", "resnet3d", "--run-dir", "runs/none", "--resume", "latest", cwd=tmp_path)
+    assert r.returncode == 2 and "cannot resume runs/none" in r.stderr
     r = _cli(
         "train",
         "resnet3d",
@@ -49,14 +54,3 @@ def test_focal2d_job_trains_from_the_cli(tmp_path):
     run = nbt.runs.Run.load(tmp_path / "runs/focal")
     assert run.meta["recipe"] == "focal2d" and run.epoch == 2
     assert set(run.config.group_lrs) == {"backbone", "attention", "classifier"}
-
-
-def test_resume_names_the_recipe_a_run_was_trained_with(tmp_path):
-    assert (
-        _cli("train", "resnet3d", "--run-dir", "runs/a", "--smoke", "--epochs", "1", cwd=tmp_path).returncode
-        == 0
-    )
-    r = _cli("train", "focal2d", "--run-dir", "runs/a", "--resume", "latest", cwd=tmp_path)
-    assert r.returncode == 2 and "trained with the 'resnet3d' recipe" in r.stderr
-    r = _cli("train", "resnet3d", "--run-dir", "runs/none", "--resume", "latest", cwd=tmp_path)
-    assert r.returncode == 2 and "cannot resume runs/none" in r.stderr
